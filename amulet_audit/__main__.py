@@ -1,0 +1,3 @@
+from amulet_audit.cli import main
+
+raise SystemExit(main())

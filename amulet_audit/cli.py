@@ -1,0 +1,290 @@
+"""Command line: commands and exit codes only (DESIGN.md, "Command line").
+
+Heavy libraries (torch, opacus, weasyprint) are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from enum import IntEnum
+from pathlib import Path
+
+from amulet_audit import __version__
+from amulet_audit.errors import InputError
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FINDINGS = 1  # a requirement fails or is indeterminate; `diff`: a regression; `verify`: altered
+    BAD_INPUT = 2
+    INTERNAL = 3
+
+
+COMMANDS = {
+    "validate": "check a policy (and data spec) without running",
+    "policies": "list bundled policies",
+    "render": "re-render HTML/PDF from a results.json",
+}
+
+USAGE = f"""usage: amulet-audit MODEL --policy POLICY [--data DATA] [--out DIR] [options]
+       amulet-audit COMMAND ...
+
+Audit a trained PyTorch model for security, privacy and fairness risks against a regulation policy,
+and write report.html, report.pdf and results.json.
+
+commands:
+{chr(10).join(f"  {name:<10} {text}" for name, text in COMMANDS.items())}
+
+Run `amulet-audit audit --help` for every audit option, `amulet-audit COMMAND --help` for a command's.
+
+exit codes: 0 all requirements pass · 1 a requirement fails or is indeterminate · 2 bad input · 3 internal error
+"""
+
+
+def _audit_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="amulet-audit",
+        description="Audit MODEL against POLICY; write report.html, report.pdf and results.json into --out.",
+        epilog="exit codes: 0 all requirements pass, 1 a requirement fails or is indeterminate, 2 bad input, 3 internal error",
+    )
+    p.add_argument("model", metavar="MODEL", help="TorchScript archive (default), torch.export .pt2, or state_dict with --arch")
+    p.add_argument("--policy", required=True, metavar="POLICY", help="policy YAML path, or a bundled policy name (e.g. eu_ai_act)")
+    p.add_argument("--data", metavar="DATA", help="data spec YAML (default: <model stem>.data.yaml beside MODEL)")
+    p.add_argument("--out", metavar="DIR", default="amulet-report", help="output folder (default: amulet-report/)")
+    p.add_argument("--profile", choices=["quick", "standard", "thorough"], default="standard",
+                   help="attack budgets: quick (smoke test), standard (default), thorough (certification)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed and inputs give the same numbers (default 0)")
+    p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
+    p.add_argument("--arch", metavar="MODULE:CLASS", help="architecture class for a state_dict model file")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading a pickled whole module (runs code from the file: only for files you trust)")
+    p.add_argument("--templates", metavar="DIR", help="folder of Jinja2 templates searched before the packaged ones")
+    p.add_argument("--no-pdf", action="store_true", help="write report.html and results.json only")
+    p.add_argument("--exit-zero", action="store_true", help="exit 0 even when a requirement fails (reporting-only runs)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--version", action="version", version=f"amulet-audit {__version__}")
+    return p
+
+
+def _validate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="amulet-audit validate", description="Check a policy (and a data spec) without running anything.")
+    p.add_argument("policy", metavar="POLICY", nargs="?", help="policy YAML path or bundled policy name")
+    p.add_argument("--data", metavar="DATA", help="also check this data spec and the data it names")
+    p.add_argument("--schema", action="store_true", help="print the policy JSON Schema (for editors) and exit")
+    return p
+
+
+def _policies_parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog="amulet-audit policies", description="List the bundled policies.")
+
+
+def _render_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="amulet-audit render", description="Re-render report.html and report.pdf from a results.json.")
+    p.add_argument("results", metavar="RESULTS.json")
+    p.add_argument("--out", metavar="DIR", required=True, help="output folder")
+    p.add_argument("--templates", metavar="DIR", help="folder of Jinja2 templates searched before the packaged ones")
+    p.add_argument("--no-pdf", action="store_true", help="write report.html only")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return ExitCode.OK if argv else ExitCode.BAD_INPUT
+    if argv[0] == "--version":
+        print(f"amulet-audit {__version__}")
+        return ExitCode.OK
+    command, handler, parser = "audit", cmd_audit, _audit_parser
+    if argv[0] in ("audit", "validate", "policies", "render"):
+        command = argv.pop(0)
+        handler, parser = {
+            "audit": (cmd_audit, _audit_parser),
+            "validate": (cmd_validate, _validate_parser),
+            "policies": (cmd_policies, _policies_parser),
+            "render": (cmd_render, _render_parser),
+        }[command]
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help exits 0, usage errors exit 2
+        return ExitCode.OK if exc.code in (0, None) else ExitCode.BAD_INPUT
+    try:
+        return int(handler(args))
+    except InputError as exc:
+        print(f"amulet-audit: error: {exc}", file=sys.stderr)
+        return ExitCode.BAD_INPUT
+    except KeyboardInterrupt:
+        print("amulet-audit: interrupted; nothing was written.", file=sys.stderr)
+        return ExitCode.INTERNAL
+    except Exception as exc:  # an internal error: a bug, not bad input
+        if os.environ.get("AMULET_AUDIT_DEBUG"):
+            raise
+        print(f"amulet-audit: internal error: {type(exc).__name__}: {exc}. This is a bug in amulet-audit; "
+              "rerun with AMULET_AUDIT_DEBUG=1 for the traceback and report it.", file=sys.stderr)
+        return ExitCode.INTERNAL
+
+
+def _data_path(model: Path, data: str | None) -> Path:
+    if data:
+        return Path(data)
+    sidecar = model.with_name(model.stem + ".data.yaml")
+    if not sidecar.is_file():
+        raise InputError(f"{model}: no data spec given and no sidecar {sidecar.name} beside it; pass --data DATA.")
+    return sidecar
+
+
+def _templates(value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_dir():
+        raise InputError(f"--templates {value}: not a folder; pass the folder that holds your Jinja2 templates.")
+    return path
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from amulet_audit.inputs.data import load_data
+    from amulet_audit.inputs.model import load_model
+    from amulet_audit.policy import load_policy
+    from amulet_audit.risks.base import PROFILES
+
+    if not 0.5 <= args.confidence < 1:
+        raise InputError(f"--confidence {args.confidence}: must be in [0.5, 1), e.g. 0.95.")
+    templates = _templates(args.templates)
+    out = _out_dir(args.out)
+    model_path = Path(args.model)
+    loaded = load_policy(args.policy)
+    data = load_data(_data_path(model_path, args.data))
+    model = load_model(model_path, arch=args.arch, trust_pickle=args.trust_pickle)
+    _check_model_fits(model, data)
+
+    from amulet_audit.run import run_audit
+    from amulet_audit.run.progress import progress_display
+
+    with progress_display(quiet=args.quiet) as progress:
+        result = run_audit(model, data, loaded, seed=args.seed, profile=PROFILES[args.profile],
+                           confidence=args.confidence, progress=progress)
+        _write_outputs(result, out, templates=templates, pdf=not args.no_pdf, progress=progress)
+    if not args.quiet:
+        _summary(result, out)
+    if args.exit_zero or result.verdict == "pass":
+        return ExitCode.OK
+    return ExitCode.FINDINGS
+
+
+def _check_model_fits(model, data) -> None:
+    """One forward pass on a few records: the model must accept the features and output one score per class."""
+    import torch
+
+    x = torch.as_tensor(data.x_holdout[:2])
+    try:
+        with torch.no_grad():
+            out = model.module(x)
+    except Exception as exc:
+        raise InputError(
+            f"{model.path}: the model does not accept the data's records of shape {list(x.shape[1:])} "
+            f"({str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__}); check features/input_shape in the data spec."
+        ) from None
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != data.n_classes:
+        shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise InputError(
+            f"{model.path}: the model outputs {shape} per batch, but the data has {data.n_classes} classes; "
+            "the model must return one score (logit) per class."
+        )
+
+
+def _out_dir(value: str) -> Path:
+    out = Path(value)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder; choose another output folder.")
+    return out
+
+
+def _write_outputs(result, out: Path, *, templates: Path | None, pdf: bool, results_json: bool = True, progress=None) -> None:
+    """Render everything first, then move the files into place, so a failure leaves nothing half-written."""
+    import shutil
+    import tempfile
+
+    from amulet_audit.report import write_report
+    from amulet_audit.results import write_results
+
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".amulet-", dir=out))
+    try:
+        if progress:
+            progress("report", 0.0)
+        if results_json:
+            write_results(result, staging / "results.json")
+        write_report(result, staging, templates_dir=templates, pdf=pdf)
+        for f in sorted(staging.iterdir()):
+            os.replace(f, out / f.name)
+        if progress:
+            progress("report", 1.0)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _summary(result, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    colour = {"pass": "green", "fail": "red", "indeterminate": "yellow", "not_applicable": "dim"}
+    table = Table(title=f"{result.policy.title} — verdict: {result.verdict.upper()}")
+    for col in ("requirement", "metric", "value [CI]", "threshold", "verdict"):
+        table.add_column(col)
+    for r in result.requirements:
+        value = "—" if r.value is None else f"{r.value:.3f}" + (f" [{r.ci[0]:.3f}, {r.ci[1]:.3f}]" if r.ci else "")
+        table.add_row(r.id, r.metric, value, f"{r.threshold.op} {r.threshold.value:g}",
+                      f"[{colour[r.verdict.value]}]{r.verdict.value.upper()}[/]")
+    console.print(table)
+    console.print(f"Report written to {out}/ (results.json, report.html" + (", report.pdf)" if (out / 'report.pdf').exists() else ")"))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    import json
+
+    from amulet_audit.policy import json_schema, load_policy
+
+    if args.schema:
+        print(json.dumps(json_schema(), indent=2))
+        return ExitCode.OK
+    if not args.policy:
+        raise InputError("validate: give a POLICY (path or bundled name), or --schema.")
+    loaded = load_policy(args.policy)
+    print(f"{loaded.path}: valid policy '{loaded.policy.policy}' with {len(loaded.policy.requirements)} requirement(s).")
+    if args.data:
+        from amulet_audit.inputs.data import load_data
+
+        data = load_data(args.data)
+        print(f"{args.data}: valid data spec '{data.spec.name}': {len(data.y_train):,} training and "
+              f"{len(data.y_holdout):,} holdout records, {data.n_features} features, classes {', '.join(data.classes)}.")
+    return ExitCode.OK
+
+
+def cmd_policies(args: argparse.Namespace) -> int:
+    from amulet_audit.policy import bundled_policies, load_policy
+
+    rows = []
+    for stem, path in bundled_policies().items():
+        p = load_policy(str(path)).policy
+        reg = p.regulation
+        rows.append((stem, p.policy, p.title, f"{reg.name} ({reg.status})" if reg else "", p.version))
+    width = max((len(r[0]) for r in rows), default=4)
+    print(f"{'name':<{width}}  {'id':<18} {'version':<8} title — regulation")
+    for stem, pid, title, reg, ver in rows:
+        print(f"{stem:<{width}}  {pid:<18} {ver:<8} {title} — {reg}")
+    return ExitCode.OK
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from amulet_audit.results import read_results
+
+    result = read_results(args.results)
+    templates = _templates(args.templates)
+    out = _out_dir(args.out)
+    _write_outputs(result, out, templates=templates, pdf=not args.no_pdf, results_json=False)
+    print(f"Report written to {out}/")
+    return ExitCode.OK

@@ -1,0 +1,236 @@
+"""Loading the model under audit (TorchScript, torch.export, state_dict + --arch, trusted pickle).
+
+torch is imported inside the functions: `amulet-audit --help` and `validate` must start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import math
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from amulet_audit.errors import InputError
+from amulet_audit.inputs.data import sha256_file
+
+# Layers whose behaviour differs between train() and eval(); a traced module freezes them in one mode.
+_MODE_DEPENDENT = ("BatchNorm", "Dropout", "InstanceNorm", "AlphaDropout")
+
+
+@dataclass
+class ModelHandle:
+    """The audited model, read-only. `module` is in eval mode and must never be trained."""
+
+    path: Path
+    sha256: str
+    format: str  # torchscript | export | state_dict | pickle
+    module: Any  # torch.nn.Module or ScriptModule
+    architecture: str
+    warnings: list[str] = field(default_factory=list)
+    _source_bytes: bytes | None = None  # TorchScript archive, for faithful copies
+
+    @property
+    def parameters(self) -> int:
+        return int(sum(p.numel() for p in self.module.parameters()))
+
+    def fresh_copy(self, seed: int):
+        """A re-initialised copy of the audited architecture, in train mode, ready for `train_model`."""
+        import torch
+
+        torch.manual_seed(seed)
+        if self.format == "torchscript":
+            # deepcopy of a ScriptModule gives non-leaf parameters; a save/load round trip does not.
+            copy = torch.jit.load(io.BytesIO(self._source_bytes), map_location="cpu")
+        elif self.format == "export":
+            copy = torch.export.load(io.BytesIO(self._source_bytes)).module()
+        else:
+            import copy as _copy
+
+            copy = _copy.deepcopy(self.module)
+        reinitialise(copy, seed)
+        copy.train()
+        return copy
+
+
+def reinitialise(module, seed: int) -> None:
+    """Re-draw every parameter as PyTorch's default initialisation would (works on ScriptModules too)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, sub in module.named_modules():
+            kind = _kind(sub)
+            params = dict(sub.named_parameters(recurse=False))
+            buffers = dict(sub.named_buffers(recurse=False))
+            if any(k in kind for k in ("BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm")):
+                if "weight" in params:
+                    params["weight"].fill_(1.0)
+                if "bias" in params:
+                    params["bias"].zero_()
+                if "running_mean" in buffers:
+                    buffers["running_mean"].zero_()
+                if "running_var" in buffers:
+                    buffers["running_var"].fill_(1.0)
+                if "num_batches_tracked" in buffers:
+                    buffers["num_batches_tracked"].zero_()
+                continue
+            weight = params.get("weight")
+            fan_in = None
+            for pname, p in params.items():
+                if p.dim() >= 2:
+                    # kaiming_uniform(a=sqrt(5)): bound = 1/sqrt(fan_in), as nn.Linear / nn.ConvNd do
+                    fan_in = p[0].numel()
+                    bound = 1.0 / math.sqrt(fan_in)
+                    p.uniform_(-bound, bound, generator=gen)
+            for pname, p in params.items():
+                if p.dim() < 2:
+                    if pname == "bias" and weight is not None and weight.dim() >= 2:
+                        bound = 1.0 / math.sqrt(weight[0].numel())
+                        p.uniform_(-bound, bound, generator=gen)
+                    elif "Embedding" in kind:
+                        p.normal_(generator=gen)
+                    else:
+                        p.normal_(0.0, 0.02, generator=gen) if p.dim() == 1 and pname != "bias" else p.zero_()
+            if "Embedding" in kind and weight is not None:
+                weight.normal_(generator=gen)
+
+
+def _kind(sub) -> str:
+    return getattr(sub, "original_name", None) or type(sub).__name__
+
+
+def _traced_mode_layers(module) -> list[str]:
+    """Names of BatchNorm/Dropout layers of a *traced* TorchScript module (frozen in their traced mode)."""
+    found = []
+    for name, sub in module.named_modules():
+        if any(k in _kind(sub) for k in _MODE_DEPENDENT):
+            try:
+                code = sub.code
+            except Exception:
+                continue
+            if "training" not in code:
+                found.append(name or _kind(sub))
+    return found
+
+
+def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool = False) -> ModelHandle:
+    """Load the model at `path`. Every problem with the file or flags is an InputError."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: model file not found; check the path.")
+    digest = sha256_file(path)
+    raw = path.read_bytes()
+    warnings: list[str] = []
+
+    if path.suffix == ".pt2":
+        try:
+            program = torch.export.load(io.BytesIO(raw))
+        except Exception as exc:
+            raise InputError(f"{path}: not a torch.export program ({_first_line(exc)}); save it with torch.export.save.") from None
+        module = program.module()
+        warnings.append(
+            "torch.export programs fix train/eval behaviour at export time: copies trained for reference and defended "
+            "models may not learn as the audited model did; prefer TorchScript (torch.jit.script) or --arch."
+        )
+        return ModelHandle(path, digest, "export", module, "torch.export program", warnings, raw)
+
+    if _is_torchscript(raw):
+        try:
+            module = torch.jit.load(io.BytesIO(raw), map_location="cpu")
+        except Exception as exc:
+            raise InputError(f"{path}: a TorchScript archive that does not load ({_first_line(exc)}); re-save it with torch.jit.save.") from None
+        module.eval()
+        traced = _traced_mode_layers(module)
+        if traced:
+            warnings.append(
+                f"The model is a traced TorchScript module with train/eval-dependent layers ({', '.join(traced[:5])}); "
+                "tracing froze them in eval mode, so reference and defended copies do not train as the audited model did "
+                "and membership attacks built on them are weaker. Re-save with torch.jit.script, or give a state_dict with --arch."
+            )
+        return ModelHandle(path, digest, "torchscript", module, _kind(module), warnings, raw)
+
+    try:
+        obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if not _is_pickle_error(exc):
+            raise InputError(
+                f"{path}: not a model file amulet-audit can read ({_first_line(exc)}); save a TorchScript archive with torch.jit.save."
+            ) from None
+        if not trust_pickle:
+            raise InputError(
+                f"{path}: is a pickled whole module, and unpickling it can run arbitrary code; save it with "
+                "torch.jit.save(torch.jit.script(model)) or give its state_dict with --arch, or pass --trust-pickle if you trust the file."
+            ) from None
+        try:
+            obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise InputError(f"{path}: the pickled module does not load ({_first_line(exc)}); is its code importable here?") from None
+        if not isinstance(obj, torch.nn.Module):
+            raise InputError(f"{path}: the pickle holds a {type(obj).__name__}, not a torch.nn.Module.")
+        obj.eval()
+        return ModelHandle(path, digest, "pickle", obj, type(obj).__name__, warnings)
+
+    if isinstance(obj, torch.nn.Module):  # pragma: no cover - weights_only never yields modules
+        obj.eval()
+        return ModelHandle(path, digest, "pickle", obj, type(obj).__name__, warnings)
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        if not arch:
+            raise InputError(
+                f"{path}: is a state_dict (weights only); pass --arch package.module:Class naming the architecture to load it into."
+            )
+        module = _build_arch(arch)
+        try:
+            module.load_state_dict(obj)
+        except RuntimeError as exc:
+            raise InputError(f"{path}: the state_dict does not fit --arch {arch} ({_first_line(exc)}); check the class.") from None
+        module.eval()
+        return ModelHandle(path, digest, "state_dict", module, arch, warnings)
+    raise InputError(f"{path}: holds a {type(obj).__name__}, not a model; save a TorchScript archive with torch.jit.save.")
+
+
+def _build_arch(arch: str):
+    import torch
+
+    mod_name, _, cls_name = arch.partition(":")
+    if not mod_name or not cls_name:
+        raise InputError(f"--arch {arch}: write it as package.module:Class.")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        cls = getattr(importlib.import_module(mod_name), cls_name)
+    except (ImportError, AttributeError) as exc:
+        raise InputError(f"--arch {arch}: cannot import it ({_first_line(exc)}); is the module on PYTHONPATH?") from None
+    try:
+        module = cls()
+    except TypeError as exc:
+        raise InputError(f"--arch {arch}: the class must be constructible without arguments ({_first_line(exc)}).") from None
+    if not isinstance(module, torch.nn.Module):
+        raise InputError(f"--arch {arch}: is not a torch.nn.Module subclass.")
+    return module
+
+
+def _is_torchscript(raw: bytes) -> bool:
+    if not raw.startswith(b"PK"):
+        return False
+    try:
+        names = zipfile.ZipFile(io.BytesIO(raw)).namelist()
+    except zipfile.BadZipFile:
+        return False
+    return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
+
+
+def _is_pickle_error(exc: Exception) -> bool:
+    import pickle
+
+    return isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc) or "Unsupported global" in str(exc)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

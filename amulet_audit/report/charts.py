@@ -1,0 +1,202 @@
+"""Report charts: matplotlib (Agg) figures returned as inline SVG markup.
+
+Text is drawn as paths, so an SVG needs no font and references nothing outside itself; ids are
+prefixed per chart, so several charts can sit in one HTML page. Output is deterministic for the
+same input (fixed hash salt, no date), so re-rendering a results file gives the same report.
+Matplotlib is imported inside the functions: importing the report package stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from markupsafe import Markup, escape
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+# Okabe & Ito (2008): distinguishable with every common colour-vision deficiency.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+# Bars also differ by hatch, so they stay apart when printed in greyscale.
+HATCHES = ("", "//", "..", "xx", "\\\\", "oo")
+INK = "#1f2933"
+MUTED = "#6b7785"
+
+_RC = {
+    "svg.fonttype": "path",
+    "svg.hashsalt": "amulet-audit",
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "axes.edgecolor": MUTED,
+    "axes.labelcolor": INK,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#d9dee4",
+    "grid.linewidth": 0.6,
+    "xtick.color": INK,
+    "ytick.color": INK,
+    "legend.frameon": False,
+    "legend.fontsize": 8,
+    "hatch.linewidth": 0.6,
+}
+_SIZE = (6.4, 3.3)  # inches: the printable width of an A4 page at the report's margins
+
+
+@contextmanager
+def _figure(size: tuple[float, float] = _SIZE) -> Iterator[tuple[Figure, Axes]]:
+    # A bare Figure needs no pyplot and no GUI backend; savefig picks the SVG canvas itself.
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=size)
+        yield fig, fig.add_subplot()
+
+
+def _to_svg(fig: Figure, label: str) -> Markup:
+    """Serialise `fig` to an `<svg>` element for inline HTML, labelled for screen readers."""
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg") :]
+    # The <style> would apply to the whole HTML page; its two properties go on the root instead.
+    svg = re.sub(r"<metadata>.*?</metadata>|<!--.*?-->|<style[^>]*>.*?</style>", "", svg, flags=re.S)
+    svg = re.sub(r"<defs>\s*</defs>", "", svg)
+    prefix = "c" + hashlib.sha256(svg.encode()).hexdigest()[:8] + "-"
+    for ident in set(re.findall(r'\bid="([^"]+)"', svg)):
+        q = re.escape(ident)
+        svg = re.sub(rf'\bid="{q}"', f'id="{prefix}{ident}"', svg)
+        svg = re.sub(rf'(["(])#{q}([")])', rf"\g<1>#{prefix}{ident}\g<2>", svg)
+    svg = svg.replace("<svg", f'<svg class="chart" role="img" aria-label="{escape(label)}" '
+                      'stroke-linejoin="round" stroke-linecap="butt"', 1)
+    return Markup(svg.strip())
+
+
+def robustness_curve(
+    curve: Sequence[dict[str, Any]],
+    *,
+    eps: float | None,
+    norm: str,
+    clean_accuracy: float | None = None,
+    minimum: float | None = None,
+) -> Markup:
+    """Robust accuracy (0..1) against the perturbation budget ε, with its confidence band.
+
+    `curve` items carry `eps`, `robust_accuracy` and optionally `ci` ([low, high]). `eps` is the
+    policy's budget (marked by a vertical line); `minimum` the required robust accuracy, if any.
+    """
+    points = sorted(
+        (p for p in curve if _is_number(p.get("eps")) and _is_number(p.get("robust_accuracy"))),
+        key=lambda p: p["eps"],
+    )
+    xs = [float(p["eps"]) for p in points]
+    ys = [float(p["robust_accuracy"]) for p in points]
+    norm_label = {"linf": "L∞", "l2": "L2"}.get(norm.lower(), norm)
+    with _figure() as (fig, ax):
+        cis = [p.get("ci") for p in points]
+        if cis and all(isinstance(c, (list, tuple)) and len(c) == 2 for c in cis):
+            ax.fill_between(xs, [c[0] for c in cis], [c[1] for c in cis], color=PALETTE[0], alpha=0.18,
+                            linewidth=0, label="confidence interval")
+        ax.plot(xs, ys, color=PALETTE[0], marker="o", markersize=4, linewidth=1.8, label="robust accuracy")
+        if clean_accuracy is not None:
+            ax.axhline(clean_accuracy, color=MUTED, linestyle=":", linewidth=1.2,
+                       label=f"clean accuracy ({clean_accuracy:.3f})")
+        if minimum is not None:
+            ax.axhline(minimum, color=PALETTE[3], linestyle="--", linewidth=1.2,
+                       label=f"required minimum ({minimum:g})")
+        if eps is not None:
+            ax.axvline(eps, color=PALETTE[1], linestyle="-", linewidth=1.6, label=f"policy ε = {eps:g}")
+            at = _interpolate(xs, ys, eps)
+            if at is not None:
+                ax.plot([eps], [at], marker="D", markersize=7, color=PALETTE[1],
+                        markeredgecolor=INK, markeredgewidth=0.8, linestyle="none")
+        ax.set_xlabel(f"perturbation budget ε ({norm_label} norm)")
+        ax.set_ylabel("accuracy under attack")
+        ax.set_ylim(0, 1.02)
+        if xs:
+            ax.set_xlim(min(xs), max(xs + ([eps] if eps is not None else [])) * 1.02 or 1)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=3)
+        return _to_svg(fig, f"Robust accuracy against perturbation budget ({norm_label})")
+
+
+def roc_loglog(
+    fpr: Sequence[float],
+    tpr: Sequence[float],
+    *,
+    n_members: int | None = None,
+    n_nonmembers: int | None = None,
+    auc: float | None = None,
+    attack: str = "attack",
+) -> Markup:
+    """Membership-inference ROC on log-log axes, from max(1e-4, 1/n) to 1, with the chance line.
+
+    Log axes show the low false-positive region where a membership attack matters most.
+    """
+    sizes = [n for n in (n_members, n_nonmembers) if n]
+    low = max(1e-4, 1.0 / min(sizes)) if sizes else 1e-4
+    pairs = [(float(f), float(t)) for f, t in zip(fpr, tpr) if _is_number(f) and _is_number(t)]
+    from matplotlib.ticker import FuncFormatter
+
+    with _figure((4.4, 3.6)) as (fig, ax):
+        ax.plot([low, 1], [low, 1], color=MUTED, linestyle="--", linewidth=1.1, label="chance (random guess)")
+        if pairs:
+            xs = [min(max(f, low), 1.0) for f, _ in pairs]
+            ys = [min(max(t, low), 1.0) for _, t in pairs]
+            label = f"{attack} attack" + (f" (AUC {auc:.3f})" if auc is not None else "")
+            ax.plot(xs, ys, color=PALETTE[3], linewidth=1.8, label=label, drawstyle="steps-post")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(low, 1)
+        ax.set_ylim(low, 1)
+        ax.set_aspect("equal")
+        ax.grid(True, which="major")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        ax.xaxis.set_major_formatter(plain)
+        ax.yaxis.set_major_formatter(plain)
+        ax.set_xlabel("false-positive rate (non-members flagged)")
+        ax.set_ylabel("true-positive rate (members found)")
+        ax.legend(loc="lower right")
+        return _to_svg(fig, "Membership-inference ROC curve on logarithmic axes")
+
+
+def group_rates(groups: Sequence[dict[str, Any]], *, attribute: str) -> Markup:
+    """Grouped bars of selection rate, true-positive rate and false-positive rate (0..1) per group."""
+    measures = (("selection_rate", "selection rate"), ("tpr", "true-positive rate"), ("fpr", "false-positive rate"))
+    names = [str(g.get("group", "?")) for g in groups]
+    width = 0.8 / len(measures)
+    with _figure((6.4, 3.0)) as (fig, ax):
+        for i, (key, label) in enumerate(measures):
+            xs = [j + (i - (len(measures) - 1) / 2) * width for j in range(len(names))]
+            ys = [float(g[key]) if _is_number(g.get(key)) else 0.0 for g in groups]
+            ax.bar(xs, ys, width * 0.92, label=label, color=PALETTE[i], hatch=HATCHES[i],
+                   edgecolor=INK, linewidth=0.5)
+        ax.set_xticks(range(len(names)), names, rotation=0 if len(names) <= 6 else 30,
+                      ha="center" if len(names) <= 6 else "right")
+        ax.set_ylim(0, 1.0)
+        ax.set_ylabel("rate")
+        ax.set_xlabel(attribute)
+        ax.grid(False, axis="x")
+        ax.legend(loc="upper center", ncols=len(measures), bbox_to_anchor=(0.5, 1.12))
+        return _to_svg(fig, f"Selection, true-positive and false-positive rates per {attribute} group")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _interpolate(xs: Sequence[float], ys: Sequence[float], x: float) -> float | None:
+    """Linear interpolation of the curve at `x`; None outside the measured range."""
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return ys[0] if len(xs) == 1 and xs[0] == x else None

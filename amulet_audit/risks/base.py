@@ -1,0 +1,109 @@
+"""The contract every attack and metric follows (registered by name through entry points)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+# risk -> one-line description (DESIGN.md, "Risks, attacks, metrics, defenses")
+RISKS: dict[str, str] = {
+    "evasion": "Adversarial examples: small input changes that flip the model's decision.",
+    "poisoning": "Manipulated training data that plants errors or backdoors.",
+    "model_extraction": "Stealing the model's function through its query interface.",
+    "membership_inference": "Telling whether a person's record was in the training data.",
+    "attribute_inference": "Inferring a sensitive attribute of a training record from the model.",
+    "data_reconstruction": "Recovering training inputs from the model.",
+    "distribution_inference": "Inferring properties of the training population.",
+    "discrimination": "Unequal outcomes or errors across protected groups.",
+}
+
+# The attack a requirement uses when it names none.
+DEFAULT_ATTACK: dict[str, str] = {
+    "evasion": "pgd",
+    "membership_inference": "loss",
+    "discrimination": "group_fairness",
+}
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A thresholdable metric, shared by every attack that reports it (e.g. `attack_success_rate`).
+
+    `kind` decides the interval: 'rate' -> exact binomial, 'statistic' -> bootstrap."""
+
+    name: str
+    description: str
+    higher_is_worse: bool
+    kind: str = "statistic"
+    min_n: int = 0  # below this sample size (of `min_n_of`) the verdict is indeterminate
+    min_n_of: str = "records"
+
+
+@dataclass
+class Measurement:
+    value: float | None
+    ci: tuple[float, float] | None
+    n: int
+    reason: str = ""  # set when the value is not applicable or its sample is too small
+
+
+@dataclass
+class AttackResult:
+    """What an attack run returns: one Measurement per metric and JSON-serialisable evidence."""
+
+    metrics: dict[str, Measurement]
+    details: dict[str, Any] = field(default_factory=dict)
+    not_applicable: str = ""  # a reason: the attack cannot run on these inputs (e.g. no sensitive attribute)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Attack budgets. quick: smoke checks; standard: default audits; thorough: certification runs."""
+
+    name: str
+    eval_samples: int  # records attacked by evasion
+    mia_samples: int  # members and non-members each, for membership inference
+    bootstrap_reps: int
+    restarts: int  # extra random restarts for iterative attacks
+    curve_points: int  # epsilons on the robustness curve
+
+
+PROFILES: dict[str, Profile] = {
+    "quick": Profile("quick", eval_samples=500, mia_samples=2000, bootstrap_reps=200, restarts=0, curve_points=4),
+    "standard": Profile("standard", eval_samples=2000, mia_samples=10000, bootstrap_reps=1000, restarts=1, curve_points=6),
+    "thorough": Profile("thorough", eval_samples=10000, mia_samples=100000, bootstrap_reps=2000, restarts=4, curve_points=8),
+}
+
+
+@dataclass
+class AttackContext:
+    """Everything an attack may read. Attacks never see the policy."""
+
+    model: Any  # ModelHandle (read-only)
+    data: Any  # AuditData (read-only)
+    seed: int
+    profile: Profile
+    confidence: float = 0.95
+    progress: Callable[[float], None] | None = None  # fraction done, 0..1
+
+
+class Attack:
+    """Base class for attacks and measurements. `__init__` stores keyword arguments unchanged;
+    validation and work happen in `run` (as scikit-learn estimators do)."""
+
+    name: ClassVar[str] = ""
+    risk: ClassVar[str] = ""
+    metrics: ClassVar[tuple[str, ...]] = ()
+    needs: ClassVar[frozenset[str]] = frozenset()  # e.g. {"gradients", "sensitive"}
+    defaults: ClassVar[dict[str, Any]] = {}
+    parameter_constraints: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **params: Any) -> None:
+        self.params = params
+
+    def get_params(self) -> dict[str, Any]:
+        return {**self.defaults, **self.params}
+
+    def run(self, ctx: AttackContext) -> AttackResult:  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -1,0 +1,151 @@
+"""Discrimination: group fairness of the audited model's decisions on holdout records (Fairlearn MetricFrame)."""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import numpy as np
+
+from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec
+from amulet_audit.risks.inference import predict
+from amulet_audit.risks.params import Interval, OptionalOf, Text
+from amulet_audit.stats import bootstrap_ci
+
+DEMOGRAPHIC_PARITY_DIFFERENCE = MetricSpec(
+    "demographic_parity_difference", "Largest difference in favourable-outcome (selection) rate between groups.", higher_is_worse=True
+)
+IMPACT_RATIO = MetricSpec(
+    "impact_ratio", "Lowest group selection rate divided by the highest (the four-fifths rule compares it with 0.8).",
+    higher_is_worse=False,
+)
+EQUALIZED_ODDS_DIFFERENCE = MetricSpec(
+    "equalized_odds_difference", "Larger of the between-group differences in true- and false-positive rate.", higher_is_worse=True
+)
+ACCURACY_GAP = MetricSpec("accuracy_gap", "Largest difference in accuracy between groups.", higher_is_worse=True)
+
+_METRICS = ("demographic_parity_difference", "impact_ratio", "equalized_odds_difference", "accuracy_gap")
+
+
+def _summaries(codes: np.ndarray, n_groups: int, yt: np.ndarray, yp: np.ndarray) -> dict[str, float]:
+    """The four disparity summaries from group codes and boolean truth/decision arrays (bootstrap fast path)."""
+    count = np.bincount(codes, minlength=n_groups).astype(float)
+    pos = np.bincount(codes, weights=yt, minlength=n_groups)
+    sel = np.bincount(codes, weights=yp, minlength=n_groups) / count
+    tpr = np.bincount(codes, weights=yt & yp, minlength=n_groups) / pos
+    fpr = np.bincount(codes, weights=~yt & yp, minlength=n_groups) / (count - pos)
+    acc = np.bincount(codes, weights=yt == yp, minlength=n_groups) / count
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "demographic_parity_difference": float(np.nanmax(sel) - np.nanmin(sel)),
+            "impact_ratio": float(np.nanmin(sel) / np.nanmax(sel)) if np.nanmax(sel) > 0 else float("nan"),
+            "equalized_odds_difference": float(max(np.nanmax(tpr) - np.nanmin(tpr), np.nanmax(fpr) - np.nanmin(fpr))),
+            "accuracy_gap": float(np.nanmax(acc) - np.nanmin(acc)),
+        }
+
+
+class GroupFairness(Attack):
+    """Selection rate, TPR, FPR and accuracy per group of each sensitive attribute (Fairlearn `MetricFrame`).
+
+    Groups smaller than `min_group_size` are listed but left out of the disparity summaries (their rates are
+    too noisy to compare). Without `attribute`, every sensitive attribute is measured and the worst one counts."""
+
+    name = "group_fairness"
+    risk = "discrimination"
+    metrics = _METRICS
+    needs = frozenset({"sensitive", "positive_label"})
+    defaults = {"attribute": None, "min_group_size": 30}
+    parameter_constraints = {
+        "attribute": OptionalOf(Text()),
+        "min_group_size": Interval(Integral, 1, None),
+    }
+
+    def run(self, ctx: AttackContext) -> AttackResult:
+        p = self.get_params()
+        data = ctx.data
+        if not data.sensitive_holdout:
+            return AttackResult({}, not_applicable="the data spec names no sensitive attribute")
+        if data.positive_index is None:
+            return AttackResult({}, not_applicable="the data spec names no positive_label (the favourable outcome)")
+        attrs = [p["attribute"]] if p["attribute"] else list(data.sensitive_holdout)
+        unknown = [a for a in attrs if a not in data.sensitive_holdout]
+        if unknown:
+            return AttackResult({}, not_applicable=f"'{unknown[0]}' is not a sensitive attribute of the data spec")
+
+        pos = data.positive_index
+        yt = data.y_holdout == pos
+        yp = predict(ctx.model.module, data.x_holdout) == pos
+        n = len(yt)
+        by_attr, values = {}, {}
+        for attr in attrs:
+            groups = data.sensitive_holdout[attr]
+            table = _frame(yt, yp, groups).by_group
+            large = [g for g in table.index if table.loc[g, "count"] >= p["min_group_size"]]
+            small = [str(g) for g in table.index if g not in large]
+            if len(large) < 2:
+                by_attr[attr] = {"groups": _rows(table), "excluded_small_groups": small,
+                                 "note": f"fewer than two groups with at least {p['min_group_size']} records"}
+                continue
+            keep = np.isin(groups, large)
+            kept = _frame(yt[keep], yp[keep], groups[keep])
+            diff, ratio = kept.difference(), kept.ratio()
+            summary = {
+                "demographic_parity_difference": float(diff["selection_rate"]),
+                "impact_ratio": float(ratio["selection_rate"]),
+                "equalized_odds_difference": float(max(diff["tpr"], diff["fpr"])),
+                "accuracy_gap": float(diff["accuracy"]),
+            }
+            by_attr[attr] = {"groups": _rows(table), "excluded_small_groups": small, **summary}
+            values[attr] = (summary, keep, groups)
+
+        if not values:
+            return AttackResult({}, {"by_attribute": by_attr},
+                                not_applicable=f"no sensitive attribute has two groups of at least {p['min_group_size']} records")
+
+        metrics, worst_attr = {}, {}
+        for m in _METRICS:
+            higher_is_worse = m != "impact_ratio"
+            pick = (max if higher_is_worse else min)(values, key=lambda a: _nan_last(values[a][0][m], higher_is_worse))
+            summary, keep, groups = values[pick]
+            codes_all = np.unique(groups[keep], return_inverse=True)[1]
+            yt_k, yp_k = yt[keep], yp[keep]
+            n_groups = int(codes_all.max()) + 1
+            strata = [np.where(codes_all == g)[0] for g in range(n_groups)]
+            ci = bootstrap_ci(lambda idx: _summaries(codes_all[idx], n_groups, yt_k[idx], yp_k[idx])[m], len(yt_k),
+                              reps=ctx.profile.bootstrap_reps, seed=ctx.seed, confidence=ctx.confidence, strata=strata)
+            value = summary[m]
+            metrics[m] = Measurement(value if np.isfinite(value) else None, ci if np.isfinite(value) else None, int(keep.sum()),
+                                     "" if np.isfinite(value) else "no group receives the favourable outcome")
+            worst_attr[m] = pick
+        details = {"attribute": worst_attr[_METRICS[0]], "worst_attribute": worst_attr, "by_attribute": by_attr,
+                   "positive_label": data.classes[pos], "n": n, "min_group_size": p["min_group_size"]}
+        return AttackResult(metrics, details)
+
+
+def _frame(yt: np.ndarray, yp: np.ndarray, groups: np.ndarray):
+    from fairlearn.metrics import MetricFrame, count, false_positive_rate, selection_rate, true_positive_rate
+    from sklearn.metrics import accuracy_score
+
+    return MetricFrame(
+        metrics={"count": count, "selection_rate": selection_rate, "tpr": true_positive_rate,
+                 "fpr": false_positive_rate, "accuracy": accuracy_score},
+        y_true=yt, y_pred=yp, sensitive_features=groups,
+    )
+
+
+def _nan_last(v: float, higher_is_worse: bool) -> float:
+    if not np.isfinite(v):
+        return -np.inf if higher_is_worse else np.inf
+    return v
+
+
+def _rows(table) -> list[dict]:
+    return [
+        {"group": str(g), "count": int(r["count"]), "selection_rate": _f(r["selection_rate"]), "tpr": _f(r["tpr"]),
+         "fpr": _f(r["fpr"]), "accuracy": _f(r["accuracy"])}
+        for g, r in table.iterrows()
+    ]
+
+
+def _f(v) -> float | None:
+    v = float(v)
+    return v if np.isfinite(v) else None
