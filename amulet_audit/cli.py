@@ -185,7 +185,8 @@ def _check_model_fits(model, data) -> None:
     except Exception as exc:
         raise InputError(
             f"{model.path}: the model does not accept the data's records of shape {list(x.shape[1:])} "
-            f"({str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__}); check features/input_shape in the data spec."
+            f"({str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__}); check features/input_shape in the data spec"
+            + (", and export with a dynamic batch dimension (dynamic_shapes)." if model.format == "export" else ".")
         ) from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != data.n_classes:
         shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

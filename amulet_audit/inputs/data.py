@@ -170,6 +170,21 @@ def load_data(path: str | Path) -> AuditData:
                 f"{path}: key '{key}': no record has {spec.split.column} == '{val}' (values present: {values}); the split is empty."
             )
 
+    y_raw = np.asarray(col(spec.target, "target"))
+    if y_raw.dtype.kind == "f" and np.isnan(y_raw).any() or (y_raw.dtype == object and any(v is None for v in y_raw)):
+        raise InputError(f"{path}: key 'target': column '{spec.target}' has missing labels; drop those records.")
+    y_str = _label_strings(y_raw)
+    classes = _sorted_labels(y_raw, y_str)
+    if len(classes) < 2:
+        raise InputError(f"{path}: key 'target': column '{spec.target}' has a single label value ({classes[0]}); a classifier needs two or more.")
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[v] for v in y_str], dtype=np.int64)
+    if spec.positive_label is not None and str(spec.positive_label) not in index:
+        raise InputError(
+            f"{path}: key 'positive_label': '{spec.positive_label}' is not a value of '{spec.target}' "
+            f"(values: {', '.join(classes[:10])}); name the favourable outcome exactly."
+        )
+
     if isinstance(spec.features, FeatureSelection) and spec.features.array is not None:
         x = np.asarray(col(spec.features.array, "features.array"))
         feature_names = [spec.features.array]
@@ -221,21 +236,6 @@ def load_data(path: str | Path) -> AuditData:
                 f"{path}: key 'input_range': features span [{x.min():.4g}, {x.max():.4g}], outside {list(spec.input_range)}; "
                 "widen input_range or rescale the data."
             )
-
-    y_raw = np.asarray(col(spec.target, "target"))
-    if y_raw.dtype.kind == "f" and np.isnan(y_raw).any() or (y_raw.dtype == object and any(v is None for v in y_raw)):
-        raise InputError(f"{path}: key 'target': column '{spec.target}' has missing labels; drop those records.")
-    y_str = _label_strings(y_raw)
-    classes = _sorted_labels(y_raw, y_str)
-    if len(classes) < 2:
-        raise InputError(f"{path}: key 'target': column '{spec.target}' has a single label value ({classes[0]}); a classifier needs two or more.")
-    index = {c: i for i, c in enumerate(classes)}
-    y = np.array([index[v] for v in y_str], dtype=np.int64)
-    if spec.positive_label is not None and str(spec.positive_label) not in index:
-        raise InputError(
-            f"{path}: key 'positive_label': '{spec.positive_label}' is not a value of '{spec.target}' "
-            f"(values: {', '.join(classes[:10])}); name the favourable outcome exactly."
-        )
 
     sens_train, sens_hold = {}, {}
     for name in spec.sensitive:

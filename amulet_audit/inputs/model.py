@@ -228,7 +228,8 @@ def _is_torchscript(raw: bytes) -> bool:
 def _is_pickle_error(exc: Exception) -> bool:
     import pickle
 
-    return isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc) or "Unsupported global" in str(exc)
+    # weights_only refuses pickled classes with "Unsupported global: GLOBAL module.Class"; other errors mean a corrupt file
+    return isinstance(exc, pickle.UnpicklingError) and ("Unsupported global" in str(exc) or "GLOBAL" in str(exc))
 
 
 def _first_line(exc: Exception) -> str:

@@ -72,6 +72,9 @@ def _to_svg(fig: Figure, label: str) -> Markup:
     # The <style> would apply to the whole HTML page; its two properties go on the root instead.
     svg = re.sub(r"<metadata>.*?</metadata>|<!--.*?-->|<style[^>]*>.*?</style>", "", svg, flags=re.S)
     svg = re.sub(r"<defs>\s*</defs>", "", svg)
+    # style="fill: …" -> fill="…": HTML engines (WeasyPrint) parse a style attribute as page CSS and
+    # reject the SVG-only properties; presentation attributes mean the same to every SVG renderer.
+    svg = re.sub(r'\sstyle="([^"]*)"', _presentation_attributes, svg)
     prefix = "c" + hashlib.sha256(svg.encode()).hexdigest()[:8] + "-"
     for ident in set(re.findall(r'\bid="([^"]+)"', svg)):
         q = re.escape(ident)
@@ -80,6 +83,11 @@ def _to_svg(fig: Figure, label: str) -> Markup:
     svg = svg.replace("<svg", f'<svg class="chart" role="img" aria-label="{escape(label)}" '
                       'stroke-linejoin="round" stroke-linecap="butt"', 1)
     return Markup(svg.strip())
+
+
+def _presentation_attributes(match: re.Match[str]) -> str:
+    pairs = (decl.split(":", 1) for decl in match.group(1).split(";") if ":" in decl)
+    return "".join(f' {name.strip()}="{value.strip()}"' for name, value in pairs)
 
 
 def robustness_curve(

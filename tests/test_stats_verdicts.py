@@ -1,0 +1,50 @@
+"""Intervals and verdict rules (DESIGN.md, "Verdicts")."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from amulet_audit.results.model import Verdict
+from amulet_audit.results.verdict import judge, overall
+from amulet_audit.stats import binomial_ci, bootstrap_ci
+
+
+def test_clopper_pearson_matches_known_values():
+    lo, hi = binomial_ci(5, 10, 0.95)
+    assert lo == pytest.approx(0.1871, abs=1e-4) and hi == pytest.approx(0.8129, abs=1e-4)
+    assert binomial_ci(0, 20)[0] == 0.0 and binomial_ci(20, 20)[1] == 1.0
+
+
+def test_bootstrap_interval_covers_the_mean_and_shrinks_with_n():
+    rng = np.random.default_rng(0)
+    small, large = rng.normal(size=50), rng.normal(size=5000)
+    ci_small = bootstrap_ci(lambda i: small[i].mean(), len(small), reps=500, seed=1)
+    ci_large = bootstrap_ci(lambda i: large[i].mean(), len(large), reps=500, seed=1)
+    assert ci_small[0] < small.mean() < ci_small[1]
+    assert ci_large[1] - ci_large[0] < (ci_small[1] - ci_small[0]) / 5
+
+
+@pytest.mark.parametrize("value, ci, op, thr, expected", [
+    (0.8, (0.75, 0.85), ">=", 0.6, Verdict.PASS),
+    (0.65, (0.55, 0.75), ">=", 0.6, Verdict.INDETERMINATE),
+    (0.55, (0.5, 0.62), ">=", 0.6, Verdict.FAIL),
+    (0.05, (0.02, 0.08), "<=", 0.1, Verdict.PASS),
+    (0.08, (0.05, 0.12), "<=", 0.1, Verdict.INDETERMINATE),
+    (0.12, (0.09, 0.15), "<=", 0.1, Verdict.FAIL),
+])
+def test_verdict_rules(value, ci, op, thr, expected):
+    assert judge(value, ci, op, thr)[0] == expected
+
+
+def test_small_sample_is_indeterminate_and_missing_value_not_applicable():
+    verdict, reason = judge(0.0, (0.0, 0.01), "<=", 0.05, "needs at least 1,000 non-members")
+    assert verdict == Verdict.INDETERMINATE and "1,000" in reason
+    assert judge(None, None, ">=", 0.8, "no sensitive attribute")[0] == Verdict.NOT_APPLICABLE
+
+
+def test_audit_passes_only_if_every_requirement_passes():
+    assert overall([Verdict.PASS, Verdict.PASS]) == "pass"
+    assert overall([Verdict.PASS, Verdict.INDETERMINATE]) == "indeterminate"
+    assert overall([Verdict.PASS, Verdict.NOT_APPLICABLE]) == "indeterminate"
+    assert overall([Verdict.FAIL, Verdict.INDETERMINATE]) == "fail"
