@@ -348,4 +348,4 @@ def test_value_formatting() -> None:
     assert fmt_value_ci(None, None) == "—"
     assert fmt_threshold(Threshold(op=">=", value=0.6)) == "≥ 0.60"
     assert fmt_threshold(Threshold(op="<=", value=0.001)) == "≤ 0.001"
-    assert fmt_number(0.00045) == "4.50e-04" and fmt_number(2000) == "2,000" and fmt_number(math.inf) == "inf"
+    assert fmt_number(0.00045) == "0.00045" and fmt_number(0.00002) == "2.0e-05" and fmt_number(2000) == "2,000" and fmt_number(math.inf) == "inf"

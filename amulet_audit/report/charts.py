@@ -49,7 +49,7 @@ _RC = {
     "legend.fontsize": 8,
     "hatch.linewidth": 0.6,
 }
-_SIZE = (6.4, 3.3)  # inches: the printable width of an A4 page at the report's margins
+_SIZE = (6.4, 3.0)  # inches: the printable width of an A4 page at the report's margins
 
 
 @contextmanager
@@ -155,7 +155,7 @@ def roc_loglog(
     pairs = [(float(f), float(t)) for f, t in zip(fpr, tpr) if _is_number(f) and _is_number(t)]
     from matplotlib.ticker import FuncFormatter
 
-    with _figure((4.4, 3.6)) as (fig, ax):
+    with _figure((4.2, 3.4)) as (fig, ax):
         ax.plot([low, 1], [low, 1], color=MUTED, linestyle="--", linewidth=1.1, label="chance (random guess)")
         if pairs:
             xs = [min(max(f, low), 1.0) for f, _ in pairs]

@@ -266,7 +266,7 @@ DASH = "—"
 
 
 def fmt_number(value: Any) -> str:
-    """A measured value: 3 decimals; scientific below 0.001; integers as integers."""
+    """A measured value: 3 decimals; 2 significant digits below 0.01; integers as integers."""
     if value is None:
         return DASH
     if isinstance(value, bool):
@@ -276,9 +276,9 @@ def fmt_number(value: Any) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             return str(value)
-        if value != 0 and abs(value) < 0.001:
-            return f"{value:.2e}"
-        return f"{value:.3f}"
+        if value == 0 or abs(value) >= 0.01:
+            return f"{value:.3f}"
+        return f"{value:.2g}" if abs(value) >= 1e-4 else f"{value:.1e}"
     return str(value)
 
 
@@ -500,8 +500,7 @@ def _evidence(reqs: Sequence[RequirementResult]) -> Evidence:
     first = reqs[0]
     details = first.details
     notes = [str(w) for w in details.get("warnings", []) if w] if isinstance(details.get("warnings"), list) else []
-    scalars = _scalar_table(details, "Recorded results of the attack run")
-    blocks: list[Block] = [scalars] if scalars else []
+    blocks: list[Block] = []
     builder = EVIDENCE.get(first.risk)
     if builder:
         # Evidence that does not have the recorded shape must not stop the report from rendering.
@@ -509,6 +508,9 @@ def _evidence(reqs: Sequence[RequirementResult]) -> Evidence:
             blocks += builder(details, reqs)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             notes.append(f"The recorded evidence could not be charted ({type(exc).__name__}: {exc}).")
+    scalars = _scalar_table(details, "Recorded results of the attack run")
+    if scalars:
+        blocks.append(scalars)
     heading = f"{first.attack} attack" + (f" ({fmt_params(first.params)})" if first.params else "")
     return Evidence(heading, tuple(r.id for r in reqs), tuple(blocks), tuple(notes))
 
@@ -612,19 +614,18 @@ def _interactions(items: Sequence[Interaction]) -> Interactions | None:
             METRICS.get(i.metric, label(i.metric)),
             fmt_number(i.baseline),
             fmt_number(i.defended),
-            fmt_delta(i.delta),
-            "worse" if i.worse else "better or equal",
+            f"{fmt_delta(i.delta)} ({'worse' if i.worse else 'not worse'})",
             "yes" if i.intended else "no",
             Badge("fail", "FLAGGED", "!") if i.flagged else Badge("pass", "WITHIN TOLERANCE", "✓"),
         )
         for i in sorted(items, key=lambda i: (not i.flagged, i.defense, i.risk))
     )
     table = Table(
-        ("Defense", "Risk (requirement)", "Metric", "Baseline", "Defended", "Change", "Effect",
-         "Intended", "Status"),
+        ("Defense", "Risk (requirement)", "Metric", "Baseline", "Defended", "Change", "Intended", "Status"),
         rows,
         "Effect of each defense on every measured risk",
         numeric=frozenset({3, 4, 5}),
+        mono=frozenset({0}),
     )
     intro = (
         "Each defense was applied to a fresh copy of the model, which was re-trained and audited again. "
@@ -693,7 +694,7 @@ def _appendix(result: AuditResult) -> Appendix:
         tables.append(Table(("Component", "Version"), env.rows, env.caption))
     for key, value in result.environment.items():
         if isinstance(value, Mapping) and value:
-            tables.append(Table((label(key), "Value"), tuple((str(k), _compact(v)) for k, v in value.items()),
+            tables.append(Table(("Name", "Value"), tuple((str(k), _compact(v)) for k, v in value.items()),
                                 f"Environment: {label(key).lower()}", mono=frozenset({0, 1})))
     if result.timings:
         tables.append(Table(("Step", "Time"), tuple((k, fmt_seconds(v)) for k, v in result.timings.items()),

@@ -20,6 +20,7 @@ from jinja2 import (
     TemplateNotFound,
     TemplateSyntaxError,
 )
+from markupsafe import Markup
 
 from amulet_audit.errors import InputError
 from amulet_audit.report.document import build_document
@@ -40,13 +41,22 @@ def environment(user_dir: str | Path | None = None) -> Environment:
             raise InputError(f"--templates {folder}: not a folder; pass the folder that holds your report templates.")
         loaders.append(FileSystemLoader(folder))
     loaders.append(packaged)
-    return Environment(
+    env = Environment(
         loader=ChoiceLoader(loaders),
         autoescape=True,
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["css_string"] = css_string
+    return env
+
+
+def css_string(value: object) -> Markup:
+    """`value` as a quoted CSS string: anything but letters, digits and plain punctuation is
+    written as a CSS escape, so no value can end the string, the rule or the <style> element."""
+    text = "".join(ch if ch.isalnum() or ch in " .,:-_()/·" else f"\\{ord(ch):x} " for ch in str(value))
+    return Markup(f'"{text}"')
 
 
 def render_html(result: AuditResult, templates_dir: str | Path | None = None) -> str:
