@@ -46,8 +46,8 @@ def resolve_policy_path(ref: str, relative_to: Path | None = None) -> Path:
         if key in bundled and (candidate.parent == Path(".") or not candidate.exists()):
             return bundled[key]
     close = difflib.get_close_matches(stem, list(bundled), n=1)
-    hint = f" Did you mean the bundled '{close[0]}'?" if close else f" Bundled policies: {', '.join(bundled)}."
-    raise InputError(f"{ref}: policy file not found and not a bundled policy name.{hint}")
+    hint = f"did you mean the bundled '{close[0]}'?" if close else f"bundled policies: {', '.join(bundled)}."
+    raise InputError(f"{ref}: policy file not found and not a bundled policy name; {hint}")
 
 
 def load_policy(ref: str) -> LoadedPolicy:
