@@ -15,7 +15,7 @@ import pytest
 
 from amulet_audit.errors import InputError
 from amulet_audit.report import render_html, render_pdf, write_report
-from amulet_audit.report.document import build_document
+from amulet_audit.report.document import Document, build_document
 from amulet_audit.resources import policies_dir, templates_dir
 from amulet_audit.results.model import AuditResult
 
@@ -149,6 +149,11 @@ def html(result: AuditResult) -> str:
 
 
 @pytest.fixture(scope="module")
+def doc(result: AuditResult) -> Document:
+    return build_document(result)
+
+
+@pytest.fixture(scope="module")
 def html_file(html: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("report") / "report.html"
     path.write_text(html, encoding="utf-8")
@@ -191,15 +196,13 @@ def test_html_is_self_contained(html: str) -> None:
     assert len(ids) == len(set(ids)), "element ids must be unique across the inlined charts"
 
 
-def test_summary_lists_failures_first(result: AuditResult) -> None:
-    doc = build_document(result)
+def test_summary_lists_failures_first(doc: Document) -> None:
     verdicts = [row.verdict.key for row in doc.summary.rows]
     assert verdicts == sorted(verdicts, key=("fail", "indeterminate", "pass", "not_applicable").index)
     assert doc.summary.rows[0].id == "evasion-robustness"  # high severity before medium
 
 
-def test_unknown_risk_and_empty_details_render_generic_sections(result: AuditResult) -> None:
-    doc = build_document(result)
+def test_unknown_risk_and_empty_details_render_generic_sections(doc: Document) -> None:
     sections = {s.risk: s for s in doc.sections}
     extraction = sections["model_extraction"]
     assert [type(b).__name__ for b in extraction.evidence[0].blocks] == ["Table"]
@@ -309,35 +312,43 @@ def test_chromium_loads_offline_without_errors(html_file: Path, tmp_path: Path) 
     assert _distinct_colours(png) > 16
 
 
-def test_pdf_is_printed_and_every_page_has_content(html: str, tmp_path: Path,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_write_report_prints_a_pdf_with_content_on_every_page(
+    result: AuditResult, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     pypdf = pytest.importorskip("pypdf")
+    out = tmp_path / "amulet-report"
     with caplog.at_level(logging.WARNING, logger="weasyprint"):
-        path = render_pdf(html, tmp_path / "report.pdf")
+        written = write_report(result, out)
     assert [r.getMessage() for r in caplog.records if r.name.startswith("weasyprint")] == []
-    assert path.read_bytes().startswith(b"%PDF")
-    reader = pypdf.PdfReader(path)
+    assert written == [out / "report.html", out / "report.pdf"]
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.pdf"]  # no temporary files left
+    pdf = out / "report.pdf"
+    assert pdf.read_bytes().startswith(b"%PDF")
+    reader = pypdf.PdfReader(pdf)
     pages = len(reader.pages)
     assert pages >= 3
     text = "".join(p.extract_text() for p in reader.pages)
-    assert "evasion-robustness" in text and "Page 1 of" in text
+    assert "evasion-robustness" in text and f"Page 1 of {pages}" in text
     if shutil.which("pdftoppm") is None:
         pytest.skip("pdftoppm not installed (apt-get install -y poppler-utils)")
-    subprocess.run(["pdftoppm", "-r", "40", "-png", str(path), str(tmp_path / "page")], check=True)
+    subprocess.run(["pdftoppm", "-r", "40", "-png", str(pdf), str(tmp_path / "page")], check=True)
     pngs = sorted(tmp_path.glob("page-*.png"))
     assert len(pngs) == pages
     for png in pngs:
         assert _distinct_colours(png) > 1, f"{png.name} is blank"
 
 
-def test_write_report_writes_both_files_atomically(result: AuditResult, tmp_path: Path) -> None:
-    out = tmp_path / "amulet-report"
-    written = write_report(result, out)
-    assert written == [out / "report.html", out / "report.pdf"]
-    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.pdf"]  # no temporary files left
-    assert (out / "report.pdf").read_bytes().startswith(b"%PDF")
-    html_only = write_report(result, tmp_path / "html-only", pdf=False)
-    assert [p.name for p in html_only] == ["report.html"]
+def test_render_pdf_refuses_network_resources(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    html = '<html><body><p>x</p><img src="http://example.invalid/logo.png"></body></html>'
+    with caplog.at_level(logging.WARNING, logger="weasyprint"):
+        path = render_pdf(html, tmp_path / "offline.pdf")
+    assert path.read_bytes().startswith(b"%PDF")
+    assert any("reports are rendered offline" in r.getMessage() for r in caplog.records)
+
+
+def test_write_report_without_pdf(result: AuditResult, tmp_path: Path) -> None:
+    written = write_report(result, tmp_path, pdf=False)
+    assert written == [tmp_path / "report.html"] and sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
 
 
 def test_value_formatting() -> None:

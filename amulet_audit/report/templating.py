@@ -66,9 +66,9 @@ def render_html(result: AuditResult, templates_dir: str | Path | None = None) ->
     over the packaged ones. A broken user template raises InputError naming the file and line.
     """
     env = environment(templates_dir)
-    doc = build_document(result)
     try:
-        return env.get_template(MAIN_TEMPLATE).render(doc=doc)
+        template = env.get_template(MAIN_TEMPLATE)  # before the charts are drawn: fail fast
+        return template.render(doc=build_document(result))
     except TemplateError as exc:
         if templates_dir is None:
             raise  # a packaged template is broken: an internal error, not bad input
