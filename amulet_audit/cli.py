@@ -64,6 +64,9 @@ def _audit_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pdf", action="store_true", help="write report.html and results.json only")
     p.add_argument("--exit-zero", action="store_true", help="exit 0 even when a requirement fails (reporting-only runs)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="where trained reference/defended models are cached (default: $AMULET_AUDIT_CACHE or ~/.cache/amulet-audit)")
+    p.add_argument("--no-cache", action="store_true", help="train every reference/defended model afresh")
     p.add_argument("--version", action="version", version=f"amulet-audit {__version__}")
     return p
 
@@ -161,11 +164,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     _check_model_fits(model, data)
 
     from amulet_audit.run import run_audit
+    from amulet_audit.run.cache import ModelCache, default_root
     from amulet_audit.run.progress import progress_display
 
+    cache = ModelCache(None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_root())
     with progress_display(quiet=args.quiet) as progress:
         result = run_audit(model, data, loaded, seed=args.seed, profile=PROFILES[args.profile],
-                           confidence=args.confidence, progress=progress)
+                           confidence=args.confidence, progress=progress, cache=cache)
         _write_outputs(result, out, templates=templates, pdf=not args.no_pdf, progress=progress)
     if not args.quiet:
         _summary(result, out)

@@ -1,4 +1,4 @@
-"""Report charts: matplotlib (Agg) figures returned as inline SVG markup.
+"""Report charts: matplotlib figures (no pyplot, no GUI backend) returned as inline SVG markup.
 
 Text is drawn as paths, so an SVG needs no font and references nothing outside itself; ids are
 prefixed per chart, so several charts can sit in one HTML page. Output is deterministic for the
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 # Okabe & Ito (2008): distinguishable with every common colour-vision deficiency.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 # Bars also differ by hatch, so they stay apart when printed in greyscale.
-HATCHES = ("", "//", "..", "xx", "\\\\", "oo")
+HATCHES = ("", "//", "..")
 INK = "#1f2933"
 MUTED = "#6b7785"
 
@@ -49,7 +49,7 @@ _RC = {
     "legend.fontsize": 8,
     "hatch.linewidth": 0.6,
 }
-_SIZE = (6.4, 3.0)  # inches: the printable width of an A4 page at the report's margins
+_SIZE = (6.4, 3.0)  # inches: about the text width of an A4 page at the report's margins
 
 
 @contextmanager
@@ -124,8 +124,8 @@ def robustness_curve(
                        label=f"required minimum ({minimum:g})")
         if eps is not None:
             ax.axvline(eps, color=PALETTE[1], linestyle="-", linewidth=1.6, label=f"policy ε = {eps:g}")
-            at = _interpolate(xs, ys, eps)
-            if at is not None:
+            at = _measured_at(xs, ys, eps)
+            if at is not None:  # the measurement the verdict rests on
                 ax.plot([eps], [at], marker="D", markersize=7, color=PALETTE[1],
                         markeredgecolor=INK, markeredgewidth=0.8, linestyle="none")
         ax.set_xlabel(f"perturbation budget ε ({norm_label} norm)")
@@ -202,9 +202,6 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _interpolate(xs: Sequence[float], ys: Sequence[float], x: float) -> float | None:
-    """Linear interpolation of the curve at `x`; None outside the measured range."""
-    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
-        if x0 <= x <= x1:
-            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-    return ys[0] if len(xs) == 1 and xs[0] == x else None
+def _measured_at(xs: Sequence[float], ys: Sequence[float], x: float) -> float | None:
+    """The measured value at `x`, if the curve has a point there (nothing is interpolated)."""
+    return next((y for xi, y in zip(xs, ys) if math.isclose(xi, x, rel_tol=1e-9, abs_tol=1e-12)), None)

@@ -348,12 +348,9 @@ def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
-def _scalar_table(entries: Mapping[str, Any], caption: str, *, skip: Iterable[str] = ()) -> Table | None:
+def _scalar_table(entries: Mapping[str, Any], caption: str) -> Table | None:
     """A key/value table of the scalar entries of `entries` (nested values are left to other tables)."""
-    skipped = set(skip)
-    rows = tuple(
-        (label(k), fmt_number(v)) for k, v in entries.items() if k not in skipped and _is_scalar(v)
-    )
+    rows = tuple((label(k), fmt_number(v)) for k, v in entries.items() if _is_scalar(v))
     return Table(("Quantity", "Value"), rows, caption, numeric=frozenset({1})) if rows else None
 
 
@@ -499,7 +496,8 @@ def _evidence(reqs: Sequence[RequirementResult]) -> Evidence:
     """The evidence of one attack run, shared by the requirements in `reqs`."""
     first = reqs[0]
     details = first.details
-    notes = [str(w) for w in details.get("warnings", []) if w] if isinstance(details.get("warnings"), list) else []
+    warnings = details.get("warnings")
+    notes = [str(w) for w in warnings if w] if isinstance(warnings, list) else []
     blocks: list[Block] = []
     builder = EVIDENCE.get(first.risk)
     if builder:
@@ -555,9 +553,9 @@ def _cover(result: AuditResult) -> Cover:
     counts = {v: sum(r.verdict.value == v for r in reqs) for v in _VERDICT_ORDER}
     total = len(reqs)
     if result.verdict == "pass":
-        text = f"The model meets all {total} requirements of this policy."
+        text = f"The model meets every applicable requirement of this policy ({counts['pass']} of {total})."
     elif result.verdict == "fail":
-        text = f"The model does not meet {counts['fail']} of {total} requirements of this policy."
+        text = f"The model does not meet {counts['fail']} of the {total} requirements of this policy."
         if counts["indeterminate"]:
             text += f" {counts['indeterminate']} more could not be decided from the evidence."
     else:
@@ -629,8 +627,8 @@ def _interactions(items: Sequence[Interaction]) -> Interactions | None:
     )
     intro = (
         "Each defense was applied to a fresh copy of the model, which was re-trained and audited again. "
-        "A defense can lower the risk it targets and raise another (EU AI Act Art. 9(4)); a change for the "
-        "worse on a risk the defense is not meant for, larger than the policy's tolerance, is flagged."
+        "A defense can lower the risk it targets and raise another; a change for the worse on a risk the "
+        "defense is not meant for, larger than the policy's tolerance, is flagged."
     )
     return Interactions(intro, table)
 

@@ -73,6 +73,13 @@ def render_html(result: AuditResult, templates_dir: str | Path | None = None) ->
         if templates_dir is None:
             raise  # a packaged template is broken: an internal error, not bad input
         raise InputError(_describe(exc, templates_dir)) from None
+    except RecursionError:
+        if templates_dir is None:
+            raise
+        raise InputError(
+            f"a template in {templates_dir} extends or includes itself; to build on the packaged "
+            f"{MAIN_TEMPLATE}, write {{% extends \"{PACKAGED_PREFIX}/{MAIN_TEMPLATE}\" %}}."
+        ) from None
 
 
 def _describe(exc: TemplateError, templates_dir: str | Path) -> str:

@@ -86,6 +86,7 @@ class AttackContext:
     profile: Profile
     confidence: float = 0.95
     progress: Callable[[float], None] | None = None  # fraction done, 0..1
+    cache: Any = None  # amulet_audit.run.cache.ModelCache for trained copies (None: train every time)
 
 
 class Attack:

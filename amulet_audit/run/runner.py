@@ -27,7 +27,9 @@ def _now() -> str:
 
 
 def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed: int, profile: Profile,
-              confidence: float = 0.95, progress: Progress | None = None) -> AuditResult:
+              confidence: float = 0.95, progress: Progress | None = None, cache=None) -> AuditResult:
+    """Run every job of the policy's plan on `model` and judge each requirement. `cache`: a ModelCache for
+    trained copies (reference, poisoned, defended models), or None to train them every time."""
     import torch
 
     started = _now()
@@ -41,7 +43,7 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
         cls = registry.attack_class(job.attack)
         torch.manual_seed(seed)
         ctx = AttackContext(model=model, data=data, seed=seed, profile=profile, confidence=confidence,
-                            progress=(lambda f, label=label: progress(label, f)) if progress else None)
+                            progress=(lambda f, label=label: progress(label, f)) if progress else None, cache=cache)
         t = time.perf_counter()
         attack = cls(**job.params)
         outputs[job.key] = attack.run(ctx)
@@ -84,7 +86,7 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
         seed=seed,
         profile=profile.name,
         confidence=confidence,
-        environment=environment(),
+        environment={**environment(), "plugins": {job.attack: registry.attacks()[job.attack].provider for job in plan.jobs}},
         started_at=started,
         finished_at=_now(),
         timings=timings,
