@@ -343,7 +343,7 @@ def test_render_pdf_refuses_network_resources(tmp_path: Path, caplog: pytest.Log
     with caplog.at_level(logging.WARNING, logger="weasyprint"):
         path = render_pdf(html, tmp_path / "offline.pdf")
     assert path.read_bytes().startswith(b"%PDF")
-    assert any("reports are rendered offline" in r.getMessage() for r in caplog.records)
+    assert any("disallowed protocol" in r.getMessage() for r in caplog.records)
 
 
 def test_write_report_without_pdf(result: AuditResult, tmp_path: Path) -> None:
@@ -360,3 +360,21 @@ def test_value_formatting() -> None:
     assert fmt_threshold(Threshold(op=">=", value=0.6)) == "≥ 0.60"
     assert fmt_threshold(Threshold(op="<=", value=0.001)) == "≤ 0.001"
     assert fmt_number(0.00045) == "0.00045" and fmt_number(0.00002) == "2.0e-05" and fmt_number(2000) == "2,000" and fmt_number(math.inf) == "inf"
+
+
+def test_minimal_result_with_unknown_risks_renders() -> None:
+    raw = _result_dict()
+    raw.update(verdict="indeterminate", interactions=[], environment={}, timings={}, started_at="?")
+    raw["model"]["warnings"] = []
+    raw["data"]["files"] = {}
+    base = raw["requirements"][0]
+    raw["requirements"] = [
+        {**base, "id": "new-risk", "risk": "watermark_removal", "attack": "finetune", "metric": "watermark_kept",
+         "verdict": "indeterminate", "params": {}, "details": {"nested": {"a": [1, 2]}, "ratio": 0.5, "ok": True}},
+        {**base, "id": "nothing-recorded", "risk": "poisoning", "attack": "label_flip", "metric": "accuracy_drop",
+         "value": None, "ci": None, "n": 0, "verdict": "not_applicable", "details": {}, "reason": "No training recipe."},
+    ]
+    html = render_html(AuditResult.model_validate(raw))
+    assert "new-risk" in html and "nothing-recorded" in html and "Watermark removal" in html
+    assert "Unintended interactions" not in html and "<aside class=\"callout callout-warning\"" not in html
+    assert "<svg" not in html  # nothing to chart, nothing broken

@@ -7,7 +7,8 @@ Without --data-file the data comes from $AMULET_AUDIT_DATA_HOME/adult/adult.data
 download from the UCI archive (see load_adult.py). The model is trained with
 `amulet_audit.inputs.training.train_model` on the arrays `load_data` reads back from the written spec, with the
 recipe written into that spec, so the copies the audit re-trains match it.
-Tests import this file by path and use `load_adult`, `prepare`, `build_model`, `write_spec`, `fit` and `main`.
+Tests import this file by path and use `load_adult`, `prepare`, `build_model`, `fit`, `spec_dict`, `write_spec`,
+`save_scripted` and `main`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import importlib.util
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,7 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(HERE.parents[1]))
 
+from amulet_audit.errors import InputError  # noqa: E402
 from amulet_audit.inputs.data import AuditData, DataSpec, TrainingRecipe, load_data  # noqa: E402
 from amulet_audit.inputs.training import train_model  # noqa: E402
 
@@ -154,6 +157,16 @@ def fit(data: AuditData, recipe: TrainingRecipe, *, seed: int, hidden: tuple[int
     return train_model(model, data.x_train, data.y_train, recipe, seed=seed)
 
 
+def save_scripted(model, path: Path) -> None:
+    """Save `model` as a *scripted* TorchScript archive: unlike a traced one it honours .train() (DESIGN.md, Inputs)."""
+    import torch
+
+    with warnings.catch_warnings():
+        # torch 2.13 marks TorchScript deprecated; it is still the format the audit reads without code.
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.(script|save)` is deprecated", category=DeprecationWarning)
+        torch.jit.save(torch.jit.script(model), str(path))
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Read, prepare, train and write the example; returns the summary numbers."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -183,6 +196,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     try:
         return _run(args, raw, start)
+    except InputError as exc:  # e.g. a cut so small that one label is left
+        parser.exit(2, f"adult: {exc}\n")
     finally:
         torch.set_num_threads(threads)  # leave the caller's process as it was
 
@@ -199,7 +214,7 @@ def _run(args: argparse.Namespace, raw, start: float) -> dict:
     data = load_data(spec_path)  # train on exactly what the audit will read
 
     model = fit(data, recipe, seed=args.seed)
-    torch.jit.save(torch.jit.script(model), str(out / MODEL_FILE))
+    save_scripted(model, out / MODEL_FILE)
 
     summary = {
         "train_accuracy": accuracy(model, data.x_train, data.y_train),

@@ -6,7 +6,8 @@
 The images ship with scikit-learn (no download). The model is trained with
 `amulet_audit.inputs.training.train_model` on the arrays `load_data` reads back from the written spec, with the
 recipe written into that spec, so the copies the audit re-trains match it.
-Tests import this file by path and use `load_images`, `prepare`, `build_model`, `write_spec`, `fit` and `main`.
+Tests import this file by path and use `load_images`, `prepare`, `build_model`, `fit`, `spec_dict`, `write_spec`,
+`save_scripted` and `main`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,7 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(HERE.parents[1]))
 
+from amulet_audit.errors import InputError  # noqa: E402
 from amulet_audit.inputs.data import AuditData, DataSpec, TrainingRecipe, load_data  # noqa: E402
 from amulet_audit.inputs.training import train_model  # noqa: E402
 
@@ -122,6 +125,16 @@ def fit(data: AuditData, recipe: TrainingRecipe, *, seed: int):
     return train_model(model, data.x_train, data.y_train, recipe, seed=seed)
 
 
+def save_scripted(model, path: Path) -> None:
+    """Save `model` as a *scripted* TorchScript archive: unlike a traced one it honours .train() (DESIGN.md, Inputs)."""
+    import torch
+
+    with warnings.catch_warnings():
+        # torch 2.13 marks TorchScript deprecated; it is still the format the audit reads without code.
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.(script|save)` is deprecated", category=DeprecationWarning)
+        torch.jit.save(torch.jit.script(model), str(path))
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Prepare, train and write the example; returns the summary numbers."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -143,6 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     try:
         return _run(args)
+    except InputError as exc:  # e.g. a cut so small that one label is left
+        parser.exit(2, f"digits: {exc}\n")
     finally:
         torch.set_num_threads(threads)  # leave the caller's process as it was
 
@@ -161,7 +176,7 @@ def _run(args: argparse.Namespace) -> dict:
     data = load_data(spec_path)  # train on exactly what the audit will read
 
     model = fit(data, recipe, seed=args.seed)
-    torch.jit.save(torch.jit.script(model), str(out / MODEL_FILE))
+    save_scripted(model, out / MODEL_FILE)
 
     summary = {
         "train_accuracy": accuracy(model, data.x_train, data.y_train),
