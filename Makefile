@@ -33,8 +33,8 @@ $(STAMP): pyproject.toml requirements.txt | $(SYSSTAMP)
 	@touch $@
 
 demo: $(STAMP)
-	$(PY) examples/credit/train.py --out build/demo-model
-	$(VENV)/bin/amulet-audit build/demo-model/model.pt --policy eu_ai_act --out build/demo --exit-zero
+	$(PY) examples/credit/train.py
+	$(VENV)/bin/amulet-audit examples/credit/model.pt --policy eu_ai_act --out build/demo --exit-zero
 
 test: $(STAMP)
 	$(PY) -m pytest -q

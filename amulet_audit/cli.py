@@ -159,8 +159,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     out = _out_dir(args.out)
     model_path = Path(args.model)
     loaded = load_policy(args.policy)
-    data = load_data(_data_path(model_path, args.data))
     model = load_model(model_path, arch=args.arch, trust_pickle=args.trust_pickle)
+    data = load_data(_data_path(model_path, args.data))
     _check_model_fits(model, data)
 
     from amulet_audit.run import run_audit
