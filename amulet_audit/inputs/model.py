@@ -52,8 +52,51 @@ class ModelHandle:
 
             copy = _copy.deepcopy(self.module)
         reinitialise(copy, seed)
-        copy.train()
+        if self.format != "export":  # exported programs refuse train(); their mode is fixed at export
+            copy.train()
         return copy
+
+
+    def functional_copy(self, seed: int, example) -> "FunctionalModel | None":
+        """A re-initialised copy usable with `torch.func` (functional_call, vmap, per-sample gradients), or None.
+
+        TorchScript modules refuse the stateless API, so a scripted copy is converted to an equivalent FX
+        GraphModule (same tensor names) through torch.export's TorchScript converter. Returns None when the
+        architecture cannot be converted (e.g. a scripted `if self.training` branch in BatchNorm); callers then
+        fall back to one-at-a-time training and say so. `example`: a small input batch (tensor).
+        """
+        import torch
+
+        copy = self.fresh_copy(seed)
+        params = {k: v.detach().clone() for k, v in copy.named_parameters()}
+        buffers = {k: v.detach().clone() for k, v in copy.named_buffers()}
+        if self.format != "torchscript":
+            return FunctionalModel(copy, params, buffers)
+        import warnings
+
+        from torch._export.converter import TS2EPConverter
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                graph = TS2EPConverter(copy, (example,)).convert().module()
+                probe = example[: min(len(example), 4)]
+                with torch.no_grad():
+                    same = torch.allclose(torch.func.functional_call(graph, {**params, **buffers}, (probe,)),
+                                          copy.eval()(probe), atol=1e-5)
+        except Exception:
+            return None
+        return FunctionalModel(graph, params, buffers) if same else None
+
+
+@dataclass
+class FunctionalModel:
+    """A stateless view of a model copy: call `torch.func.functional_call(module, {**params, **buffers}, (x,))`.
+    `params` are the trainable tensors (same names as the audited model's state_dict), `buffers` the rest."""
+
+    module: Any
+    params: dict
+    buffers: dict
 
 
 def reinitialise(module, seed: int) -> None:
