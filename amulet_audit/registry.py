@@ -75,4 +75,19 @@ def attack_class(name: str):
 
 @lru_cache(maxsize=None)
 def defenses() -> dict[str, Registered]:
-    return _load(DEFENSES_GROUP)
+    from amulet_audit.defenses.base import Defense
+    from amulet_audit.risks.base import RISKS
+
+    out = _load(DEFENSES_GROUP)
+    for name, reg in out.items():
+        cls = reg.obj
+        if not (isinstance(cls, type) and issubclass(cls, Defense)) or cls.name != name:
+            raise RegistryError(f"defense '{name}' ({reg.provider}) is not an amulet_audit Defense subclass named '{name}'.")
+        unknown = [r for r in cls.intended if r not in RISKS]
+        if unknown:
+            raise RegistryError(f"defense '{name}' ({reg.provider}) declares unknown risk(s) {', '.join(unknown)}.")
+    return out
+
+
+def defense_class(name: str):
+    return defenses()[name].obj

@@ -27,9 +27,10 @@ def train_model(module, x: np.ndarray, y: np.ndarray, recipe: TrainingRecipe, *,
     import torch.nn.functional as F
 
     gen = torch.Generator().manual_seed(seed)
-    xt = torch.as_tensor(x, dtype=torch.float32)
-    yt = torch.as_tensor(y, dtype=torch.long)
-    wt = torch.as_tensor(sample_weight, dtype=torch.float32) if sample_weight is not None else None
+    # copies: callers (e.g. scikit-learn meta-estimators) may pass read-only arrays
+    xt = torch.tensor(np.asarray(x), dtype=torch.float32)
+    yt = torch.tensor(np.asarray(y), dtype=torch.long)
+    wt = torch.tensor(np.asarray(sample_weight), dtype=torch.float32) if sample_weight is not None else None
     opt = make_optimizer(module.parameters(), recipe)
     module.train()
     n = len(xt)

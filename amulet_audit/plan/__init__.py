@@ -22,9 +22,36 @@ class Job:
 
 
 @dataclass
+class DefenseJob:
+    name: str
+    params: dict[str, Any]
+
+
+@dataclass
 class Plan:
     jobs: list[Job]
     job_of: dict[str, Job]  # requirement id -> the job that measures it
+    defenses: list[DefenseJob] = field(default_factory=list)  # each: a defended model, evaluated on every job
+
+
+def _defense_jobs(policy: Policy) -> list[DefenseJob]:
+    """The policy's defenses, with parameters a defense takes from the policy's own requirements filled in
+    (declared by the defense as `policy_params`, e.g. adversarial training at the policy's evasion budget)."""
+    from amulet_audit import registry
+
+    out = []
+    for ref in policy.interactions.refs() if policy.interactions else []:
+        params = dict(ref.params)
+        cls = registry.defense_class(ref.name)
+        for param, (risk, key) in getattr(cls, "policy_params", {}).items():
+            if param in params:
+                continue
+            for req in policy.requirements:
+                if req.risk == risk and req.attack is not None and key in req.attack.params:
+                    params[param] = req.attack.params[key]
+                    break
+        out.append(DefenseJob(ref.name, params))
+    return out
 
 
 def build_plan(policy: Policy) -> Plan:
@@ -36,4 +63,4 @@ def build_plan(policy: Policy) -> Plan:
         job = jobs.setdefault(job.key, job)
         job.requirements.append(req.id)
         job_of[req.id] = job
-    return Plan(list(jobs.values()), job_of)
+    return Plan(list(jobs.values()), job_of, _defense_jobs(policy))

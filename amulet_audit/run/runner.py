@@ -1,24 +1,30 @@
-"""The local runner: executes the plan's jobs on the audited model and judges every requirement."""
+"""The runner: the baseline evaluation and one unit per defense, run by an executor, then verdicts and the
+interaction matrix. A unit is plain data (paths and settings), so it can run in another process."""
 
 from __future__ import annotations
 
 import datetime as dt
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from amulet_audit import __version__, registry
 from amulet_audit.inputs.data import AuditData
 from amulet_audit.inputs.model import ModelHandle
-from amulet_audit.plan import build_plan
+from amulet_audit.plan import DefenseJob, Plan, build_plan
 from amulet_audit.policy.load import LoadedPolicy
 from amulet_audit.results.model import (
-    AuditResult, DataInfo, ModelInfo, PolicyInfo, RequirementResult, Threshold, ToolInfo,
+    AuditResult, DataInfo, DefenseResult, ModelInfo, PolicyInfo, RequirementResult, Threshold, ToolInfo,
 )
 from amulet_audit.results.verdict import judge, overall
-from amulet_audit.risks.base import AttackContext, AttackResult, Profile
+from amulet_audit.risks.base import PROFILES, AttackContext, AttackResult, Profile
 from amulet_audit.run.environment import environment
+from amulet_audit.run.executor import LocalExecutor
+from amulet_audit.run.interactions import compare
 
-# progress(job_label, fraction_done_of_that_job); the CLI turns it into progress bars.
+# progress(label, fraction_done); the CLI turns it into progress bars.
 Progress = Callable[[str, float], None]
 
 
@@ -26,37 +32,82 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed: int, profile: Profile,
-              confidence: float = 0.95, progress: Progress | None = None, cache=None) -> AuditResult:
-    """Run every job of the policy's plan on `model` and judge each requirement. `cache`: a ModelCache for
-    trained copies (reference, poisoned, defended models), or None to train them every time."""
+@dataclass(frozen=True)
+class Inputs:
+    """Where the audit's inputs are and how they were loaded: enough for another process to load them again."""
+
+    model_path: str
+    model_format: str
+    architecture: str
+    data_path: str
+    policy_path: str
+    seed: int
+    profile: str
+    confidence: float
+    cache_root: str | None
+
+
+@dataclass(frozen=True)
+class Unit:
+    inputs: Inputs
+    defense: DefenseJob | None = None  # None: the baseline evaluation of the audited model
+
+
+@dataclass
+class UnitResult:
+    requirements: list[RequirementResult]
+    timings: dict[str, float] = field(default_factory=dict)
+    defense: DefenseResult | None = None
+
+
+# Inputs already loaded in this process (the CLI's, or a worker's after its first unit).
+_LOADED: dict[Inputs, tuple[ModelHandle, AuditData, LoadedPolicy]] = {}
+
+
+def _inputs(inputs: Inputs) -> tuple[ModelHandle, AuditData, LoadedPolicy]:
+    if inputs not in _LOADED:
+        from amulet_audit.inputs.data import load_data
+        from amulet_audit.inputs.model import load_model
+        from amulet_audit.policy import load_policy
+
+        model = load_model(inputs.model_path, arch=inputs.architecture if inputs.model_format == "state_dict" else None,
+                           trust_pickle=inputs.model_format == "pickle")
+        _LOADED[inputs] = (model, load_data(inputs.data_path), load_policy(inputs.policy_path))
+    return _LOADED[inputs]
+
+
+def _cache(inputs: Inputs):
+    from amulet_audit.run.cache import ModelCache
+
+    return ModelCache(Path(inputs.cache_root) if inputs.cache_root else None)
+
+
+def evaluate(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: Plan, inputs: Inputs, *,
+             label: str = "", progress: Progress | None = None) -> tuple[list[RequirementResult], dict[str, float]]:
+    """Run every attack job of the plan on `model` (the audited or a defended one) and judge each requirement."""
     import torch
 
-    started = _now()
-    t0 = time.perf_counter()
-    policy = loaded.policy
-    plan = build_plan(policy)
+    profile = PROFILES[inputs.profile]
     outputs: dict[str, AttackResult] = {}
     timings: dict[str, float] = {}
     for job in plan.jobs:
-        label = f"{job.attack} ({', '.join(job.requirements)})"
-        cls = registry.attack_class(job.attack)
-        torch.manual_seed(seed)
-        ctx = AttackContext(model=model, data=data, seed=seed, profile=profile, confidence=confidence,
-                            progress=(lambda f, label=label: progress(label, f)) if progress else None, cache=cache)
+        name = f"{label}{job.attack} ({', '.join(job.requirements)})"
+        torch.manual_seed(inputs.seed)
+        ctx = AttackContext(model=model, data=data, seed=inputs.seed, profile=profile, confidence=inputs.confidence,
+                            progress=(lambda f, name=name: progress(name, f)) if progress else None, cache=_cache(inputs))
         t = time.perf_counter()
-        attack = cls(**job.params)
-        outputs[job.key] = attack.run(ctx)
-        timings[f"attack:{job.key}"] = round(time.perf_counter() - t, 3)
+        outputs[job.key] = registry.attack_class(job.attack)(**job.params).run(ctx)
+        timings[f"{label}attack:{job.key}"] = round(time.perf_counter() - t, 3)
         if progress:
-            progress(label, 1.0)
+            progress(name, 1.0)
+    return judge_requirements(loaded, plan, outputs), timings
 
+
+def judge_requirements(loaded: LoadedPolicy, plan: Plan, outputs: dict[str, AttackResult]) -> list[RequirementResult]:
     rows = []
-    for req in policy.requirements:
+    for req in loaded.policy.requirements:
         job = plan.job_of[req.id]
         out = outputs[job.key]
-        cls = registry.attack_class(job.attack)
-        params = cls(**job.params).get_params()
         threshold = Threshold(op=req.threshold.op, value=req.threshold.value)
         if out.not_applicable or req.metric not in out.metrics:
             value, ci, n, reason = None, None, 0, out.not_applicable or f"{job.attack} did not report {req.metric}"
@@ -67,27 +118,120 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
         rows.append(RequirementResult(
             id=req.id, title=req.title, risk=req.risk, attack=job.attack, metric=req.metric,
             value=value, ci=list(ci) if ci is not None else None, n=n, threshold=threshold, verdict=verdict,
-            reason=why, cite=req.cite, severity=req.severity, params=params, details=out.details,
+            reason=why, cite=req.cite, severity=req.severity, basis=req.basis, rationale=req.rationale,
+            params=registry.attack_class(job.attack)(**job.params).get_params(), details=out.details,
         ))
+    return rows
+
+
+def run_unit(unit: Unit, progress: Progress | None = None) -> UnitResult:
+    """The baseline evaluation, or: apply one defense to a copy of the audited model and evaluate that."""
+    model, data, loaded = _inputs(unit.inputs)
+    plan = build_plan(loaded.policy)
+    if unit.defense is None:
+        rows, timings = evaluate(model, data, loaded, plan, unit.inputs, progress=progress)
+        return UnitResult(rows, timings)
+
+    from amulet_audit.defenses.base import DefenseContext, clean_accuracy
+
+    job = unit.defense
+    reg = registry.defenses()[job.name]
+    label = f"{job.name}: "
+    t = time.perf_counter()
+    ctx = DefenseContext(model=model, data=data, seed=unit.inputs.seed, profile=PROFILES[unit.inputs.profile],
+                         cache=_cache(unit.inputs),
+                         progress=(lambda f: progress(f"{label}training", f)) if progress else None)
+    defense = reg.obj(**job.params)
+    outcome = defense.apply(ctx)
+    trained = round(time.perf_counter() - t, 3)
+    rows, timings = evaluate(outcome.model, data, loaded, plan, unit.inputs, label=label, progress=progress)
+    timings[f"defense:{job.name}"] = trained
+    result = DefenseResult(
+        name=job.name, description=reg.obj.description, params=defense.get_params(), intended=list(reg.obj.intended),
+        model_sha256=outcome.model.sha256, clean_accuracy_before=clean_accuracy(model.module, data),
+        clean_accuracy_after=clean_accuracy(outcome.model.module, data), details=outcome.details, requirements=rows,
+        provider=reg.provider, seconds=round(time.perf_counter() - t, 3),
+    )
+    return UnitResult(rows, timings, result)
+
+
+def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed: int, profile: Profile,
+              confidence: float = 0.95, progress: Progress | None = None, cache=None, jobs: int = 1) -> AuditResult:
+    """Evaluate every requirement on `model`, then on a copy defended by each of the policy's defenses, and
+    compare. `cache`: a ModelCache for trained copies (or None); `jobs`: local processes for independent units."""
+    started = _now()
+    t0 = time.perf_counter()
+    inputs = Inputs(
+        model_path=str(model.path), model_format=model.format, architecture=model.architecture,
+        data_path=str(data.spec_path), policy_path=str(loaded.path), seed=seed, profile=profile.name,
+        confidence=confidence, cache_root=str(cache.root) if cache is not None and cache.root is not None else None,
+    )
+    _LOADED[inputs] = (model, data, loaded)
+    plan = build_plan(loaded.policy)
+    units = [Unit(inputs)] + [Unit(inputs, d) for d in plan.defenses]
+    results: list[UnitResult | None] = [None] * len(units)
+    if jobs > 1 and len(units) > 1:
+        for i, res in LocalExecutor(jobs).map(run_unit, units):
+            results[i] = res
+            if progress:
+                progress(units[i].defense.name if units[i].defense else "baseline", 1.0)
+    else:
+        for i, unit in enumerate(units):
+            results[i] = run_unit(unit, progress)
+
+    baseline = results[0].requirements
+    timings: dict[str, float] = {}
+    interactions, defenses = [], []
+    tolerance = loaded.policy.interactions.tolerance if loaded.policy.interactions else 0.0
+    for res in results:
+        timings.update(res.timings)
+        if res.defense is not None:
+            defenses.append(res.defense)
+            interactions += compare(res.defense.name, tuple(res.defense.intended), baseline, res.requirements,
+                                    tolerance=tolerance, confidence=confidence)
     timings["total"] = round(time.perf_counter() - t0, 3)
-    spec = data.spec
     return AuditResult(
         tool=ToolInfo(version=__version__),
-        verdict=overall([r.verdict for r in rows]),
-        model=ModelInfo(path=str(model.path), sha256=model.sha256, format=model.format, parameters=model.parameters,
-                        architecture=model.architecture, warnings=model.warnings),
-        data=DataInfo(path=str(data.spec_path), sha256=data.sha256, name=spec.name, files=data.files,
-                      n_train=len(data.y_train), n_holdout=len(data.y_holdout), n_features=data.n_features,
-                      classes=data.classes, positive_label=None if spec.positive_label is None else str(spec.positive_label),
-                      sensitive=list(spec.sensitive)),
-        policy=PolicyInfo(id=policy.policy, sha256=loaded.sha256, title=policy.title, path=str(loaded.path),
-                          regulation=policy.regulation.model_dump(mode="json") if policy.regulation else {}),
-        requirements=rows,
+        verdict=overall([r.verdict for r in baseline]),
+        model=_model_info(model),
+        data=_data_info(data),
+        policy=_policy_info(loaded),
+        requirements=baseline,
+        interactions=interactions,
+        defenses=defenses,
         seed=seed,
         profile=profile.name,
         confidence=confidence,
-        environment={**environment(), "plugins": {job.attack: registry.attacks()[job.attack].provider for job in plan.jobs}},
+        environment={**environment(), "jobs": jobs, "plugins": _plugins(plan)},
         started_at=started,
         finished_at=_now(),
         timings=timings,
     )
+
+
+def _plugins(plan: Plan) -> dict[str, str]:
+    out = {job.attack: registry.attacks()[job.attack].provider for job in plan.jobs}
+    out.update({d.name: registry.defenses()[d.name].provider for d in plan.defenses})
+    return out
+
+
+def _model_info(model: ModelHandle) -> ModelInfo:
+    return ModelInfo(path=str(model.path), sha256=model.sha256, format=model.format, parameters=model.parameters,
+                     architecture=model.architecture, warnings=model.warnings)
+
+
+def _data_info(data: AuditData) -> DataInfo:
+    spec = data.spec
+    return DataInfo(path=str(data.spec_path), sha256=data.sha256, name=spec.name, files=data.files,
+                    n_train=len(data.y_train), n_holdout=len(data.y_holdout), n_features=data.n_features,
+                    classes=data.classes, positive_label=None if spec.positive_label is None else str(spec.positive_label),
+                    sensitive=list(spec.sensitive))
+
+
+def _policy_info(loaded: LoadedPolicy) -> PolicyInfo:
+    policy = loaded.policy
+    info: dict[str, Any] = {}
+    if getattr(policy, "recertification", None) is not None:
+        info["recertification_days"] = policy.recertification.period_days
+    return PolicyInfo(id=policy.policy, sha256=loaded.sha256, title=policy.title, path=str(loaded.path),
+                      regulation=policy.regulation.model_dump(mode="json") if policy.regulation else {}, **info)

@@ -1,0 +1,76 @@
+"""PGD adversarial training (Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks",
+ICLR 2018): each mini-batch is replaced by its PGD adversarial examples at the policy's evasion budget."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+
+from amulet_audit.defenses.base import Defense, DefenseContext, DefenseOutcome, clean_accuracy, defended_handle
+from amulet_audit.risks.params import Interval, OptionalOf, Options
+
+
+def pgd_examples(module, x, y, *, eps: float, norm: str, steps: int, step_size: float, bounds, gen):
+    """PGD adversarial examples for a batch (tensors in, tensor out), random start, no restarts."""
+    from amulet_audit.risks.evasion import _direction, _loss_grad, _project, _random_delta
+
+    adv = _project(x, x + _random_delta(x, eps, norm, gen), eps, norm, bounds)
+    for _ in range(steps):
+        _, grad, _ = _loss_grad(module, adv, y)
+        adv = _project(x, adv + step_size * _direction(grad, norm), eps, norm, bounds)
+    return adv.detach()
+
+
+class AdversarialTraining(Defense):
+    name = "adversarial_training"
+    intended = ("evasion",)
+    description = "PGD adversarial training (Madry et al.)"
+    defaults = {"eps": 0.1, "norm": "linf", "steps": 7, "epochs": None}
+    parameter_constraints = {
+        "eps": Interval(Real, 0, None, closed="neither"),
+        "norm": Options(frozenset({"linf", "l2"})),
+        "steps": Interval(Integral, 1, 1000),
+        "epochs": OptionalOf(Interval(Integral, 1, None)),
+    }
+    policy_params = {"eps": ("evasion", "eps"), "norm": ("evasion", "norm")}
+
+    def apply(self, ctx: DefenseContext) -> DefenseOutcome:
+        import torch
+        import torch.nn.functional as F
+
+        from amulet_audit.inputs.training import make_optimizer
+        from amulet_audit.run.cache import ModelCache, content_key
+
+        p = self.get_params()
+        data, recipe = ctx.data, ctx.data.spec.training
+        epochs = p["epochs"] or recipe.epochs
+        step_size = 2.5 * p["eps"] / p["steps"]
+        key = content_key("adversarial_training", ctx.model.sha256, ctx.seed, recipe.model_dump(), p, epochs)
+
+        def train(module):
+            gen = torch.Generator().manual_seed(ctx.seed)
+            x = torch.as_tensor(data.x_train, dtype=torch.float32)
+            y = torch.as_tensor(data.y_train, dtype=torch.long)
+            opt = make_optimizer(module.parameters(), recipe)
+            for epoch in range(epochs):
+                order = torch.randperm(len(x), generator=gen)
+                for start in range(0, len(x), recipe.batch_size):
+                    idx = order[start:start + recipe.batch_size]
+                    module.eval()  # craft examples against the current weights without updating batch statistics
+                    adv = pgd_examples(module, x[idx], y[idx], eps=p["eps"], norm=p["norm"], steps=p["steps"],
+                                       step_size=step_size, bounds=data.input_range, gen=gen)
+                    module.train()
+                    opt.zero_grad(set_to_none=True)
+                    F.cross_entropy(module(adv), y[idx]).backward()
+                    opt.step()
+                if ctx.progress:
+                    ctx.progress((epoch + 1) / epochs)
+            module.eval()
+            return module
+
+        module = (ctx.cache or ModelCache(None)).get_or_train(key, ctx.model.fresh_copy(ctx.seed), train)
+        return DefenseOutcome(defended_handle(ctx.model, module, f"adversarial_training:{key}"), {
+            "eps": p["eps"], "norm": p["norm"], "steps": p["steps"], "step_size": step_size, "epochs": epochs,
+            "clean_accuracy": clean_accuracy(module, data),
+        })

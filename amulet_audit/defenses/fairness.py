@@ -1,0 +1,123 @@
+"""Fairness mitigation with Fairlearn's reductions approach (Agarwal et al., ICML 2018).
+
+`ExponentiatedGradient` searches for a randomised mixture of classifiers that satisfies a fairness
+constraint (demographic parity or equalized odds) on the training data. Each classifier is a fresh copy of
+the audited architecture trained with the data spec's recipe on re-weighted records (our scikit-learn-style
+wrapper honours `sample_weight`). The mixture is itself a torch module (its output is the log of the
+weighted average of the members' probabilities), so every attack runs on it unchanged; it does not need the
+sensitive attribute at prediction time.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+
+from amulet_audit.defenses.base import Defense, DefenseContext, DefenseOutcome, clean_accuracy, defended_handle, retrain
+from amulet_audit.errors import InputError
+from amulet_audit.risks.params import Interval, OptionalOf, Options, Text
+
+
+def mixture_module(members, weights):
+    """log(sum_i w_i softmax(f_i(x))): the expected prediction of a randomised classifier, as a module."""
+    import torch
+
+    class Mixture(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.members = torch.nn.ModuleList(members)
+            self.register_buffer("weights", torch.as_tensor(np.asarray(weights, dtype=np.float32)))
+
+        def forward(self, x):
+            probs = torch.stack([torch.softmax(m(x), dim=1) for m in self.members])
+            return torch.log((self.weights.view(-1, 1, 1) * probs).sum(0).clamp_min(1e-12))
+
+    return Mixture().eval()
+
+
+class _Trainer:
+    """Shared by every clone of the estimator: scikit-learn's `clone` deep-copies parameters, and this one must
+    not be copied (it holds the audit's inputs and counts the members trained, which seeds each one)."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.trained = 0
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def fit(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None):
+        self.trained += 1
+        return retrain(self.ctx, ("fairness_member",), x, y, sample_weight=w, seed_offset=self.trained)
+
+
+class _TorchClassifier:
+    """The scikit-learn estimator protocol over our torch training (`fit` honours `sample_weight`)."""
+
+    def __init__(self, trainer=None):
+        self.trainer = trainer
+
+    def get_params(self, deep=True):
+        return {"trainer": self.trainer}
+
+    def set_params(self, **params):
+        for k, v in params.items():
+            setattr(self, k, v)
+        return self
+
+    def _shape(self, X) -> np.ndarray:
+        return np.asarray(X, dtype=np.float32).reshape(-1, *self.trainer.ctx.data.x_train.shape[1:])
+
+    def fit(self, X, y, sample_weight=None):
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float32)
+        self.module_ = self.trainer.fit(self._shape(X), np.asarray(y, dtype=np.int64), w)
+        return self
+
+    def predict(self, X):
+        from amulet_audit.risks.inference import predict
+
+        return predict(self.module_, self._shape(X))
+
+
+class FairnessMitigation(Defense):
+    name = "fairness_mitigation"
+    intended = ("discrimination",)
+    description = "Fairness mitigation (Fairlearn ExponentiatedGradient)"
+    defaults = {"constraint": "demographic_parity", "attribute": None, "eps": 0.02, "max_iter": None}
+    parameter_constraints = {
+        "constraint": Options(frozenset({"demographic_parity", "equalized_odds"})),
+        "attribute": OptionalOf(Text()),
+        "eps": Interval(Real, 0, 1, closed="neither"),
+        "max_iter": OptionalOf(Interval(Integral, 1, 200)),
+    }
+
+    def apply(self, ctx: DefenseContext) -> DefenseOutcome:
+        from fairlearn.reductions import DemographicParity, EqualizedOdds, ExponentiatedGradient
+
+        p = self.get_params()
+        data = ctx.data
+        if not data.sensitive_train:
+            raise InputError(f"{data.spec_path}: fairness_mitigation needs a sensitive attribute; add `sensitive:` to the "
+                             "data spec or remove fairness_mitigation from the policy's interactions.")
+        if data.n_classes != 2:
+            raise InputError(f"{data.spec_path}: fairness_mitigation (ExponentiatedGradient) supports binary tasks only; "
+                             "remove it from the policy's interactions for this model.")
+        attribute = p["attribute"] or next(iter(data.sensitive_train))
+        if attribute not in data.sensitive_train:
+            raise InputError(f"fairness_mitigation: attribute '{attribute}' is not a sensitive attribute of {data.spec_path}.")
+        max_iter = p["max_iter"] or {"quick": 5, "standard": 10}.get(ctx.profile.name, 30)
+        constraint = DemographicParity() if p["constraint"] == "demographic_parity" else EqualizedOdds()
+        trainer = _Trainer(ctx)
+        mitigator = ExponentiatedGradient(_TorchClassifier(trainer), constraints=constraint, eps=p["eps"], max_iter=max_iter)
+        x = data.x_train.reshape(len(data.x_train), -1)
+        mitigator.fit(x, data.y_train, sensitive_features=data.sensitive_train[attribute])
+        weights = np.asarray(mitigator.weights_, dtype=float)
+        keep = weights > 1e-6
+        members = [est.module_ for est, k in zip(mitigator.predictors_, keep) if k]
+        module = mixture_module(members, weights[keep] / weights[keep].sum())
+        return DefenseOutcome(defended_handle(ctx.model, module, f"fairness_mitigation:{p}:{attribute}"), {
+            "algorithm": "ExponentiatedGradient", "constraint": p["constraint"], "attribute": attribute,
+            "eps": p["eps"], "max_iter": max_iter, "models_trained": trainer.trained, "mixture_size": len(members),
+            "needs_sensitive_attribute_at_prediction": False, "clean_accuracy": clean_accuracy(module, data),
+        })

@@ -1,0 +1,86 @@
+"""Defenses against model extraction that change what the model reveals or carries.
+
+- `output_perturbation`: the API returns only the top-1 label, or probabilities rounded to a few decimals
+  (Tramèr et al., USENIX Security 2016, studied both as countermeasures to extraction).
+- `watermarking`: a trigger set of out-of-distribution inputs with chosen labels is embedded in training, so
+  ownership can later be verified from trigger accuracy (Adi et al., USENIX Security 2018).
+"""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import numpy as np
+
+from amulet_audit.defenses.base import Defense, DefenseContext, DefenseOutcome, clean_accuracy, defended_handle, retrain
+from amulet_audit.risks.params import Interval, Options
+
+
+def perturbed_outputs(module, mode: str, decimals: int):
+    """Wrap `module` so its outputs are log-probabilities of the top-1 label only, or of rounded probabilities."""
+    import torch
+
+    class Perturbed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = module
+
+        def forward(self, x):
+            probs = torch.softmax(self.inner(x), dim=1)
+            if mode == "labels":
+                probs = torch.nn.functional.one_hot(probs.argmax(1), probs.shape[1]).to(probs.dtype)
+            else:
+                scale = 10.0 ** decimals
+                probs = torch.round(probs * scale) / scale
+            probs = probs.clamp_min(10.0 ** -(decimals + 2))
+            return torch.log(probs / probs.sum(1, keepdim=True))
+
+    return Perturbed().eval()
+
+
+class OutputPerturbation(Defense):
+    name = "output_perturbation"
+    intended = ("model_extraction",)
+    description = "Output perturbation (top-1 labels or rounded probabilities)"
+    defaults = {"mode": "round", "decimals": 1}
+    parameter_constraints = {"mode": Options(frozenset({"labels", "round"})), "decimals": Interval(Integral, 0, 6)}
+
+    def apply(self, ctx: DefenseContext) -> DefenseOutcome:
+        p = self.get_params()
+        module = perturbed_outputs(ctx.model.module, p["mode"], p["decimals"])
+        return DefenseOutcome(defended_handle(ctx.model, module, f"output_perturbation:{p}"), {
+            "mode": p["mode"], "decimals": p["decimals"], "clean_accuracy": clean_accuracy(module, ctx.data),
+            "note": "Gradients through rounded or top-1 outputs vanish: evasion results on this model can be "
+                    "gradient-masked and overstate robustness.",
+        })
+
+
+class Watermarking(Defense):
+    name = "watermarking"
+    intended = ("model_extraction",)
+    description = "Watermarking (trigger set embedded in training)"
+    defaults = {"triggers": 100, "repeat": 5}
+    parameter_constraints = {"triggers": Interval(Integral, 1, 10_000), "repeat": Interval(Integral, 1, 100)}
+
+    def apply(self, ctx: DefenseContext) -> DefenseOutcome:
+        from amulet_audit.risks.inference import predict
+
+        p = self.get_params()
+        data = ctx.data
+        rng = np.random.default_rng(ctx.seed + 7919)
+        shape = data.x_train.shape[1:]
+        if data.input_range is not None:
+            lo, hi = data.input_range
+            triggers = rng.uniform(lo, hi, size=(p["triggers"], *shape)).astype(np.float32)
+        else:  # standardised features: points far outside the data, where the labels are arbitrary
+            triggers = (rng.standard_normal((p["triggers"], *shape)) * 3).astype(np.float32)
+        labels = rng.integers(0, data.n_classes, p["triggers"])
+        x = np.concatenate([data.x_train] + [triggers] * p["repeat"])
+        y = np.concatenate([data.y_train] + [labels] * p["repeat"])
+        module = retrain(ctx, ("watermarking", p), x, y)
+        return DefenseOutcome(defended_handle(ctx.model, module, f"watermarking:{p}"), {
+            "triggers": p["triggers"], "repeat": p["repeat"],
+            "trigger_accuracy": float((predict(module, triggers) == labels).mean()),
+            "trigger_accuracy_of_audited_model": float((predict(ctx.model.module, triggers) == labels).mean()),
+            "chance": 1.0 / data.n_classes, "clean_accuracy": clean_accuracy(module, data),
+        })

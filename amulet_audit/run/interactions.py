@@ -1,0 +1,52 @@
+"""The interaction matrix: how each defense moved every requirement's metric (AMULET, Waheed et al. 2025)."""
+
+from __future__ import annotations
+
+import math
+
+from amulet_audit import registry
+from amulet_audit.results.model import Interaction, RequirementResult, Verdict
+
+# How much worse a verdict is; a move to a higher rank is a worsening.
+_RANK = {Verdict.PASS: 0, Verdict.NOT_APPLICABLE: 0, Verdict.INDETERMINATE: 1, Verdict.FAIL: 2}
+
+
+def _z(confidence: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + confidence / 2))
+
+
+def delta_interval(base: RequirementResult, defended: RequirementResult, confidence: float) -> list[float] | None:
+    """Interval of defended - baseline from the two independent intervals (normal approximation: each
+    half-width over z gives a standard error; they add in quadrature). The two measurements use different
+    models on the same records, so this is conservative where their errors are positively correlated."""
+    if base.ci is None or defended.ci is None:
+        return None
+    z = _z(confidence)
+    se = math.hypot((base.ci[1] - base.ci[0]) / (2 * z), (defended.ci[1] - defended.ci[0]) / (2 * z))
+    delta = defended.value - base.value
+    return [delta - z * se, delta + z * se]
+
+
+def compare(defense: str, intended: tuple[str, ...], baseline: list[RequirementResult], defended: list[RequirementResult],
+            *, tolerance: float, confidence: float) -> list[Interaction]:
+    """One row per requirement measured on both models."""
+    rows = []
+    after = {r.id: r for r in defended}
+    for b in baseline:
+        d = after.get(b.id)
+        if d is None or b.value is None or d.value is None:
+            continue
+        delta = d.value - b.value
+        spec = registry.metric(b.metric)
+        worse = delta > 0 if spec.higher_is_worse else delta < 0
+        is_intended = b.risk in intended
+        verdict_worse = _RANK[d.verdict] > _RANK[b.verdict]
+        flagged = not is_intended and worse and (abs(delta) > tolerance or verdict_worse)
+        rows.append(Interaction(
+            defense=defense, risk=b.risk, requirement=b.id, metric=b.metric, baseline=b.value, defended=d.value,
+            delta=delta, delta_ci=delta_interval(b, d, confidence), worse=worse, intended=is_intended, flagged=flagged,
+            baseline_verdict=b.verdict.value, defended_verdict=d.verdict.value, tolerance=tolerance,
+        ))
+    return rows

@@ -1,0 +1,101 @@
+"""Defenses and the interaction matrix on a real model (UCI Adult MLP, deliberately overfit)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ADULT, AMULET, ROOT
+
+POLICY = """\
+policy: interactions-test
+title: Interactions on the Adult MLP
+requirements:
+  - id: robust
+    risk: evasion
+    attack: {name: pgd, params: {eps: 0.1, norm: linf, steps: 10}}
+    metric: robust_accuracy
+    threshold: {min: 0.5}
+  - id: membership
+    risk: membership_inference
+    attack: {name: loss}
+    metric: auc
+    threshold: {max: 0.6}
+  - id: parity
+    risk: discrimination
+    metric: demographic_parity_difference
+    threshold: {max: 0.1}
+interactions:
+  defenses: [{name: dp_sgd, params: {epsilon: 1.0}}, adversarial_training]
+  tolerance: 0.02
+"""
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not ADULT.exists(), reason="needs ../shared/data/adult/adult.data")]
+
+
+@pytest.fixture(scope="module")
+def adult_overfit(tmp_path_factory):
+    out = tmp_path_factory.mktemp("adult-overfit")
+    done = subprocess.run([sys.executable, ROOT / "examples" / "adult" / "train.py", "--out", out, "--data-file", ADULT,
+                           "--n-train", "500", "--n-holdout", "2000", "--epochs", "150"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    (out / "policy.yaml").write_text(POLICY)
+    return out
+
+
+def audit(folder, out, *extra):
+    done = subprocess.run([*AMULET, folder / "model.pt", "--policy", folder / "policy.yaml", "--out", out, "--profile", "quick",
+                           "--quiet", "--cache-dir", folder / "cache", *map(str, extra)], capture_output=True, text=True)
+    assert done.returncode in (0, 1), done.stderr
+    return json.loads((out / "results.json").read_text())
+
+
+def test_matrix_rows_directions_and_audited_model_untouched(adult_overfit, tmp_path):
+    model = adult_overfit / "model.pt"
+    before = hashlib.sha256(model.read_bytes()).hexdigest()
+    result = audit(adult_overfit, tmp_path / "report")
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == before == result["model"]["sha256"]
+
+    rows = {(r["defense"], r["requirement"]): r for r in result["interactions"]}
+    assert set(rows) == {(d, q) for d in ("dp_sgd", "adversarial_training") for q in ("robust", "membership", "parity")}
+    # DP-SGD lowers membership risk on an overfit model (intended); adversarial training raises robust accuracy
+    assert rows["dp_sgd", "membership"]["delta"] < -0.03 and rows["dp_sgd", "membership"]["intended"]
+    assert not rows["dp_sgd", "membership"]["worse"] and not rows["dp_sgd", "membership"]["flagged"]
+    assert rows["adversarial_training", "robust"]["delta"] > 0.03 and rows["adversarial_training", "robust"]["intended"]
+
+    # deltas agree with the per-model results, and flags follow the rule
+    baseline = {r["id"]: r for r in result["requirements"]}
+    for d in result["defenses"]:
+        assert d["model_sha256"] != before and d["clean_accuracy_after"] is not None
+        for r in d["requirements"]:
+            row = rows[d["name"], r["id"]]
+            assert row["baseline"] == baseline[r["id"]]["value"] and row["defended"] == r["value"]
+            assert row["delta"] == pytest.approx(r["value"] - baseline[r["id"]]["value"])
+            lo, hi = row["delta_ci"]
+            assert lo <= row["delta"] <= hi
+            if row["flagged"]:
+                assert row["worse"] and not row["intended"]
+    assert result["defenses"][0]["details"]["spent_epsilon"] <= 1.0 + 1e-6
+
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "dp_sgd" in html and "adversarial_training" in html
+
+
+def test_parallel_units_give_the_same_matrix(adult_overfit, tmp_path):
+    one = audit(adult_overfit, tmp_path / "one", "--no-pdf")
+    two = audit(adult_overfit, tmp_path / "two", "--no-pdf", "--jobs", "2")
+    assert [(r["defense"], r["requirement"], r["defended"]) for r in one["interactions"]] == \
+           [(r["defense"], r["requirement"], r["defended"]) for r in two["interactions"]]
+    assert two["environment"]["jobs"] == 2
+
+
+def test_unknown_defense_is_refused_listing_the_known_ones(adult_overfit, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(POLICY.replace("adversarial_training]", "adverserial_training]"))
+    done = subprocess.run([*AMULET, "validate", bad], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "unknown defense 'adverserial_training'" in done.stderr and "adversarial_training, dp_sgd" in done.stderr
