@@ -26,6 +26,8 @@ COMMANDS = {
     "validate": "check a policy (and data spec) without running",
     "policies": "list bundled policies",
     "render": "re-render HTML/PDF from a results.json",
+    "diff": "compare two results.json (recertification): what changed, what regressed",
+    "verify": "check a report folder against its manifest: was anything altered?",
 }
 
 USAGE = f"""usage: amulet-audit MODEL --policy POLICY [--data DATA] [--out DIR] [options]
@@ -55,6 +57,8 @@ def _audit_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", default="amulet-report", help="output folder (default: amulet-report/)")
     p.add_argument("--profile", choices=["quick", "standard", "thorough"], default="standard",
                    help="attack budgets: quick (smoke test), standard (default), thorough (certification)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="run the baseline and each defense's evaluation in N local processes (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed and inputs give the same numbers (default 0)")
     p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
     p.add_argument("--arch", metavar="MODULE:CLASS", help="architecture class for a state_dict model file")
@@ -67,6 +71,8 @@ def _audit_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", metavar="DIR",
                    help="where trained reference/defended models are cached (default: $AMULET_AUDIT_CACHE or ~/.cache/amulet-audit)")
     p.add_argument("--no-cache", action="store_true", help="train every reference/defended model afresh")
+    p.add_argument("--baseline", metavar="OLD.json",
+                   help="a previous audit's results.json: adds the recertification section (what changed, what regressed)")
     p.add_argument("--version", action="version", version=f"amulet-audit {__version__}")
     return p
 
@@ -101,13 +107,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"amulet-audit {__version__}")
         return ExitCode.OK
     command, handler, parser = "audit", cmd_audit, _audit_parser
-    if argv[0] in ("audit", "validate", "policies", "render"):
+    if argv[0] in ("audit", "validate", "policies", "render", "diff", "verify"):
         command = argv.pop(0)
         handler, parser = {
             "audit": (cmd_audit, _audit_parser),
             "validate": (cmd_validate, _validate_parser),
             "policies": (cmd_policies, _policies_parser),
             "render": (cmd_render, _render_parser),
+            "diff": (cmd_diff, _diff_parser),
+            "verify": (cmd_verify, _verify_parser),
         }[command]
     try:
         args = parser().parse_args(argv)
@@ -153,6 +161,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from amulet_audit.policy import load_policy
     from amulet_audit.risks.base import PROFILES
 
+    if args.jobs < 1:
+        raise InputError(f"--jobs {args.jobs}: must be at least 1.")
     if not 0.5 <= args.confidence < 1:
         raise InputError(f"--confidence {args.confidence}: must be in [0.5, 1), e.g. 0.95.")
     templates = _templates(args.templates)
@@ -162,6 +172,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     model = load_model(model_path, arch=args.arch, trust_pickle=args.trust_pickle)
     data = load_data(_data_path(model_path, args.data))
     _check_model_fits(model, data)
+    baseline = _read_baseline(args.baseline)
 
     from amulet_audit.run import run_audit
     from amulet_audit.run.cache import ModelCache, default_root
@@ -170,7 +181,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     cache = ModelCache(None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_root())
     with progress_display(quiet=args.quiet) as progress:
         result = run_audit(model, data, loaded, seed=args.seed, profile=PROFILES[args.profile],
-                           confidence=args.confidence, progress=progress, cache=cache)
+                           confidence=args.confidence, progress=progress, cache=cache, jobs=args.jobs)
+        result = _with_recertification(result, loaded.policy, baseline, args.baseline)
         _write_outputs(result, out, templates=templates, pdf=not args.no_pdf, progress=progress)
     if not args.quiet:
         _summary(result, out)
@@ -226,6 +238,9 @@ def _write_outputs(result, out: Path, *, templates: Path | None, pdf: bool, resu
         write_report(result, staging, templates_dir=templates, pdf=pdf)
         for f in sorted(staging.iterdir()):
             os.replace(f, out / f.name)
+        from amulet_audit.report.manifest import write_manifest
+
+        write_manifest(out)  # last: it records the digests of the files now in place
         if progress:
             progress("report", 1.0)
     finally:
@@ -294,3 +309,125 @@ def cmd_render(args: argparse.Namespace) -> int:
     _write_outputs(result, out, templates=templates, pdf=not args.no_pdf, results_json=False)
     print(f"Report written to {out}/")
     return ExitCode.OK
+
+
+# --- recertification: --baseline, diff, verify ---------------------------------------------------
+
+
+def _read_baseline(path: str | None):
+    """The --baseline results, read before any work so a bad file is exit 2 at once."""
+    if path is None:
+        return None
+    from amulet_audit.results import read_results
+
+    return read_results(path)
+
+
+def _with_recertification(result, policy, baseline, baseline_path: str | None):
+    """Record what the policy says about each requirement (basis, rationale) and its recertification period
+    and, with a baseline, the comparison with it."""
+    from amulet_audit.results.diff import compare
+
+    by_id = {r.id: r for r in policy.requirements}
+    rows = [r.model_copy(update={"basis": by_id[r.id].basis, "rationale": by_id[r.id].rationale}) if r.id in by_id else r
+            for r in result.requirements]
+    period = policy.recertification.period_days if policy.recertification else None
+    result = result.model_copy(update={"requirements": rows,
+                                       "policy": result.policy.model_copy(update={"recertification_days": period})})
+    if baseline is not None:
+        result = result.model_copy(update={"recertification": compare(baseline, result, baseline_path=str(baseline_path))})
+    return result
+
+
+def _diff_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="amulet-audit diff",
+        description="Compare a previous audit (OLD.json) with a new one (NEW.json): per-requirement values and "
+                    "verdicts, regressions, changed model/data/policy digests, and the audit interval against "
+                    "the policy's recertification period.",
+        epilog="exit codes: 0 no regression, 1 a requirement regressed, 2 bad input",
+    )
+    p.add_argument("old", metavar="OLD.json", help="the previous audit's results.json")
+    p.add_argument("new", metavar="NEW.json", help="the new audit's results.json")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
+    return p
+
+
+def _verify_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="amulet-audit verify",
+        description="Recompute the SHA-256 digests recorded in DIR/manifest.json and check that the results.json "
+                    "embedded in report.pdf equals DIR/results.json.",
+        epilog="exit codes: 0 intact, 1 altered, 2 bad input",
+    )
+    p.add_argument("folder", metavar="DIR", help="a report folder written by an audit or `render`")
+    return p
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from amulet_audit.results import read_results
+    from amulet_audit.results.diff import compare
+
+    old, new = read_results(args.old), read_results(args.new)
+    rec = compare(old, new, baseline_path=args.old)
+    if args.json:
+        print(rec.model_dump_json(indent=2))
+    else:
+        _print_recertification(rec, new)
+    return ExitCode.FINDINGS if rec.regression else ExitCode.OK
+
+
+def _print_recertification(rec, new) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from amulet_audit.results.diff import audit_age_days
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+
+    def value(v, ci):
+        return "—" if v is None else f"{v:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+    colour = {"worsened": "red", "improved": "green", "unchanged": "dim", "added": "cyan", "removed": "yellow"}
+    table = Table(title=f"Recertification: {new.policy.title}")
+    for col in ("requirement", "metric", "old value [CI]", "new value [CI]", "old verdict", "new verdict", "change"):
+        table.add_column(col)
+    for c in rec.requirements:
+        change = c.change.upper() + (" (REGRESSION)" if c.regression else "")
+        table.add_row(c.id, c.metric, value(c.old_value, c.old_ci), value(c.new_value, c.new_ci),
+                      c.old_verdict.value.upper() if c.old_verdict else "—",
+                      c.new_verdict.value.upper() if c.new_verdict else "—",
+                      f"[{colour[c.change]}]{change}[/]")
+    console.print(table)
+    for c in rec.requirements:
+        if c.reason and c.change in ("worsened", "improved") or c.threshold_changed:
+            console.print(f"  {c.id}: {c.reason}")
+    for a in rec.artefacts:
+        if a.changed:
+            console.print(f"{a.artefact}: [red]CHANGED[/] {a.old_sha256[:12]}… -> {a.new_sha256[:12]}… ({a.note})")
+        else:
+            console.print(f"{a.artefact}: unchanged ({a.new_sha256[:12]}…)")
+    period = f"; recertification period {rec.period_days} days" if rec.period_days else "; the policy sets no recertification period"
+    console.print(f"Audits: {rec.baseline_finished_at} ({rec.baseline_verdict}) -> {rec.finished_at} ({new.verdict}), "
+                  f"{rec.interval_days:.1f} days apart{period}.")
+    if rec.valid_until:
+        age = audit_age_days(new)
+        state = "[red]EXPIRED[/]" if age > rec.period_days else "current"
+        console.print(f"The new audit is {age:.0f} days old and {state}: recertify by {rec.valid_until}.")
+    for note in rec.notes:
+        console.print(f"Note: {note}.")
+    n = sum(c.regression for c in rec.requirements)
+    console.print(f"[red]{n} regression(s).[/]" if n else "[green]No regression.[/]")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from amulet_audit.report.manifest import verify_folder
+
+    outcome = verify_folder(args.folder)
+    for what, status in outcome.checked:
+        print(f"{what}: {status}")
+    if outcome.intact:
+        print(f"{outcome.folder}: intact ({len(outcome.checked)} check(s) passed).")
+        return ExitCode.OK
+    print(f"{outcome.folder}: ALTERED: {'; '.join(outcome.problems)}.")
+    return ExitCode.FINDINGS

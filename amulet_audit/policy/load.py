@@ -161,8 +161,13 @@ def check_names(policy: Policy) -> list[tuple[tuple, str]]:
             problems.append((loc + ("attack", "params"), f"requirement '{req.id}': {msg}"))
     if policy.interactions is not None:
         known_defenses = list(registry.defenses())
-        for j, name in enumerate(policy.interactions.defenses):
+        for j, ref in enumerate(policy.interactions.refs()):
+            name = ref.name
             if name not in known_defenses:
                 known = ", ".join(known_defenses) if known_defenses else "none are installed in this version"
                 problems.append((("interactions", "defenses", j), f"interactions: unknown defense '{name}' (known defenses: {known})"))
+                continue
+            cls = registry.defenses()[name].obj
+            for msg in validate_params(name, cls.parameter_constraints, ref.params):
+                problems.append((("interactions", "defenses", j), f"interactions: {msg}"))
     return problems

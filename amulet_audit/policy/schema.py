@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _known_keys(cls, data: Any, handler: Any) -> Any:
+        """Refuse an unknown key by name, with the closest valid key(s) suggested."""
+        if isinstance(data, dict):
+            known = list(cls.model_fields)
+            for key in data:
+                if isinstance(key, str) and key not in cls.model_fields:
+                    close = difflib.get_close_matches(key, known, n=2)
+                    hint = (f"did you mean {' or '.join(repr(c) for c in close)}?" if close
+                            else f"valid keys here: {', '.join(known)}")
+                    raise ValidationError.from_exception_data(cls.__name__, [InitErrorDetails(
+                        type=PydanticCustomError("unknown_key", "Unknown key '{key}'; {hint}", {"key": key, "hint": hint}),
+                        loc=(key,), input=data[key])])
+        return handler(data)
 
 
 class Regulation(_Strict):
@@ -56,9 +74,26 @@ class Requirement(_Strict):
     rationale: str = ""
 
 
+class Recertification(_Strict):
+    """How often the audit must be repeated: `amulet-audit diff` and the report compare the audit's age
+    (days between the previous and this audit, or up to today) with `period_days`."""
+
+    period_days: int = Field(ge=1)
+
+
+class DefenseRef(_Strict):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class Interactions(_Strict):
-    defenses: list[str] = Field(default_factory=list)
-    tolerance: float = Field(0.02, ge=0)
+    """Defenses to apply one at a time; every requirement is measured again on each defended model."""
+
+    defenses: list[str | DefenseRef] = Field(default_factory=list)  # a registry name, or {name, params}
+    tolerance: float = Field(0.02, ge=0)  # a defense that worsens an unintended risk's metric by more is flagged
+
+    def refs(self) -> list[DefenseRef]:
+        return [DefenseRef(name=d) if isinstance(d, str) else d for d in self.defenses]
 
 
 class Policy(_Strict):
@@ -70,6 +105,7 @@ class Policy(_Strict):
     extends: str | None = None
     requirements: list[Requirement] = Field(min_length=1)
     interactions: Interactions | None = None
+    recertification: Recertification | None = None
 
     @model_validator(mode="after")
     def _unique_ids(self) -> "Policy":

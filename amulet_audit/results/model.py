@@ -57,6 +57,7 @@ class PolicyInfo(_Strict):
     title: str
     path: str = ""
     regulation: dict[str, Any] = Field(default_factory=dict)
+    recertification_days: int | None = None  # the policy's recertification period (days), if it sets one
 
 
 class Threshold(_Strict):
@@ -79,20 +80,90 @@ class RequirementResult(_Strict):
     cite: list[str] = Field(default_factory=list)
     severity: str = "medium"
     params: dict[str, Any] = Field(default_factory=dict)  # the attack configuration that produced the value
+    basis: str = ""  # "legal_rule" or "benchmark": who set the threshold (from the policy)
+    rationale: str = ""
     details: dict[str, Any] = Field(default_factory=dict)  # attack-specific evidence for charts and tables
 
 
 class Interaction(_Strict):
+    """One (defense, requirement) cell of the interaction matrix: the requirement's metric on the audited model
+    (`baseline`) and on the defended model (`defended`), measured with the same attack, seed and budget."""
+
     defense: str
     risk: str
     requirement: str = ""
     metric: str
     baseline: float
     defended: float
-    delta: float
-    worse: bool
-    intended: bool
-    flagged: bool
+    delta: float  # defended - baseline
+    delta_ci: list[float] | None = None  # approximate interval of the delta (see run/interactions.py)
+    worse: bool  # the risk grew (direction-aware)
+    intended: bool  # the defense is meant for this risk
+    flagged: bool  # unintended, and worse by more than the tolerance or its verdict worsened
+    baseline_verdict: str = ""
+    defended_verdict: str = ""
+    tolerance: float = 0.0
+
+
+class DefenseResult(_Strict):
+    """A defense applied to a copy of the audited model, and everything measured on the defended model."""
+
+    name: str
+    description: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    intended: list[str] = Field(default_factory=list)
+    model_sha256: str = ""  # of the defended weights
+    clean_accuracy_before: float | None = None  # utility cost: holdout accuracy of the audited model
+    clean_accuracy_after: float | None = None  # and of the defended one
+    details: dict[str, Any] = Field(default_factory=dict)
+    requirements: list[RequirementResult] = Field(default_factory=list)
+    provider: str = ""
+    seconds: float = 0.0
+
+
+class RequirementChange(_Strict):
+    """One requirement compared between a previous audit (old) and this one (new)."""
+
+    id: str
+    metric: str
+    old_value: float | None = None
+    old_ci: list[float] | None = None
+    old_verdict: Verdict | None = None  # None: the requirement is new
+    new_value: float | None = None
+    new_ci: list[float] | None = None
+    new_verdict: Verdict | None = None  # None: the requirement was dropped
+    threshold_changed: bool = False
+    change: Literal["improved", "unchanged", "worsened", "added", "removed"]
+    regression: bool
+    reason: str = ""
+
+
+class ArtefactChange(_Strict):
+    """Whether an audited artefact (model, data, policy) is the same file as in the previous audit."""
+
+    artefact: Literal["model", "data", "policy"]
+    old_sha256: str
+    new_sha256: str
+    changed: bool
+    note: str = ""
+
+
+class Recertification(_Strict):
+    """This audit compared with a previous one (`--baseline OLD.json`, `amulet-audit diff`)."""
+
+    baseline_path: str = ""
+    baseline_finished_at: str
+    baseline_verdict: str
+    baseline_tool_version: str = ""
+    finished_at: str
+    interval_days: float  # days between the two audits
+    period_days: int | None = None  # the (new) policy's recertification period
+    lapsed: bool | None = None  # the interval exceeded the period: the previous audit had expired
+    valid_until: str | None = None  # this audit's finish date + period (ISO date)
+    artefacts: list[ArtefactChange] = Field(default_factory=list)
+    requirements: list[RequirementChange] = Field(default_factory=list)
+    regression: bool
+    notes: list[str] = Field(default_factory=list)
 
 
 class AuditResult(_Strict):
@@ -104,6 +175,7 @@ class AuditResult(_Strict):
     policy: PolicyInfo
     requirements: list[RequirementResult]
     interactions: list[Interaction] = Field(default_factory=list)
+    defenses: list[DefenseResult] = Field(default_factory=list)
     seed: int
     profile: str = "standard"
     confidence: float = 0.95
@@ -111,3 +183,4 @@ class AuditResult(_Strict):
     started_at: str
     finished_at: str
     timings: dict[str, float] = Field(default_factory=dict)  # seconds
+    recertification: Recertification | None = None  # comparison with a previous audit (--baseline)
