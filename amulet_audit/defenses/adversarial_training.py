@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from numbers import Integral, Real
 
-import numpy as np
-
-from amulet_audit.defenses.base import Defense, DefenseContext, DefenseOutcome, clean_accuracy, defended_handle
+from amulet_audit.defenses.base import Defense, DefenseContext
 from amulet_audit.risks.params import Interval, OptionalOf, Options
 
 
@@ -35,7 +33,7 @@ class AdversarialTraining(Defense):
     }
     policy_params = {"eps": ("evasion", "eps"), "norm": ("evasion", "norm")}
 
-    def apply(self, ctx: DefenseContext) -> DefenseOutcome:
+    def fit(self, ctx: DefenseContext, x, y, recipe, seed):
         import torch
         import torch.nn.functional as F
 
@@ -43,34 +41,32 @@ class AdversarialTraining(Defense):
         from amulet_audit.run.cache import ModelCache, content_key
 
         p = self.get_params()
-        data, recipe = ctx.data, ctx.data.spec.training
         epochs = p["epochs"] or recipe.epochs
         step_size = 2.5 * p["eps"] / p["steps"]
-        key = content_key("adversarial_training", ctx.model.sha256, ctx.seed, recipe.model_dump(), p, epochs)
+        bounds = ctx.data.input_range
 
         def train(module):
-            gen = torch.Generator().manual_seed(ctx.seed)
-            x = torch.as_tensor(data.x_train, dtype=torch.float32)
-            y = torch.as_tensor(data.y_train, dtype=torch.long)
+            gen = torch.Generator().manual_seed(seed)
+            xt, yt = torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.long)
             opt = make_optimizer(module.parameters(), recipe)
             for epoch in range(epochs):
-                order = torch.randperm(len(x), generator=gen)
-                for start in range(0, len(x), recipe.batch_size):
+                order = torch.randperm(len(xt), generator=gen)
+                for start in range(0, len(xt), recipe.batch_size):
                     idx = order[start:start + recipe.batch_size]
                     module.eval()  # craft examples against the current weights without updating batch statistics
-                    adv = pgd_examples(module, x[idx], y[idx], eps=p["eps"], norm=p["norm"], steps=p["steps"],
-                                       step_size=step_size, bounds=data.input_range, gen=gen)
+                    adv = pgd_examples(module, xt[idx], yt[idx], eps=p["eps"], norm=p["norm"], steps=p["steps"],
+                                       step_size=step_size, bounds=bounds, gen=gen)
                     module.train()
                     opt.zero_grad(set_to_none=True)
-                    F.cross_entropy(module(adv), y[idx]).backward()
+                    F.cross_entropy(module(adv), yt[idx]).backward()
                     opt.step()
                 if ctx.progress:
                     ctx.progress((epoch + 1) / epochs)
-            module.eval()
-            return module
+            return module.eval()
 
-        module = (ctx.cache or ModelCache(None)).get_or_train(key, ctx.model.fresh_copy(ctx.seed), train)
-        return DefenseOutcome(defended_handle(ctx.model, module, f"adversarial_training:{key}"), {
-            "eps": p["eps"], "norm": p["norm"], "steps": p["steps"], "step_size": step_size, "epochs": epochs,
-            "clean_accuracy": clean_accuracy(module, data),
-        })
+        key = content_key("adversarial_training", ctx.model.architecture_digest(), seed, recipe.model_dump(), p, x, y)
+        return (ctx.cache or ModelCache(None)).get_or_train(key, ctx.model.fresh_copy(seed), train)
+
+    def evidence(self, ctx, module):
+        p = self.get_params()
+        return {**p, "epochs": p["epochs"] or ctx.data.spec.training.epochs, "step_size": 2.5 * p["eps"] / p["steps"]}

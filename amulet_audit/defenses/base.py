@@ -34,7 +34,11 @@ class DefenseOutcome:
 
 
 class Defense:
-    """Base class. `__init__` stores keyword arguments unchanged; work happens in `apply`."""
+    """Base class. `__init__` stores keyword arguments unchanged; work happens in `apply`.
+
+    A defense that is a training procedure implements `fit(ctx, x, y, recipe, seed)`; `apply` then trains the
+    defended model on the training split, and the defended model trains its own copies the same way (an attack
+    that re-trains — poisoning — meets the defense as a real deployment would)."""
 
     name: ClassVar[str] = ""
     intended: ClassVar[tuple[str, ...]] = ()  # the risks this defense is meant to reduce
@@ -50,11 +54,34 @@ class Defense:
     def get_params(self) -> dict[str, Any]:
         return {**self.defaults, **self.params}
 
-    def apply(self, ctx: DefenseContext) -> DefenseOutcome:  # pragma: no cover - abstract
+    def fit(self, ctx: DefenseContext, x: np.ndarray, y: np.ndarray, recipe, seed: int):  # pragma: no cover
+        """The defended training procedure on (x, y): returns a trained module (eval mode)."""
         raise NotImplementedError
 
+    def evidence(self, ctx: DefenseContext, module) -> dict[str, Any]:
+        """Details about the defended model for the report (e.g. the privacy budget spent)."""
+        return {}
 
-def defended_handle(model, module, label: str):
+    def apply(self, ctx: DefenseContext) -> DefenseOutcome:
+        data = ctx.data
+        module = self.fit(ctx, data.x_train, data.y_train, data.spec.training, ctx.seed)
+
+        def trainer(x, y, recipe, seed, cache):
+            return self.fit(dataclasses.replace(ctx, cache=cache, progress=None), x, y, recipe, seed)
+
+        handle = defended_handle(ctx.model, module, f"{self.name}:{self.get_params()}", trainer)
+        return DefenseOutcome(handle, {**self.evidence(ctx, module), "clean_accuracy": clean_accuracy(module, data)})
+
+
+def plain_model(ctx: DefenseContext, x: np.ndarray, y: np.ndarray, recipe, seed: int):
+    """The model trained without the defense on (x, y): the audited model itself when (x, y) is the audited
+    training split, else a plain copy (e.g. trained on a poisoned training set)."""
+    if x is ctx.data.x_train and y is ctx.data.y_train:
+        return ctx.model.module
+    return ctx.model.train_copy(x, y, recipe, seed=seed, cache=ctx.cache)
+
+
+def defended_handle(model, module, label: str, trainer=None):
     """A ModelHandle for `module`, a defended version of the audited `model` (same architecture for copies).
 
     Its sha256 is the hash of the defended weights, so results name exactly what was attacked."""
@@ -63,34 +90,10 @@ def defended_handle(model, module, label: str):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     module.eval()
-    return dataclasses.replace(model, module=module, sha256=h.hexdigest(), warnings=list(model.warnings))
+    return dataclasses.replace(model, module=module, sha256=h.hexdigest(), warnings=list(model.warnings), trainer=trainer)
 
 
 def clean_accuracy(module, data) -> float:
     from amulet_audit.risks.inference import predict
 
     return float((predict(module, data.x_holdout) == data.y_holdout).mean())
-
-
-def retrain(ctx: DefenseContext, key_parts: tuple, x: np.ndarray, y: np.ndarray, *, sample_weight=None, seed_offset: int = 0):
-    """A fresh copy of the audited architecture trained with the data spec's recipe on (x, y), cached by content."""
-    from amulet_audit.inputs.training import train_model
-    from amulet_audit.run.cache import ModelCache, content_key
-
-    seed = ctx.seed + seed_offset
-    recipe = ctx.data.spec.training
-    key = content_key("retrain", ctx.model.architecture, _architecture_digest(ctx.model), seed, recipe.model_dump(),
-                      *key_parts, x, y, sample_weight if sample_weight is not None else "unweighted")
-    cache = ctx.cache or ModelCache(None)
-    return cache.get_or_train(key, ctx.model.fresh_copy(seed),
-                              lambda m: train_model(m, x, y, recipe, seed=seed, sample_weight=sample_weight))
-
-
-def _architecture_digest(model) -> str:
-    """Identifies the architecture (not the weights): names and shapes of every tensor, and TorchScript code."""
-    code = ""
-    try:
-        code = model.module.code
-    except Exception:  # plain nn.Modules and exported graphs have no TorchScript code
-        pass
-    return hashlib.sha256((code + ";".join(f"{k}:{tuple(v.shape)}" for k, v in sorted(model.module.state_dict().items()))).encode()).hexdigest()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from numbers import Integral, Real
 
-from amulet_audit.defenses.base import Defense, DefenseContext, DefenseOutcome, clean_accuracy, defended_handle
+from amulet_audit.defenses.base import Defense, DefenseContext
 from amulet_audit.errors import InputError
 from amulet_audit.risks.params import Interval, OptionalOf
 
@@ -32,22 +32,11 @@ class DPSGD(Defense):
         "batch_size": OptionalOf(Interval(Integral, 1, None)),
     }
 
-    def apply(self, ctx: DefenseContext) -> DefenseOutcome:
-        import torch
-        import torch.nn.functional as F
-        from opacus.accountants import RDPAccountant
+    def _schedule(self, ctx: DefenseContext, n: int, recipe) -> dict:
+        """Privacy parameters for n training records: delta, epochs, sampling rate, steps, noise multiplier."""
         from opacus.accountants.utils import get_noise_multiplier
-        from opacus.optimizers import DPOptimizer
-        from torch.func import functional_call, grad, vmap
-
-        from amulet_audit.inputs.training import make_optimizer
-        from amulet_audit.run.cache import ModelCache, content_key
 
         p = self.get_params()
-        data, recipe = ctx.data, ctx.data.spec.training
-        x = torch.as_tensor(data.x_train, dtype=torch.float32)
-        y = torch.as_tensor(data.y_train, dtype=torch.long)
-        n = len(x)
         delta = p["delta"] if p["delta"] is not None else 1.0 / (10 * n)  # well below 1/n, as is customary
         cap = {"quick": 10, "standard": 20}.get(ctx.profile.name, recipe.epochs)
         epochs = p["epochs"] or min(recipe.epochs, cap)
@@ -55,18 +44,34 @@ class DPSGD(Defense):
         steps = max(1, int(round(epochs / q)))
         sigma = get_noise_multiplier(target_epsilon=p["epsilon"], target_delta=delta, sample_rate=q, steps=steps,
                                      accountant="rdp")
+        return {"delta": delta, "epochs": epochs, "sample_rate": q, "steps": steps, "noise_multiplier": float(sigma)}
 
-        func = ctx.model.functional_copy(ctx.seed, x[:8])
+    def fit(self, ctx: DefenseContext, x_np, y_np, recipe, seed):
+        import torch
+        import torch.nn.functional as F
+        from opacus.accountants import RDPAccountant
+        from opacus.optimizers import DPOptimizer
+        from torch.func import functional_call, grad, vmap
+
+        from amulet_audit.inputs.training import make_optimizer
+        from amulet_audit.run.cache import ModelCache, content_key
+
+        p = self.get_params()
+        x = torch.tensor(x_np, dtype=torch.float32)
+        y = torch.tensor(y_np, dtype=torch.long)
+        n = len(x)
+        sched = self._schedule(ctx, n, recipe)
+        q, steps, sigma = sched["sample_rate"], sched["steps"], sched["noise_multiplier"]
+        func = ctx.model.functional_copy(seed, x[:8])
         if func is None:
             raise InputError(
                 f"{ctx.model.path}: dp_sgd needs per-example gradients, which this architecture does not allow "
                 "(e.g. BatchNorm mixes examples); remove dp_sgd from the policy's interactions or use GroupNorm."
             )
-        key = content_key("dp_sgd", ctx.model.sha256, ctx.seed, recipe.model_dump(), p, delta, data.y_train.sum(), len(y))
+        key = content_key("dp_sgd", ctx.model.architecture_digest(), seed, recipe.model_dump(), p, sched, x_np, y_np)
         cache = ctx.cache or ModelCache(None)
-        copy = ctx.model.fresh_copy(ctx.seed)
+        copy = ctx.model.fresh_copy(seed)
         state = cache.load(key)
-        spent = None
         if state is None:
             params = {k: v.clone().requires_grad_(True) for k, v in func.params.items()}
             buffers = func.buffers
@@ -77,7 +82,7 @@ class DPSGD(Defense):
             per_example = vmap(grad(loss_one), in_dims=(None, 0, 0))
             optimizer = DPOptimizer(make_optimizer(list(params.values()), recipe), noise_multiplier=sigma,
                                     max_grad_norm=p["max_grad_norm"], expected_batch_size=max(1, int(round(q * n))))
-            gen = torch.Generator().manual_seed(ctx.seed)
+            gen = torch.Generator().manual_seed(seed)
             optimizer.generator = gen  # noise drawn from the audit's seed: reproducible
             accountant = RDPAccountant()
             for step in range(steps):
@@ -85,8 +90,7 @@ class DPSGD(Defense):
                 if len(idx) == 0:  # an empty Poisson batch still counts as a step: clipped sum 0, noise only
                     grads = {k: torch.zeros((1, *v.shape)) for k, v in params.items()}
                 else:
-                    detached = {k: v.detach() for k, v in params.items()}
-                    grads = per_example(detached, x[idx], y[idx])
+                    grads = per_example({k: v.detach() for k, v in params.items()}, x[idx], y[idx])
                 for k, v in params.items():
                     v.grad_sample = grads[k]
                 optimizer.step()
@@ -94,15 +98,14 @@ class DPSGD(Defense):
                 accountant.step(noise_multiplier=sigma, sample_rate=q)
                 if ctx.progress and step % 20 == 0:
                     ctx.progress(step / steps)
-            spent = float(accountant.get_epsilon(delta))
-            state = {**{k: v.detach() for k, v in params.items()}, **buffers}
-            cache.save(key, {**state, "__spent_epsilon__": torch.tensor(spent)})
-        else:
-            spent = float(state.pop("__spent_epsilon__"))
+            state = {**{k: v.detach() for k, v in params.items()}, **buffers,
+                     "__spent_epsilon__": torch.tensor(accountant.get_epsilon(sched["delta"]))}
+            cache.save(key, state)
+        self._spent = float(state["__spent_epsilon__"])
         copy.load_state_dict({k: v for k, v in state.items() if k != "__spent_epsilon__"})
-        defended = defended_handle(ctx.model, copy, f"dp_sgd:{key}")
-        return DefenseOutcome(defended, {
-            "target_epsilon": p["epsilon"], "spent_epsilon": spent, "delta": delta, "noise_multiplier": float(sigma),
-            "max_grad_norm": p["max_grad_norm"], "sample_rate": q, "steps": steps, "epochs": epochs,
-            "clean_accuracy": clean_accuracy(copy, data),
-        })
+        return copy.eval()
+
+    def evidence(self, ctx, module):
+        p = self.get_params()
+        return {"target_epsilon": p["epsilon"], "spent_epsilon": self._spent, "max_grad_norm": p["max_grad_norm"],
+                **self._schedule(ctx, len(ctx.data.x_train), ctx.data.spec.training)}

@@ -14,7 +14,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from amulet_audit.defenses.base import Defense, DefenseContext, DefenseOutcome, clean_accuracy, defended_handle, retrain
+from amulet_audit.defenses.base import Defense, DefenseContext, DefenseOutcome, clean_accuracy, defended_handle
 from amulet_audit.errors import InputError
 from amulet_audit.risks.params import Interval, OptionalOf, Options, Text
 
@@ -49,7 +49,8 @@ class _Trainer:
 
     def fit(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None):
         self.trained += 1
-        return retrain(self.ctx, ("fairness_member",), x, y, sample_weight=w, seed_offset=self.trained)
+        return self.ctx.model.train_copy(x, y, self.ctx.data.spec.training, seed=self.ctx.seed + self.trained,
+                                         cache=self.ctx.cache, sample_weight=w)
 
 
 class _TorchClassifier:

@@ -1,9 +1,10 @@
 """Outlier removal before re-training: a data-sanitisation defense against poisoning.
 
-Each training record is scored by its mean distance to its k nearest neighbours *of the same label* in the
-audited model's representation (its outputs: logits), and the most anomalous `fraction` is dropped before a
-fresh copy is trained (label-aware k-NN sanitisation after Paudice et al., "Label Sanitization against Label
-Flipping Poisoning Attacks", 2018). Flipped labels and planted triggers sit far from their labelled class.
+A model is first trained on the data as given; each training record is then scored by its mean distance to
+its k nearest neighbours *of the same label* in that model's output space, the most anomalous `fraction` is
+dropped, and a fresh copy is trained on the rest (label-aware k-NN sanitisation after Paudice et al., "Label
+Sanitization against Label Flipping Poisoning Attacks", 2018). Flipped labels and planted triggers sit far
+from their labelled class. On the audited training data the first model is the audited model itself.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from amulet_audit.defenses.base import Defense, DefenseContext, DefenseOutcome, clean_accuracy, defended_handle, retrain
+from amulet_audit.defenses.base import Defense, DefenseContext, plain_model
 from amulet_audit.risks.params import Interval, Options
 
 
@@ -42,23 +43,25 @@ class OutlierRemoval(Defense):
         "space": Options(frozenset({"outputs", "inputs"})),
     }
 
-    def apply(self, ctx: DefenseContext) -> DefenseOutcome:
+    def keep_mask(self, module, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         from amulet_audit.risks.inference import logits
 
         p = self.get_params()
-        data = ctx.data
-        x, y = data.x_train, data.y_train
-        z = logits(ctx.model.module, x) if p["space"] == "outputs" else x.reshape(len(x), -1)
+        z = logits(module, x) if p["space"] == "outputs" else x.reshape(len(x), -1)
         z = (z - z.mean(axis=0)) / (z.std(axis=0) + 1e-12)
         scores = outlier_scores(z, y, p["k"])
-        n_drop = int(round(p["fraction"] * len(x)))
         keep = np.ones(len(x), dtype=bool)
+        n_drop = int(round(p["fraction"] * len(x)))
         if n_drop:
             keep[np.argsort(-scores, kind="stable")[:n_drop]] = False
-        module = retrain(ctx, ("outlier_removal", p), x[keep], y[keep])
-        dropped_by_class = {data.classes[c]: int(((~keep) & (y == c)).sum()) for c in np.unique(y)}
-        return DefenseOutcome(defended_handle(ctx.model, module, f"outlier_removal:{p}"), {
-            "removed": int(n_drop), "kept": int(keep.sum()), "removed_by_class": dropped_by_class,
-            "score_threshold": float(np.sort(scores)[::-1][n_drop - 1]) if n_drop else None,
-            "clean_accuracy": clean_accuracy(module, data),
-        })
+        return keep
+
+    def fit(self, ctx: DefenseContext, x, y, recipe, seed):
+        keep = self.keep_mask(plain_model(ctx, x, y, recipe, seed), x, y)
+        if x is ctx.data.x_train:
+            self._removed = {ctx.data.classes[c]: int(((~keep) & (y == c)).sum()) for c in np.unique(y)}
+        return ctx.model.train_copy(x[keep], y[keep], recipe, seed=seed, cache=ctx.cache)
+
+    def evidence(self, ctx, module):
+        removed = getattr(self, "_removed", {})
+        return {"removed": sum(removed.values()), "removed_by_class": removed, "fraction": self.get_params()["fraction"]}

@@ -12,7 +12,7 @@ from numbers import Integral
 
 import numpy as np
 
-from amulet_audit.defenses.base import Defense, DefenseContext, DefenseOutcome, clean_accuracy, defended_handle, retrain
+from amulet_audit.defenses.base import Defense, DefenseContext, plain_model
 from amulet_audit.risks.params import Interval, Options
 
 
@@ -45,14 +45,13 @@ class OutputPerturbation(Defense):
     defaults = {"mode": "round", "decimals": 1}
     parameter_constraints = {"mode": Options(frozenset({"labels", "round"})), "decimals": Interval(Integral, 0, 6)}
 
-    def apply(self, ctx: DefenseContext) -> DefenseOutcome:
+    def fit(self, ctx: DefenseContext, x, y, recipe, seed):
         p = self.get_params()
-        module = perturbed_outputs(ctx.model.module, p["mode"], p["decimals"])
-        return DefenseOutcome(defended_handle(ctx.model, module, f"output_perturbation:{p}"), {
-            "mode": p["mode"], "decimals": p["decimals"], "clean_accuracy": clean_accuracy(module, ctx.data),
-            "note": "Gradients through rounded or top-1 outputs vanish: evasion results on this model can be "
-                    "gradient-masked and overstate robustness.",
-        })
+        return perturbed_outputs(plain_model(ctx, x, y, recipe, seed), p["mode"], p["decimals"])
+
+    def evidence(self, ctx, module):
+        return {**self.get_params(), "note": "Gradients through rounded or top-1 outputs vanish: evasion results on this "
+                "model can be gradient-masked and overstate robustness."}
 
 
 class Watermarking(Defense):
@@ -62,11 +61,8 @@ class Watermarking(Defense):
     defaults = {"triggers": 100, "repeat": 5}
     parameter_constraints = {"triggers": Interval(Integral, 1, 10_000), "repeat": Interval(Integral, 1, 100)}
 
-    def apply(self, ctx: DefenseContext) -> DefenseOutcome:
-        from amulet_audit.risks.inference import predict
-
-        p = self.get_params()
-        data = ctx.data
+    def _triggers(self, ctx: DefenseContext) -> tuple[np.ndarray, np.ndarray]:
+        p, data = self.get_params(), ctx.data
         rng = np.random.default_rng(ctx.seed + 7919)
         shape = data.x_train.shape[1:]
         if data.input_range is not None:
@@ -74,13 +70,18 @@ class Watermarking(Defense):
             triggers = rng.uniform(lo, hi, size=(p["triggers"], *shape)).astype(np.float32)
         else:  # standardised features: points far outside the data, where the labels are arbitrary
             triggers = (rng.standard_normal((p["triggers"], *shape)) * 3).astype(np.float32)
-        labels = rng.integers(0, data.n_classes, p["triggers"])
-        x = np.concatenate([data.x_train] + [triggers] * p["repeat"])
-        y = np.concatenate([data.y_train] + [labels] * p["repeat"])
-        module = retrain(ctx, ("watermarking", p), x, y)
-        return DefenseOutcome(defended_handle(ctx.model, module, f"watermarking:{p}"), {
-            "triggers": p["triggers"], "repeat": p["repeat"],
-            "trigger_accuracy": float((predict(module, triggers) == labels).mean()),
-            "trigger_accuracy_of_audited_model": float((predict(ctx.model.module, triggers) == labels).mean()),
-            "chance": 1.0 / data.n_classes, "clean_accuracy": clean_accuracy(module, data),
-        })
+        return triggers, rng.integers(0, data.n_classes, p["triggers"])
+
+    def fit(self, ctx: DefenseContext, x, y, recipe, seed):
+        repeat = self.get_params()["repeat"]
+        triggers, labels = self._triggers(ctx)
+        return ctx.model.train_copy(np.concatenate([x] + [triggers] * repeat), np.concatenate([y] + [labels] * repeat),
+                                    recipe, seed=seed, cache=ctx.cache)
+
+    def evidence(self, ctx, module):
+        from amulet_audit.risks.inference import predict
+
+        triggers, labels = self._triggers(ctx)
+        return {**self.get_params(), "trigger_accuracy": float((predict(module, triggers) == labels).mean()),
+                "trigger_accuracy_of_audited_model": float((predict(ctx.model.module, triggers) == labels).mean()),
+                "chance": 1.0 / ctx.data.n_classes}

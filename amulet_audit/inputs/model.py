@@ -32,10 +32,40 @@ class ModelHandle:
     architecture: str
     warnings: list[str] = field(default_factory=list)
     _source_bytes: bytes | None = None  # TorchScript archive, for faithful copies
+    # How a defended model trains: (x, y, recipe, seed, cache) -> trained module. None: plain `train_model`.
+    trainer: Any = None
 
     @property
     def parameters(self) -> int:
         return int(sum(p.numel() for p in self.module.parameters()))
+
+    def train_copy(self, x, y, recipe, *, seed: int, cache=None, epochs: int | None = None, sample_weight=None):
+        """A fresh copy trained on (x, y) the way this model was trained: with the data spec's recipe, and with the
+        defense's procedure for a defended model (e.g. poisoned data passes through outlier removal first).
+        Cached by content (architecture, procedure, recipe, seed, data) when `cache` is given."""
+        if epochs is not None:
+            recipe = recipe.model_copy(update={"epochs": epochs})
+        if self.trainer is not None:
+            return self.trainer(x, y, recipe, seed, cache)
+        from amulet_audit.inputs.training import train_model
+        from amulet_audit.run.cache import ModelCache, content_key
+
+        key = content_key("train_copy", self.architecture_digest(), seed, recipe.model_dump(), x, y,
+                          sample_weight if sample_weight is not None else "unweighted")
+        return (cache or ModelCache(None)).get_or_train(
+            key, self.fresh_copy(seed), lambda m: train_model(m, x, y, recipe, seed=seed, sample_weight=sample_weight))
+
+    def architecture_digest(self) -> str:
+        """Identifies the architecture, not the weights: TorchScript code and every tensor's name and shape."""
+        import hashlib
+
+        code = ""
+        try:
+            code = self.module.code
+        except Exception:  # plain nn.Modules and exported graphs have no TorchScript code
+            pass
+        shapes = ";".join(f"{k}:{tuple(v.shape)}" for k, v in sorted(self.module.state_dict().items()))
+        return hashlib.sha256((self.architecture + code + shapes).encode()).hexdigest()
 
     def fresh_copy(self, seed: int):
         """A re-initialised copy of the audited architecture, in train mode, ready for `train_model`."""
