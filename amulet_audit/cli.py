@@ -57,6 +57,8 @@ def _audit_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", default="amulet-report", help="output folder (default: amulet-report/)")
     p.add_argument("--profile", choices=["quick", "standard", "thorough"], default="standard",
                    help="attack budgets: quick (smoke test), standard (default), thorough (certification)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads per process for torch (default: torch's choice; 1 is fastest for small models on busy machines)")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="run the baseline and each defense's evaluation in N local processes (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed and inputs give the same numbers (default 0)")
@@ -169,6 +171,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
     out = _out_dir(args.out)
     model_path = Path(args.model)
     loaded = load_policy(args.policy)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError(f"--threads {args.threads}: must be at least 1.")
+        import torch
+
+        torch.set_num_threads(args.threads)
     model = load_model(model_path, arch=args.arch, trust_pickle=args.trust_pickle)
     data = load_data(_data_path(model_path, args.data))
     _check_model_fits(model, data)
@@ -182,7 +190,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     with progress_display(quiet=args.quiet) as progress:
         result = run_audit(model, data, loaded, seed=args.seed, profile=PROFILES[args.profile],
                            confidence=args.confidence, progress=progress, cache=cache, jobs=args.jobs)
-        result = _with_recertification(result, loaded.policy, baseline, args.baseline)
+        result = _with_recertification(result, baseline, args.baseline)
         _write_outputs(result, out, templates=templates, pdf=not args.no_pdf, progress=progress)
     if not args.quiet:
         _summary(result, out)
@@ -323,20 +331,13 @@ def _read_baseline(path: str | None):
     return read_results(path)
 
 
-def _with_recertification(result, policy, baseline, baseline_path: str | None):
-    """Record what the policy says about each requirement (basis, rationale) and its recertification period
-    and, with a baseline, the comparison with it."""
+def _with_recertification(result, baseline, baseline_path: str | None):
+    """`result` with the comparison with the --baseline audit recorded (unchanged without a baseline)."""
+    if baseline is None:
+        return result
     from amulet_audit.results.diff import compare
 
-    by_id = {r.id: r for r in policy.requirements}
-    rows = [r.model_copy(update={"basis": by_id[r.id].basis, "rationale": by_id[r.id].rationale}) if r.id in by_id else r
-            for r in result.requirements]
-    period = policy.recertification.period_days if policy.recertification else None
-    result = result.model_copy(update={"requirements": rows,
-                                       "policy": result.policy.model_copy(update={"recertification_days": period})})
-    if baseline is not None:
-        result = result.model_copy(update={"recertification": compare(baseline, result, baseline_path=str(baseline_path))})
-    return result
+    return result.model_copy(update={"recertification": compare(baseline, result, baseline_path=str(baseline_path))})
 
 
 def _diff_parser() -> argparse.ArgumentParser:

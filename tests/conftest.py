@@ -9,6 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
+# Small models train fastest on one thread, and the suite's subprocesses must not oversubscribe the cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("AMULET_AUDIT_SHARED", ROOT.parent / "shared"))
 ADULT = SHARED / "data" / "adult" / "adult.data"
@@ -50,6 +54,13 @@ def make_tabular(folder: Path, *, n: int = 3000, bias: float = 0.8, seed: int = 
     }
     (folder / "model.data.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return folder / "model.pt"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
