@@ -1,0 +1,158 @@
+"""Report evidence for the privacy risks beyond membership: attribute inference, data reconstruction and
+distribution inference.
+
+Builders take an attack run's recorded `details` (and the requirements sharing that run) and return charts and
+tables; every number is read from the results, never recomputed. Reconstructed images are drawn from the values
+recorded in the details, as an inline SVG (the pixels are embedded in it; nothing outside the report is referenced).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from markupsafe import Markup
+
+from amulet_audit.report import charts
+
+if TYPE_CHECKING:
+    from amulet_audit.report import document as doc
+
+
+def image_grid(images: Sequence[Any], labels: Sequence[str], *, value_range: Sequence[float] | None = None,
+               columns: int = 10) -> Markup:
+    """Reconstructed inputs side by side, each titled with its class. `images` are nested lists of shape
+    (channels, height, width) with 1 (grey) or 3 (RGB) channels, or (height, width); values in `value_range`."""
+    import matplotlib
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    arrays = [np.asarray(im, dtype=float) for im in images]
+    lo, hi = (float(value_range[0]), float(value_range[1])) if value_range else (
+        min(a.min() for a in arrays), max(a.max() for a in arrays))
+    columns = max(1, min(columns, len(arrays)))
+    rows = -(-len(arrays) // columns)
+    with matplotlib.rc_context(charts._RC):
+        fig = Figure(figsize=(0.95 * columns, 1.1 * rows))
+        for i, (a, name) in enumerate(zip(arrays, labels)):
+            ax = fig.add_subplot(rows, columns, i + 1)
+            if a.ndim == 3 and a.shape[0] == 3:
+                ax.imshow(np.clip((np.moveaxis(a, 0, -1) - lo) / ((hi - lo) or 1.0), 0, 1), interpolation="nearest")
+            else:
+                # Dark ink on white, as the digits and most scanned data are seen.
+                ax.imshow(a.reshape(a.shape[-2], a.shape[-1]), cmap="gray_r", vmin=lo, vmax=hi, interpolation="nearest")
+            ax.set_title(str(name), fontsize=8, pad=2)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            for spine in ax.spines.values():
+                spine.set_visible(True)
+                spine.set_linewidth(0.5)
+        return charts._to_svg(fig, "Model-inversion reconstruction of each class")
+
+
+def attribute_inference(details: Mapping[str, Any], reqs: Sequence[Any]) -> list[doc.Block]:
+    """Per attribute: the attack's and the no-model baseline's balanced accuracy, and per-group recall."""
+    from amulet_audit.report import document as doc  # document.py imports this module to register the builders
+
+    by_attribute: Mapping[str, Any] = details.get("by_attribute") or {}
+    measured = {a: e for a, e in by_attribute.items() if "balanced_accuracy" in e}
+    blocks: list[doc.Block] = []
+    if measured:
+        blocks.append(doc.Table(
+            ("Attribute", "Attack balanced accuracy", "Baseline balanced accuracy", "Advantage", "Victims", "Baseline"),
+            tuple((a, doc.fmt_number(e.get("balanced_accuracy")), doc.fmt_number(e.get("baseline_balanced_accuracy")),
+                   doc.fmt_number(e.get("advantage_over_prior")), doc.fmt_number(e.get("n_victims")),
+                   str(e.get("baseline", doc.DASH))) for a, e in measured.items()),
+            "Attack against the best guess without the model, per sensitive attribute (training records as victims)",
+            numeric=frozenset({1, 2, 3, 4}),
+        ))
+    primary = details.get("attribute")
+    for attr in sorted(measured, key=lambda a: a != primary):
+        groups = measured[attr].get("groups") or []
+        if groups:
+            blocks.append(doc.Table(
+                ("Group", "Victims", "Auxiliary records", "Attack recall", "Baseline recall"),
+                tuple((str(g.get("group")), doc.fmt_number(g.get("victims")), doc.fmt_number(g.get("auxiliary")),
+                       doc.fmt_number(g.get("attack_recall")), doc.fmt_number(g.get("baseline_recall")))
+                      for g in groups),
+                f"Share of each {attr} group the attack identifies correctly",
+                numeric=frozenset({1, 2, 3, 4}),
+            ))
+    skipped = [f"{a}: {e['note']}" for a, e in by_attribute.items() if "note" in e]
+    if skipped:
+        blocks.append(doc.Table(("Attribute not measured", "Why"), tuple(tuple(s.split(": ", 1)) for s in skipped),
+                                "Sensitive attributes left out"))
+    return blocks
+
+
+_CLASS_COLUMNS = (("similarity_member", "To training"), ("similarity_holdout", "To unseen"),
+                  ("difference", "Difference"), ("noise_similarity_member", "Noise to training"),
+                  ("target_probability", "Confidence"))
+
+
+def data_reconstruction(details: Mapping[str, Any], reqs: Sequence[Any]) -> list[doc.Block]:
+    """For image data, the reconstructions as a grid; for every task, the per-class similarities."""
+    from amulet_audit.report import document as doc
+
+    blocks: list[doc.Block] = []
+    images = details.get("images")
+    if isinstance(images, Mapping) and images.get("reconstructions"):
+        blocks.append(doc.Chart(
+            "Reconstructed inputs, one per class",
+            image_grid(images["reconstructions"], images.get("labels") or [], value_range=images.get("range")),
+            "What gradient-based inversion of the model produces for each class, starting from a neutral input. "
+            "Recognisable class shapes show what the model learned about the class; a reconstruction that "
+            "resembles one particular person's record would show memorisation.",
+        ))
+    classes = details.get("classes") or []
+    if classes:
+        blocks.append(doc.Table(
+            ("Class", *(title for _, title in _CLASS_COLUMNS)),
+            tuple((str(c.get("class")), *(doc.fmt_number(c.get(k)) for k, _ in _CLASS_COLUMNS)) for c in classes),
+            "Similarity of each class's reconstruction to its nearest training record and to its nearest unseen "
+            "record of the class, and of a random input to the nearest training record; "
+            f"similarity = {details.get('similarity', 'see methods')}, averaged over restarts. Confidence: the "
+            "model's probability of the class for the reconstruction.",
+            numeric=frozenset(range(1, len(_CLASS_COLUMNS) + 1)),
+        ))
+    return blocks
+
+
+def distribution_inference(details: Mapping[str, Any], reqs: Sequence[Any]) -> list[doc.Block]:
+    """The meta-classifier's cross-validated accuracy per share, and what it concludes about the audited model."""
+    from amulet_audit.report import document as doc
+
+    ratios = details.get("ratios") or []
+    per_ratio = details.get("per_ratio_accuracy") or []
+    probs = details.get("audited_probabilities") or {}
+    if len(ratios) != 2:
+        return []
+    attr, group = details.get("attribute", "?"), details.get("group", "?")
+    rows = tuple(
+        (f"{float(r):.0%} {attr} = {group}",
+         doc.fmt_number(per_ratio[i] if i < len(per_ratio) else None),
+         doc.fmt_number(details.get("models_per_ratio")),
+         doc.fmt_number(probs.get(str(r))))
+        for i, r in enumerate(ratios)
+    )
+    blocks: list[doc.Block] = [doc.Table(
+        ("Training distribution", "Meta-classifier accuracy (out of fold)", "Reference models",
+         "Probability for the audited model"),
+        rows,
+        f"Telling apart {float(ratios[0]):.0%} and {float(ratios[1]):.0%} shares of {attr} = {group} "
+        f"({details.get('cross_validation', 'cross-validated')})",
+        numeric=frozenset({1, 2, 3}),
+    )]
+    predicted = details.get("audited_predicted_ratio")
+    if predicted is not None:
+        actual = details.get("audited_actual_ratio")
+        blocks.append(doc.Table(
+            ("Quantity", "Value"),
+            (("Predicted share for the audited model", f"{float(predicted):.0%}"),
+             ("Probability of that prediction", doc.fmt_number(details.get("audited_probability"))),
+             ("Actual share in its training records", f"{float(actual):.1%}" if actual is not None else doc.DASH)),
+            "What the meta-classifier infers about the audited model",
+            numeric=frozenset({1}),
+        ))
+    return blocks
