@@ -51,7 +51,7 @@ def test_audit_writes_three_files_and_fails_on_a_biased_model(tmp_path, tabular)
     out_dir = tmp_path / "report"
     done = run(tabular, "--policy", "eu_ai_act", "--out", out_dir, "--profile", "quick", "--quiet")
     assert done.returncode == 1, done.stderr  # the synthetic model is biased by construction
-    assert {p.name for p in out_dir.iterdir()} == {"report.html", "report.pdf", "results.json"}
+    assert {p.name for p in out_dir.iterdir()} == {"report.html", "report.pdf", "results.json", "manifest.json"}
     result = json.loads((out_dir / "results.json").read_text())
     rows = {r["id"]: r for r in result["requirements"]}
     assert rows["bias-impact-ratio"]["verdict"] == "fail"

@@ -83,5 +83,5 @@ def test_output_perturbation_reveals_only_labels(tabular_inputs):
 
 def test_watermark_is_embedded(tabular_inputs):
     model, data = tabular_inputs
-    details = Watermarking(triggers=50).apply(ctx_for(model, data)).details
+    details = Watermarking().apply(ctx_for(model, data)).details
     assert details["trigger_accuracy"] > 0.9 > details["trigger_accuracy_of_audited_model"] + 0.2

@@ -80,7 +80,7 @@ def test_threshold_override_replaces_direction(tmp_path):
      ["line 7", "exactly one of 'min' or 'max'"]),
     ("policy: p\ntitle: t\nrequirements: [\n", ["invalid YAML", "line"]),
     ("policy: p\ntitle: t\nrequirements:\n  - id: x\n    risk: evasion\n    metric: robust_accuracy\n    threshold: {min: 0.5}\n"
-     "interactions: {defenses: [dp_sgdd]}\n", ["unknown defense 'dp_sgdd'", "known defenses: dp_sgd, "]),
+     "interactions: {defenses: [dp_sgdd]}\n", ["unknown defense 'dp_sgdd'", "known defenses: adversarial_training, dp_sgd, "]),
     ("policy: p\ntitle: t\nextends: no_such_policy\nrequirements:\n  - id: x\n    risk: evasion\n    metric: robust_accuracy\n"
      "    threshold: {min: 0.5}\n", ["line 3", "extends", "not a bundled policy"]),
 ])

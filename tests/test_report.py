@@ -17,7 +17,7 @@ from amulet_audit.errors import InputError
 from amulet_audit.report import render_html, render_pdf, write_report
 from amulet_audit.report.document import Document, build_document
 from amulet_audit.resources import policies_dir, templates_dir
-from amulet_audit.results.model import AuditResult
+from amulet_audit.results.model import AuditResult, Verdict
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -378,3 +378,92 @@ def test_minimal_result_with_unknown_risks_renders() -> None:
     assert "new-risk" in html and "nothing-recorded" in html and "Watermark removal" in html
     assert "Unintended interactions" not in html and "<aside class=\"callout callout-warning\"" not in html
     assert "<svg" not in html  # nothing to chart, nothing broken
+
+
+# --- regulator-facing parts: traceability, test log, recertification, LL144 table, PDF/A ---------------
+
+
+def test_traceability_maps_each_provision_to_its_requirements_and_verdicts(doc: Document, result: AuditResult) -> None:
+    table = doc.traceability.table
+    provisions = [row[0] for row in table.rows if row[0]]
+    cited = list(dict.fromkeys(c for r in result.requirements for c in r.cite))
+    assert provisions == cited  # each provision once, in order of first citation
+    # every (provision, requirement) pair appears, with the requirement's verdict
+    pairs = sum(len(r.cite) for r in result.requirements)
+    assert len(table.rows) == pairs
+    current = None
+    for row in table.rows:
+        current = row[0] or current
+        req = next(r for r in result.requirements if f"({r.id})" in row[1])
+        assert current in req.cite and row[-1].key == req.verdict.value
+
+
+def test_test_log_records_dated_digests_of_every_artefact(doc: Document, result: AuditResult, html: str) -> None:
+    from amulet_audit.report.compliance import results_sha256
+
+    values = {f.label: f.value for g in doc.test_log.groups for f in g.fields}
+    assert values["Model"] == result.model.sha256 and values["Policy"] == result.policy.sha256
+    assert values["Data (specification and files)"] == result.data.sha256
+    assert values["Results (results.json)"] == results_sha256(result)
+    assert values["Started (UTC)"] == result.started_at and values["Finished (UTC)"] == result.finished_at
+    assert 'id="testlog"' in html and "Annex IV 2(g)" in html
+
+
+def test_cover_states_regulation_status_and_recertification(result: AuditResult) -> None:
+    from amulet_audit.report.compliance import regulation_status
+
+    facts = {f.label: f.value for f in build_document(result).cover.facts}
+    assert "2 August 2026" in facts["Regulation status"] and "after this audit" in facts["Regulation status"]
+    assert regulation_status({"status": "in-force", "effective": "2018-05-25"}, "2026-01-01T00:00:00+00:00") == "in force since 25 May 2018"
+    assert "voluntary" in regulation_status({"status": "guidance", "effective": "2023-01-26"}, "2026-01-01T00:00:00+00:00")
+    assert facts["Recertification"] == "the policy sets no recertification period"
+    with_period = result.model_copy(update={"policy": result.policy.model_copy(update={"recertification_days": 365})})
+    facts = {f.label: f.value for f in build_document(with_period).cover.facts}
+    assert facts["Recertification"] == "every 365 days; this audit must be repeated by 22 November 2026"
+
+
+def test_recertification_section_renders_only_with_a_baseline(result: AuditResult, html: str) -> None:
+    from amulet_audit.results.diff import compare
+
+    assert 'id="recertification"' not in html
+    worse_rows = [r.model_copy(update={"verdict": Verdict.FAIL, "value": 0.2, "ci": [0.18, 0.22]}) if r.id == "evasion-clean-accuracy" else r
+                  for r in result.requirements]
+    new = result.model_copy(update={"requirements": worse_rows, "finished_at": "2026-12-01T00:00:00+00:00",
+                                    "model": result.model.model_copy(update={"sha256": "ab" * 32})})
+    rec = compare(result, new, baseline_path="old/results.json")
+    rendered = render_html(new.model_copy(update={"recertification": rec}))
+    assert 'id="recertification"' in rendered and "1 REGRESSION" in rendered and "Art. 43(4)" in rendered
+    assert "old/results.json" in rendered and "WORSENED" in rendered
+
+
+def test_discrimination_section_has_the_ll144_table_with_intersections_and_marked_groups(result: AuditResult) -> None:
+    groups = [
+        {"group": g, "count": c, "selection_rate": s, "tpr": None, "fpr": None, "accuracy": None,
+         "compared": comp, "unknown": g == "Unknown", "impact_ratio": ir}
+        for g, c, s, comp, ir in [("Female × Black", 120, 0.05, True, 0.25), ("Male × White", 2000, 0.2, True, 1.0),
+                                  ("Male × Other", 12, 0.1, False, 0.5), ("Unknown", 40, 0.3, False, 1.5)]
+    ]
+    details = {"attribute": "sex × race", "n": 2172, "min_group_size": 30, "unknown": "exclude", "intersectional": True,
+               "by_attribute": {"sex × race": {"groups": groups, "n_unknown": 40, "unknown_excluded": True,
+                                               "impact_ratio": 0.25}}}
+    rows = [r.model_copy(update={"details": details}) if r.risk == "discrimination" else r for r in result.requirements]
+    html = render_html(result.model_copy(update={"requirements": rows}))
+    assert "Selection rates and impact ratios by category" in html and "Intersectional (sex × race)" in html
+    assert "Female × Black" in html and "0.250" in html
+    assert "small group (&lt; 30 records): not compared" in html
+    assert "unknown category: not in the impact ratios (§ 5-301(a)(6))" in html
+    assert "under 2 % of the data (§ 5-301(c))" in html  # 12 of 2,172 records
+    assert "Records in an unknown category (sex × race)" in html
+
+
+def test_pdf_is_pdf_a_3b_with_results_json_attached(result: AuditResult, tmp_path: Path) -> None:
+    from pypdf import PdfReader
+
+    from amulet_audit.report.manifest import pdf_attachment
+    from amulet_audit.results import write_results
+
+    write_results(result, tmp_path / "results.json")
+    write_report(result, tmp_path)
+    assert pdf_attachment(tmp_path / "report.pdf") == (tmp_path / "results.json").read_bytes()
+    xmp = PdfReader(tmp_path / "report.pdf").trailer["/Root"]["/Metadata"].get_object().get_data().decode()
+    assert re.search(r"pdfaid:part(=\"|>)3", xmp) and re.search(r"pdfaid:conformance(=\"|>)B", xmp)

@@ -12,6 +12,11 @@ import numpy as np
 from amulet_audit.risks.base import Profile
 
 
+class DefenseNotApplicable(Exception):
+    """The defense cannot be applied to these inputs (e.g. fairness mitigation without a sensitive attribute).
+    The audit records the reason and goes on; the message is one sentence."""
+
+
 @dataclass
 class DefenseContext:
     """What a defense may read. Like attacks, defenses never see the policy: the planner passes what they

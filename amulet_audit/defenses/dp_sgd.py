@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from numbers import Integral, Real
 
-from amulet_audit.defenses.base import Defense, DefenseContext
-from amulet_audit.errors import InputError
+from amulet_audit.defenses.base import Defense, DefenseContext, DefenseNotApplicable
 from amulet_audit.risks.params import Interval, OptionalOf
 
 
@@ -64,9 +63,9 @@ class DPSGD(Defense):
         q, steps, sigma = sched["sample_rate"], sched["steps"], sched["noise_multiplier"]
         func = ctx.model.functional_copy(seed, x[:8])
         if func is None:
-            raise InputError(
-                f"{ctx.model.path}: dp_sgd needs per-example gradients, which this architecture does not allow "
-                "(e.g. BatchNorm mixes examples); remove dp_sgd from the policy's interactions or use GroupNorm."
+            raise DefenseNotApplicable(
+                "DP-SGD needs per-example gradients, which this architecture does not allow (e.g. BatchNorm mixes "
+                "examples; GroupNorm does not)"
             )
         key = content_key("dp_sgd", ctx.model.architecture_digest(), seed, recipe.model_dump(), p, sched, x_np, y_np)
         cache = ctx.cache or ModelCache(None)

@@ -14,8 +14,9 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from amulet_audit.defenses.base import Defense, DefenseContext, DefenseOutcome, clean_accuracy, defended_handle
-from amulet_audit.errors import InputError
+from amulet_audit.defenses.base import (
+    Defense, DefenseContext, DefenseNotApplicable, DefenseOutcome, clean_accuracy, defended_handle,
+)
 from amulet_audit.risks.params import Interval, OptionalOf, Options, Text
 
 
@@ -99,14 +100,12 @@ class FairnessMitigation(Defense):
         p = self.get_params()
         data = ctx.data
         if not data.sensitive_train:
-            raise InputError(f"{data.spec_path}: fairness_mitigation needs a sensitive attribute; add `sensitive:` to the "
-                             "data spec or remove fairness_mitigation from the policy's interactions.")
+            raise DefenseNotApplicable("the data spec names no sensitive attribute to mitigate for")
         if data.n_classes != 2:
-            raise InputError(f"{data.spec_path}: fairness_mitigation (ExponentiatedGradient) supports binary tasks only; "
-                             "remove it from the policy's interactions for this model.")
+            raise DefenseNotApplicable("ExponentiatedGradient supports binary classification only")
         attribute = p["attribute"] or next(iter(data.sensitive_train))
         if attribute not in data.sensitive_train:
-            raise InputError(f"fairness_mitigation: attribute '{attribute}' is not a sensitive attribute of {data.spec_path}.")
+            raise DefenseNotApplicable(f"'{attribute}' is not a sensitive attribute of the data spec")
         max_iter = p["max_iter"] or {"quick": 5, "standard": 10}.get(ctx.profile.name, 30)
         constraint = DemographicParity() if p["constraint"] == "demographic_parity" else EqualizedOdds()
         trainer = _Trainer(ctx)

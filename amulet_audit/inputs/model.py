@@ -106,6 +106,11 @@ class ModelHandle:
 
         from torch._export.converter import TS2EPConverter
 
+        import logging
+
+        quiet = logging.getLogger("torch")  # the converter logs shape specialisations at WARNING
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -116,6 +121,8 @@ class ModelHandle:
                                           copy.eval()(probe), atol=1e-5)
         except Exception:
             return None
+        finally:
+            quiet.setLevel(level)
         return FunctionalModel(graph, params, buffers) if same else None
 
 

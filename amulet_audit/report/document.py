@@ -18,7 +18,10 @@ from typing import Any, Union
 
 from markupsafe import Markup
 
-from amulet_audit.report import charts
+from amulet_audit.report import charts, compliance
+from amulet_audit.report import evidence_security
+from amulet_audit.report import evidence_privacy
+from amulet_audit.report import evidence_membership
 from amulet_audit.results.model import AuditResult, Interaction, RequirementResult, Threshold, Verdict
 
 
@@ -127,6 +130,9 @@ class Summary:
 class Interactions:
     intro: str
     table: Table
+    heatmap: "Chart | None" = None
+    sentences: tuple[str, ...] = ()  # one per defense with flagged unintended interactions
+    utility: Table | None = None  # clean accuracy before and after each defense
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,9 @@ class Document:
     appendix: Appendix
     signoff: SignOff
     contents: tuple[tuple[str, str], ...]  # (anchor, title) of each chapter
+    traceability: "compliance.Traceability | None" = None
+    test_log: "compliance.TestLog | None" = None
+    recertification: "compliance.RecertificationView | None" = None
 
 
 # --- vocabulary -------------------------------------------------------------------------------
@@ -482,13 +491,18 @@ def _discrimination(details: Mapping[str, Any], reqs: Sequence[RequirementResult
         disparities = _scalar_table(entry, f"Disparity between {attribute} groups")
         if disparities:
             blocks.append(disparities)
-    return blocks
+    return blocks + compliance.bias_audit_blocks(details)
 
 
 EVIDENCE: dict[str, EvidenceBuilder] = {
-    "evasion": _evasion,
-    "membership_inference": _membership,
+    "evasion": evidence_security.evasion,
+    "membership_inference": evidence_membership.run_evidence,
     "discrimination": _discrimination,
+    "poisoning": evidence_security.poisoning,
+    "model_extraction": evidence_security.model_extraction,
+    "attribute_inference": evidence_privacy.attribute_inference,
+    "data_reconstruction": evidence_privacy.data_reconstruction,
+    "distribution_inference": evidence_privacy.distribution_inference,
 }
 
 
@@ -524,6 +538,21 @@ def _runs(reqs: Sequence[RequirementResult]) -> list[list[RequirementResult]]:
     return list(groups.values())
 
 
+# Per risk: every run of a section -> one Evidence shown before the runs' own (e.g. all ROC curves on one chart).
+SECTION_EVIDENCE: dict[str, Callable[[Sequence[Sequence[RequirementResult]]], Union[Evidence, None]]] = {
+    "membership_inference": evidence_membership.combined_roc,
+}
+
+
+def _section_evidence(risk: str, runs: Sequence[Sequence[RequirementResult]]) -> tuple[Evidence, ...]:
+    builder = SECTION_EVIDENCE.get(risk)
+    try:
+        combined = builder(runs) if builder and runs else None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        combined = None  # malformed evidence must not stop the report; each run still shows its own
+    return (combined,) if combined else ()
+
+
 def _section(risk: str, reqs: Sequence[RequirementResult]) -> RiskSection:
     title, description = RISKS.get(risk, (label(risk), "Requirements measured for this risk by the attacks listed."))
     return RiskSection(
@@ -533,7 +562,7 @@ def _section(risk: str, reqs: Sequence[RequirementResult]) -> RiskSection:
         description=description,
         verdict=_worst(reqs),
         rows=tuple(_row(r) for r in reqs),
-        evidence=tuple(_evidence(run) for run in _runs(reqs)),
+        evidence=_section_evidence(risk, _runs(reqs)) + tuple(_evidence(run) for run in _runs(reqs)),
     )
 
 
@@ -573,7 +602,9 @@ def _cover(result: AuditResult) -> Cover:
         Field("Data", (f"{d.name} — " if d.name else "") + d.path, mono=not d.name),
         Field("Data records", f"{d.n_train:,} training, {d.n_holdout:,} held out"),
         Field("Policy", f"{p.title} ({p.id})"),
-        Field("Regulation", _regulation(p.regulation)),
+        Field("Regulation", str(p.regulation.get("name", "")) if p.regulation else DASH),
+        Field("Regulation status", compliance.regulation_status(p.regulation, result.finished_at)),
+        Field("Recertification", compliance.recertification_text(result)),
         Field("Audit profile", f"{result.profile}, seed {result.seed}, {_percent(result.confidence)} confidence"),
         Field("Audit completed", result.finished_at),
         Field("Tool", f"{result.tool.name} {result.tool.version}"),
@@ -602,7 +633,10 @@ def _summary(result: AuditResult) -> Summary:
     return Summary(counts, tuple(_row(r) for r in ordered))
 
 
-def _interactions(items: Sequence[Interaction]) -> Interactions | None:
+def _interactions(result: AuditResult) -> Interactions | None:
+    from amulet_audit.report import interactions as view
+
+    items = result.interactions
     if not items:
         return None
     rows = tuple(
@@ -612,25 +646,62 @@ def _interactions(items: Sequence[Interaction]) -> Interactions | None:
             METRICS.get(i.metric, label(i.metric)),
             fmt_number(i.baseline),
             fmt_number(i.defended),
-            f"{fmt_delta(i.delta)} ({'worse' if i.worse else 'not worse'})",
+            f"{fmt_delta(i.delta)}" + (f" [{fmt_delta(i.delta_ci[0])}, {fmt_delta(i.delta_ci[1])}]" if i.delta_ci else "")
+            + f" ({'worse' if i.worse else 'not worse'})",
             "yes" if i.intended else "no",
             Badge("fail", "FLAGGED", "!") if i.flagged else Badge("pass", "WITHIN TOLERANCE", "✓"),
         )
         for i in sorted(items, key=lambda i: (not i.flagged, i.defense, i.risk))
     )
     table = Table(
-        ("Defense", "Risk (requirement)", "Metric", "Baseline", "Defended", "Change", "Intended", "Status"),
+        ("Defense", "Risk (requirement)", "Metric", "Baseline", "Defended", "Change [CI]", "Intended", "Status"),
         rows,
-        "Effect of each defense on every measured risk",
+        "Effect of each defense on every measured requirement",
         numeric=frozenset({3, 4, 5}),
         mono=frozenset({0}),
     )
-    intro = (
-        "Each defense was applied to a fresh copy of the model, which was re-trained and audited again. "
-        "A defense can lower the risk it targets and raise another; a change for the worse on a risk the "
-        "defense is not meant for, larger than the policy's tolerance, is flagged."
+    utility = Table(
+        ("Defense", "Meant for", "Clean accuracy before", "after", "Change", "Key facts", "Time"),
+        tuple(
+            (view.defense_label(d), ", ".join(_risk_title(r) for r in d.intended), fmt_number(d.clean_accuracy_before),
+             fmt_number(d.clean_accuracy_after),
+             fmt_delta(d.clean_accuracy_after - d.clean_accuracy_before)
+             if d.clean_accuracy_after is not None and d.clean_accuracy_before is not None else DASH,
+             "; ".join(f"{label(k)} {fmt_number(v) if _is_scalar(v) and not isinstance(v, str) else v}"
+                       for k, v in d.details.items() if _is_scalar(v) and k != "clean_accuracy")[:300] or DASH,
+             fmt_seconds(d.seconds))
+            for d in result.defenses if not d.not_applicable
+        ) + tuple(
+            (view.defense_label(d), ", ".join(_risk_title(r) for r in d.intended), DASH, DASH, DASH,
+             f"not applicable: {d.not_applicable}", DASH)
+            for d in result.defenses if d.not_applicable
+        ),
+        "Utility cost of each defense (holdout accuracy of the audited and the defended model)",
+        numeric=frozenset({2, 3, 4, 6}),
     )
-    return Interactions(intro, table)
+    defenses, columns, cells = view.heatmap_cells(result)
+    tolerance = items[0].tolerance
+    intro = (
+        "Each defense was applied to a fresh copy of the model, which was re-trained and audited again with the "
+        "same attacks, seeds and budgets (EU AI Act Art. 9(4): effects and possible interactions of combined "
+        "measures). A defense can lower the risk it targets and raise another: a change for the worse on a "
+        f"requirement the defense is not meant for, larger than the policy's tolerance of {fmt_number(tolerance)} "
+        "or turning its verdict worse, is flagged. In the heatmap, red means the risk grew and blue that it "
+        "shrank; framed cells are the risks a defense is meant for; “!” marks a flagged interaction."
+    )
+    return Interactions(
+        intro, table,
+        heatmap=Chart("Defense × requirement: signed change of each requirement's metric",
+                      charts.interaction_heatmap(defenses, columns, cells),
+                      "Cell text: defended minus baseline value, in the metric's own units."),
+        sentences=view.sentences(result, _lower_label, fmt_number), utility=utility,
+    )
+
+
+def _lower_label(metric: str) -> str:
+    """A metric's name inside a sentence: "Robust accuracy" -> "robust accuracy", "ROC AUC" stays."""
+    text = METRICS.get(metric, label(metric))
+    return text if text[:2].isupper() else text[:1].lower() + text[1:]
 
 
 def _methods(result: AuditResult) -> Methods:
@@ -706,12 +777,16 @@ def build_document(result: AuditResult) -> Document:
     for r in result.requirements:
         by_risk.setdefault(r.risk, []).append(r)
     sections = tuple(_section(risk, reqs) for risk, reqs in by_risk.items())
-    interactions = _interactions(result.interactions)
+    interactions = _interactions(result)
+    recertification = compliance.recertification(result)
     contents = (
         ("summary", "Executive summary"),
+        *((("recertification", "Recertification"),) if recertification else ()),
         *((s.anchor, s.title) for s in sections),
         *((("interactions", "Unintended interactions between defenses"),) if interactions else ()),
         ("methods", "Methods"),
+        ("traceability", "Traceability to the regulation"),
+        ("testlog", "Test log"),
         ("appendix", "Reproducibility appendix"),
         ("signoff", "Sign-off"),
     )
@@ -733,4 +808,7 @@ def build_document(result: AuditResult) -> Document:
             "digests in the reproducibility appendix."
         ),
         contents=contents,
+        traceability=compliance.traceability(result),
+        test_log=compliance.test_log(result),
+        recertification=recertification,
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +31,31 @@ def _offline_fetcher() -> Any:
     return fetch
 
 
-def render_pdf(html: str, out_path: str | os.PathLike[str]) -> Path:
-    """Print `html` to an A4 PDF at `out_path`, written atomically; returns the path."""
-    from weasyprint import HTML
+def render_pdf(
+    html: str,
+    out_path: str | os.PathLike[str],
+    *,
+    attachments: Sequence[tuple[str, bytes, str]] = (),
+    created: datetime | None = None,
+    pdf_variant: str | None = "pdf/a-3b",
+) -> Path:
+    """Print `html` to an A4 PDF at `out_path`, written atomically; returns the path.
 
-    pdf = HTML(string=html, url_fetcher=_offline_fetcher()).write_pdf()
+    The PDF is PDF/A-3b (ISO 19005-3, archival with embedded files) unless `pdf_variant` says otherwise.
+    `attachments` are (file name, content, description) embedded as PDF file attachments (associated files
+    with relationship "Data"), e.g. the results.json the report was rendered from; `created` dates them.
+    """
+    from weasyprint import HTML, Attachment
+
+    files = [
+        Attachment(string=content, name=name, description=description, relationship="Data",
+                   created=created, modified=created)
+        for name, content, description in attachments
+    ]
+    options: dict[str, Any] = {"attachments": files} if files else {}
+    if pdf_variant:
+        options["pdf_variant"] = pdf_variant
+    pdf = HTML(string=html, url_fetcher=_offline_fetcher()).write_pdf(**options)
     path = Path(out_path)
     write_bytes_atomic(path, pdf)
     return path

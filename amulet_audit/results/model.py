@@ -119,6 +119,7 @@ class DefenseResult(_Strict):
     requirements: list[RequirementResult] = Field(default_factory=list)
     provider: str = ""
     seconds: float = 0.0
+    not_applicable: str = ""  # why the defense could not be applied to these inputs (then nothing was measured)
 
 
 class RequirementChange(_Strict):

@@ -1,8 +1,19 @@
-"""Evasion: projected gradient descent (Madry et al., ICLR 2018) under L-inf and L2 budgets."""
+"""Evasion: adversarial examples within an L-inf or L2 budget, on the model's real input range.
+
+Three attacks share one evaluation (sampling, robustness curve, metrics, gradient-masking checks):
+- `fgsm`: the fast gradient sign method (Goodfellow, Shlens & Szegedy, ICLR 2015), one step of size eps;
+- `pgd`: projected gradient descent with random start (Madry et al., ICLR 2018);
+- `apgd`: APGD-CE, auto-PGD on cross-entropy with a checkpointed step-size schedule and momentum
+  (Croce & Hein, ICML 2020), combined per record with a PGD run (worst case of the two).
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from contextlib import contextmanager
 from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
 
@@ -21,42 +32,183 @@ ATTACK_SUCCESS_RATE = MetricSpec(
 
 # Robustness-curve epsilons as multiples of the policy's epsilon, by number of curve points.
 _CURVE = {4: (0, 0.5, 1, 2), 6: (0, 0.25, 0.5, 1, 2, 4), 8: (0, 0.125, 0.25, 0.5, 1, 1.5, 2, 4)}
+# Robust accuracy above this at the very large budget suggests gradient masking (Carlini et al., 2019,
+# "On Evaluating Adversarial Robustness", §5: an unbounded attack must reach 100% success).
+NEAR_ZERO = 0.05
+BATCH = 512
 
 
-def pgd_attack(module, x, y, *, eps: float, norm: str, steps: int, step_size: float, restarts: int,
-               random_start: bool, bounds: tuple[float, float] | None, seed: int, batch_size: int = 512) -> np.ndarray:
-    """Untargeted PGD on cross-entropy. Returns a boolean array: True where the record stays correctly
-    classified under every restart (worst case over restarts)."""
+@contextmanager
+def one_torch_thread():
+    """Run torch on one intra-op thread inside the block, restoring the count after. The models audited here are
+    small: one thread is as fast as several on an idle machine, and many times faster when other processes share
+    the cores (spinning intra-op threads then wait on each other)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _view(v, like):
+    """Per-record values `v` (shape (n,)) broadcast against a batch `like` (shape (n, ...))."""
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _direction(grad, norm: str):
+    """Steepest-ascent direction of unit norm: sign for L-inf, normalised gradient for L2."""
+    if norm == "linf":
+        return grad.sign()
+    return grad / _view(grad.flatten(1).norm(dim=1).clamp_min(1e-12), grad)
+
+
+def _loss_grad(module, adv, y):
+    """Per-record cross-entropy (nats), its gradient w.r.t. the input, and whether the record is misclassified."""
     import torch
     import torch.nn.functional as F
 
+    adv = adv.detach().requires_grad_(True)
+    out = module(adv)
+    loss = F.cross_entropy(out, y, reduction="none")
+    (grad,) = torch.autograd.grad(loss.sum(), adv)
+    return loss.detach(), grad.detach(), (out.argmax(1) != y).detach()
+
+
+def _clean_correct(module, xb, yb):
+    import torch
+
+    with torch.no_grad():
+        return module(xb).argmax(1) == yb
+
+
+def _batches(x, y, batch_size: int):
+    import torch
+
+    for start in range(0, len(x), batch_size):
+        yield (start, torch.as_tensor(x[start:start + batch_size], dtype=torch.float32),
+               torch.as_tensor(y[start:start + batch_size], dtype=torch.long))
+
+
+def fgsm_attack(module, x, y, *, eps: float, norm: str, bounds: tuple[float, float] | None,
+                batch_size: int = BATCH) -> np.ndarray:
+    """Fast gradient (sign) method: one step of length `eps` (input units) along the loss gradient's sign (L-inf)
+    or its normalised direction (L2, the "fast gradient method"), clipped to `bounds`.
+
+    Returns a boolean array: True where the record stays correctly classified."""
+    robust = np.ones(len(x), dtype=bool)
+    for start, xb, yb in _batches(x, y, batch_size):
+        ok = _clean_correct(module, xb, yb)
+        if ok.any() and eps > 0:
+            _, grad, _ = _loss_grad(module, xb, yb)
+            adv = _project(xb, xb + eps * _direction(grad, norm), eps, norm, bounds)
+            ok &= _clean_correct(module, adv, yb)
+        robust[start:start + len(xb)] = ok.numpy()
+    return robust
+
+
+def pgd_attack(module, x, y, *, eps: float, norm: str, steps: int, step_size: float, restarts: int,
+               random_start: bool, bounds: tuple[float, float] | None, seed: int, batch_size: int = BATCH) -> np.ndarray:
+    """Untargeted PGD on cross-entropy (Madry et al. 2018); `eps` and `step_size` in input units. Returns a boolean
+    array: True where the record stays correctly classified under every restart and every iterate (worst case)."""
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     robust = np.ones(len(x), dtype=bool)
-    for start in range(0, len(x), batch_size):
-        xb = torch.as_tensor(x[start:start + batch_size], dtype=torch.float32)
-        yb = torch.as_tensor(y[start:start + batch_size], dtype=torch.long)
-        with torch.no_grad():
-            ok = module(xb).argmax(1) == yb
+    for start, xb, yb in _batches(x, y, batch_size):
+        ok = _clean_correct(module, xb, yb)
         for _ in range(restarts):
             if not ok.any() or eps == 0:
                 break
-            delta = _random_delta(xb, eps, norm, gen) if random_start else torch.zeros_like(xb)
-            adv = _project(xb, xb + delta, eps, norm, bounds)
+            live = ok.nonzero().squeeze(1)  # only records not yet fooled need attacking
+            xa, ya = xb[live], yb[live]
+            delta = _random_delta(xa, eps, norm, gen) if random_start else torch.zeros_like(xa)
+            adv = _project(xa, xa + delta, eps, norm, bounds)
+            fooled = torch.zeros(len(xa), dtype=torch.bool)
             for _ in range(steps):
-                adv.requires_grad_(True)
-                loss = F.cross_entropy(module(adv), yb, reduction="sum")
-                (grad,) = torch.autograd.grad(loss, adv)
-                with torch.no_grad():
-                    if norm == "linf":
-                        step = grad.sign()
-                    else:
-                        flat = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-                        step = grad / flat.view(-1, *([1] * (grad.dim() - 1)))
-                    adv = _project(xb, adv.detach() + step_size * step, eps, norm, bounds)
-            with torch.no_grad():
-                ok &= module(adv).argmax(1) == yb
-        robust[start:start + batch_size] = ok.numpy()
+                _, grad, wrong = _loss_grad(module, adv, ya)
+                fooled |= wrong
+                adv = _project(xa, adv + step_size * _direction(grad, norm), eps, norm, bounds)
+            fooled |= ~_clean_correct(module, adv, ya)
+            ok[live] = ~fooled
+        robust[start:start + len(xb)] = ok.numpy()
     return robust
+
+
+def apgd_checkpoints(steps: int) -> list[int]:
+    """Iterations at which APGD may halve its step: w_j = ceil(p_j * steps) with p_0 = 0, p_1 = 0.22,
+    p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06) (Croce & Hein 2020, §3.2)."""
+    p = [0.0, 0.22]
+    while p[-1] < 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    return sorted({math.ceil(round(q * steps, 6)) for q in p if 0 < q <= 1})
+
+
+def apgd_attack(module, x, y, *, eps: float, norm: str, steps: int, restarts: int, bounds: tuple[float, float] | None,
+                seed: int, rho: float = 0.75, alpha: float = 0.75, batch_size: int = BATCH) -> np.ndarray:
+    """APGD-CE (Croce & Hein, ICML 2020, Algorithm 1) on cross-entropy; `eps` in input units.
+
+    Step size starts at 2*eps; at each checkpoint w_j it is halved for a record (and the iterate restarts from
+    that record's best point) when the loss rose in fewer than `rho` of the steps since w_{j-1} (condition 1), or
+    when the step was not halved at w_{j-1} and the best loss has not improved since (condition 2). Steps use
+    momentum `alpha`: x_{k+1} = P(x_k + alpha (z_{k+1} - x_k) + (1 - alpha)(x_k - x_{k-1})).
+    Returns a boolean array: True where no iterate of any restart misclassifies the record."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    checkpoints = set(apgd_checkpoints(steps))
+    robust = np.ones(len(x), dtype=bool)
+    for start, xb, yb in _batches(x, y, batch_size):
+        ok = _clean_correct(module, xb, yb)
+        for _ in range(restarts):
+            if not ok.any() or eps == 0:
+                break
+            live = ok.nonzero().squeeze(1)
+            xa, ya = xb[live], yb[live]
+            x0 = _project(xa, xa + _random_delta(xa, eps, norm, gen), eps, norm, bounds)
+            ok[live] = ~_apgd_run(module, xa, ya, x0, eps=eps, norm=norm, steps=steps, bounds=bounds,
+                                  checkpoints=checkpoints, rho=rho, alpha=alpha)
+        robust[start:start + len(xb)] = ok.numpy()
+    return robust
+
+
+def _apgd_run(module, x, y, x0, *, eps, norm, steps, bounds, checkpoints, rho, alpha):
+    """One APGD-CE run from `x0`; returns, per record, whether some iterate was misclassified."""
+    import torch
+
+    n = len(x)
+    eta = torch.full((n,), 2.0 * eps)
+    cur = x0
+    f, g, fooled = _loss_grad(module, cur, y)
+    prev = cur.clone()
+    best_x, best_g, best_f = cur.clone(), g.clone(), f.clone()
+    best_f_last = best_f.clone()
+    reduced_last = torch.zeros(n, dtype=torch.bool)
+    rises = torch.zeros(n)
+    last = 0
+    for k in range(steps):
+        z = _project(x, cur + _view(eta, cur) * _direction(g, norm), eps, norm, bounds)
+        new = z if k == 0 else _project(x, cur + alpha * (z - cur) + (1 - alpha) * (cur - prev), eps, norm, bounds)
+        f_new, g_new, wrong = _loss_grad(module, new, y)
+        fooled |= wrong
+        rises += (f_new > f).float()
+        better = f_new > best_f
+        best_x[better], best_g[better], best_f[better] = new[better], g_new[better], f_new[better]
+        prev, cur, f, g = cur, new, f_new, g_new
+        if k + 1 in checkpoints:
+            oscillating = rises < rho * (k + 1 - last)  # condition 1
+            stalled = ~reduced_last & (best_f <= best_f_last)  # condition 2
+            reduce = oscillating | stalled
+            eta[reduce] /= 2
+            # restart the halved records from their best point, without momentum
+            cur, prev, g, f = cur.clone(), prev.clone(), g.clone(), f.clone()
+            cur[reduce], prev[reduce], g[reduce], f[reduce] = best_x[reduce], best_x[reduce], best_g[reduce], best_f[reduce]
+            reduced_last, best_f_last = reduce, best_f.clone()
+            rises.zero_()
+            last = k + 1
+    return fooled
 
 
 def _random_delta(x, eps: float, norm: str, gen):
@@ -65,95 +217,70 @@ def _random_delta(x, eps: float, norm: str, gen):
     if norm == "linf":
         return (torch.rand(x.shape, generator=gen) * 2 - 1) * eps
     direction = torch.randn(x.shape, generator=gen)
-    direction = direction / direction.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
-    radius = torch.rand(len(x), generator=gen).view(-1, *([1] * (x.dim() - 1))) * eps
+    direction = direction / _view(direction.flatten(1).norm(dim=1).clamp_min(1e-12), x)
+    radius = _view(torch.rand(len(x), generator=gen), x) * eps
     return direction * radius
 
 
 def _project(x, adv, eps: float, norm: str, bounds):
-    import torch
-
+    """Project `adv` onto the eps-ball around `x` (L-inf or L2), then onto the input range `bounds`."""
     delta = adv - x
     if norm == "linf":
         delta = delta.clamp(-eps, eps)
     else:
         n = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-        delta = delta * (eps / n).clamp(max=1.0).view(-1, *([1] * (x.dim() - 1)))
+        delta = delta * _view((eps / n).clamp(max=1.0), x)
     adv = x + delta
     if bounds is not None:
         adv = adv.clamp(bounds[0], bounds[1])
-    return adv
+    return adv.detach()
 
 
-class PGD(Attack):
-    """Projected gradient descent with random start and restarts, on holdout records.
-
-    `step_size` defaults to 2.5 * eps / steps (Madry et al.). Records are sampled up to the profile's
-    evaluation budget; restarts add the profile's extra restarts; a record is robust only if it survives all.
-    """
-
-    name = "pgd"
-    risk = "evasion"
-    metrics = ("clean_accuracy", "robust_accuracy", "attack_success_rate")
-    needs = frozenset({"gradients"})
-    defaults = {"eps": 0.1, "norm": "linf", "steps": 40, "step_size": None, "restarts": 1, "random_start": True, "samples": None}
-    parameter_constraints = {
-        "eps": Interval(Real, 0, None, closed="neither"),
-        "norm": Options(frozenset({"linf", "l2"})),
-        "steps": Interval(Integral, 1, 10_000),
-        "step_size": OptionalOf(Interval(Real, 0, None, closed="neither")),
-        "restarts": Interval(Integral, 1, 100),
-        "random_start": Options(frozenset({True, False})),
-        "samples": OptionalOf(Interval(Integral, 1, None)),
-    }
-
-    def run(self, ctx: AttackContext) -> AttackResult:
-        p = self.get_params()
-        data, module = ctx.data, ctx.model.module
-        rng = np.random.default_rng(ctx.seed)
-        n = min(len(data.x_holdout), p["samples"] or ctx.profile.eval_samples)
-        idx = np.sort(rng.choice(len(data.x_holdout), n, replace=False))
-        x, y = data.x_holdout[idx], data.y_holdout[idx]
-        eps, steps = float(p["eps"]), int(p["steps"])
-        bounds = data.input_range
-
-        def robust_at(e: float, restarts: int) -> np.ndarray:
-            return pgd_attack(module, x, y, eps=e, norm=p["norm"], steps=steps,
-                              step_size=p["step_size"] or 2.5 * e / steps, restarts=restarts,
-                              random_start=p["random_start"], bounds=bounds, seed=ctx.seed)
-
-        multiples = _CURVE.get(ctx.profile.curve_points, _CURVE[6])
-        curve, robust_main = [], None
-        for i, m in enumerate(multiples):
-            e = eps * m
-            ok = robust_at(e, int(p["restarts"]) + ctx.profile.restarts if m == 1 else 1)
-            if m == 1:
-                robust_main = ok
-            k = int(ok.sum())
-            curve.append({"eps": e, "robust_accuracy": k / n, "ci": list(binomial_ci(k, n, ctx.confidence)), "n": n})
-            if ctx.progress:
-                ctx.progress((i + 1) / len(multiples))
-        clean_ok = robust_at(0.0, 1)
-        k_clean, k_rob = int(clean_ok.sum()), int(robust_main.sum())
-        n_correct = k_clean
-        k_success = int((clean_ok & ~robust_main).sum())
-        warnings = _curve_warnings(curve)
-        metrics = {
-            "clean_accuracy": Measurement(k_clean / n, binomial_ci(k_clean, n, ctx.confidence), n),
-            "robust_accuracy": Measurement(k_rob / n, binomial_ci(k_rob, n, ctx.confidence), n),
-            "attack_success_rate": (
-                Measurement(k_success / n_correct, binomial_ci(k_success, n_correct, ctx.confidence), n_correct)
-                if n_correct else Measurement(None, None, 0, "no record is classified correctly before the attack")
-            ),
-        }
-        details = {"norm": p["norm"], "eps": eps, "steps": steps, "step_size": p["step_size"] or 2.5 * eps / steps,
-                   "restarts": int(p["restarts"]) + ctx.profile.restarts, "curve": curve, "clean_accuracy": k_clean / n,
-                   "input_range": list(bounds) if bounds else None, "warnings": warnings}
-        return AttackResult(metrics, details)
+# --- the shared evaluation ----------------------------------------------------------------------
 
 
-def _curve_warnings(curve: list[dict]) -> list[str]:
-    """Signs of gradient masking: robust accuracy must not rise with epsilon beyond its interval."""
+def large_epsilon(eps: float, norm: str, bounds: tuple[float, float] | None, x: np.ndarray) -> float:
+    """A budget so large that a working attack must fool nearly every record: the whole input range when it is
+    known (L-inf: its width; L2: width * sqrt(dimension)), else 10x the policy's eps and at least 4 per-feature
+    standard deviations (times sqrt(dimension) for L2)."""
+    d = int(np.prod(x.shape[1:]))
+    scale = 1.0 if norm == "linf" else math.sqrt(d)
+    if bounds is not None:
+        return float((bounds[1] - bounds[0]) * scale)
+    std = float(np.median(x.reshape(len(x), -1).std(axis=0))) if len(x) > 1 else 1.0
+    return float(max(10 * eps, 4 * (std or 1.0) * scale))
+
+
+def robustness_curve(robust_at: Callable[[float, bool], np.ndarray], *, eps: float, multiples, large_eps: float,
+                     confidence: float, progress: Callable[[float], None] | None = None) -> tuple[list[dict], np.ndarray]:
+    """Robust accuracy at eps * each multiple, plus the gradient-masking check at `large_eps`.
+
+    `robust_at(e, main)` returns the per-record robustness at budget `e` (`main`: the policy's budget, which
+    gets the full restart budget). Returns the curve `[{eps, robust_accuracy, ci, n}]` (the large-budget point
+    carries `"check": "large_eps"`) and the per-record result at the policy's eps."""
+    points = [(eps * m, m == 1, False) for m in multiples]
+    if large_eps > eps * max(multiples):
+        points.append((large_eps, False, True))
+    curve, main = [], None
+    for i, (e, is_main, is_check) in enumerate(points):
+        ok = robust_at(e, is_main)
+        if is_main:
+            main = ok
+        n, k = len(ok), int(ok.sum())
+        point = {"eps": e, "robust_accuracy": k / n if n else 0.0, "ci": list(binomial_ci(k, n, confidence)), "n": n}
+        if is_check:
+            point["check"] = "large_eps"
+        curve.append(point)
+        if progress:
+            progress((i + 1) / len(points))
+    if main is None:
+        main = robust_at(eps, True)
+    return curve, main
+
+
+def curve_warnings(curve: list[dict]) -> list[str]:
+    """Signs of gradient masking (Athalye et al., ICML 2018; Carlini et al., 2019): robust accuracy that rises
+    with epsilon beyond its interval, or stays well above zero at a budget that covers the input range."""
     out = []
     for a, b in zip(curve, curve[1:]):
         if b["robust_accuracy"] > a["ci"][1]:
@@ -161,4 +288,148 @@ def _curve_warnings(curve: list[dict]) -> list[str]:
                 f"Robust accuracy rose from {a['robust_accuracy']:.3f} at eps={a['eps']:g} to {b['robust_accuracy']:.3f} at "
                 f"eps={b['eps']:g}: a sign of gradient masking; treat the robust accuracy as an upper bound."
             )
+    for p in curve:
+        if p.get("check") == "large_eps" and p["robust_accuracy"] > NEAR_ZERO:
+            out.append(
+                f"At the very large budget eps={p['eps']:g} robust accuracy is still {p['robust_accuracy']:.3f} "
+                f"(expected near 0): the attack does not find adversarial examples that must exist, a sign of "
+                "gradient masking or of too few steps; treat the robust accuracy as an upper bound."
+            )
     return out
+
+
+_EVASION_PARAMS = {
+    "eps": Interval(Real, 0, None, closed="neither"),
+    "norm": Options(frozenset({"linf", "l2"})),
+    "samples": OptionalOf(Interval(Integral, 1, None)),
+}
+
+
+class _Evasion(Attack):
+    """Shared evaluation: records sampled from the holdout up to the profile's budget, the attack run at each
+    curve epsilon, metrics at the policy's epsilon with exact binomial intervals."""
+
+    risk = "evasion"
+    metrics = ("clean_accuracy", "robust_accuracy", "attack_success_rate")
+    needs = frozenset({"gradients"})
+
+    def _robust(self, p: dict, module, x, y, eps: float, main: bool, ctx: AttackContext) -> np.ndarray:
+        raise NotImplementedError
+
+    def _describe(self, p: dict, ctx: AttackContext) -> dict[str, Any]:
+        return {}
+
+    def run(self, ctx: AttackContext) -> AttackResult:
+        with one_torch_thread():
+            return self._run(ctx)
+
+    def _run(self, ctx: AttackContext) -> AttackResult:
+        p = self.get_params()
+        data, module = ctx.data, ctx.model.module
+        rng = np.random.default_rng(ctx.seed)
+        n = min(len(data.x_holdout), p["samples"] or ctx.profile.eval_samples)
+        idx = np.sort(rng.choice(len(data.x_holdout), n, replace=False))
+        x, y = data.x_holdout[idx], data.y_holdout[idx]
+        eps, norm, bounds = float(p["eps"]), p["norm"], data.input_range
+        self._extra: dict[str, Any] = {}
+
+        multiples = _CURVE.get(ctx.profile.curve_points, _CURVE[6])
+        big = large_epsilon(eps, norm, bounds, x)
+        curve, robust_main = robustness_curve(
+            lambda e, main: self._robust(p, module, x, y, e, main, ctx), eps=eps, multiples=multiples, large_eps=big,
+            confidence=ctx.confidence, progress=ctx.progress)
+        from amulet_audit.risks.inference import predict
+
+        clean_ok = predict(module, x) == y
+        robust_main &= clean_ok
+        k_clean, k_rob = int(clean_ok.sum()), int(robust_main.sum())
+        k_success = k_clean - k_rob
+        metrics = {
+            "clean_accuracy": Measurement(k_clean / n, binomial_ci(k_clean, n, ctx.confidence), n),
+            "robust_accuracy": Measurement(k_rob / n, binomial_ci(k_rob, n, ctx.confidence), n),
+            "attack_success_rate": (
+                Measurement(k_success / k_clean, binomial_ci(k_success, k_clean, ctx.confidence), k_clean)
+                if k_clean else Measurement(None, None, 0, "no record is classified correctly before the attack")
+            ),
+        }
+        details = {"attack": self.name, "norm": norm, "eps": eps, **self._describe(p, ctx), **self._extra,
+                   "curve": curve, "clean_accuracy": k_clean / n, "large_eps": big,
+                   "input_range": list(bounds) if bounds else None, "warnings": curve_warnings(curve)}
+        return AttackResult(metrics, details)
+
+
+class FGSM(_Evasion):
+    """Fast gradient sign method (Goodfellow et al., ICLR 2015): x' = clip(x + eps * sign(grad_x loss)) for L-inf,
+    x + eps * grad / ||grad||_2 for L2. A single step: a weak, fast lower bound on vulnerability."""
+
+    name = "fgsm"
+    defaults = {"eps": 0.1, "norm": "linf", "samples": None}
+    parameter_constraints = dict(_EVASION_PARAMS)
+
+    def _robust(self, p, module, x, y, eps, main, ctx):
+        return fgsm_attack(module, x, y, eps=eps, norm=p["norm"], bounds=ctx.data.input_range)
+
+    def _describe(self, p, ctx):
+        return {"steps": 1, "combined": "single gradient step per record"}
+
+
+class PGD(_Evasion):
+    """Projected gradient descent with random start and restarts, on holdout records.
+
+    `step_size` defaults to 2.5 * eps / steps (Madry et al.). Records are sampled up to the profile's
+    evaluation budget; restarts add the profile's extra restarts; a record is robust only if it survives all.
+    """
+
+    name = "pgd"
+    defaults = {"eps": 0.1, "norm": "linf", "steps": 40, "step_size": None, "restarts": 1, "random_start": True, "samples": None}
+    parameter_constraints = {
+        **_EVASION_PARAMS,
+        "steps": Interval(Integral, 1, 10_000),
+        "step_size": OptionalOf(Interval(Real, 0, None, closed="neither")),
+        "restarts": Interval(Integral, 1, 100),
+        "random_start": Options(frozenset({True, False})),
+    }
+
+    def _robust(self, p, module, x, y, eps, main, ctx):
+        steps = int(p["steps"])
+        # a policy step size is for the policy's eps; other budgets scale it
+        step = (p["step_size"] * eps / p["eps"]) if p["step_size"] else 2.5 * eps / steps
+        restarts = int(p["restarts"]) + ctx.profile.restarts if main else 1
+        return pgd_attack(module, x, y, eps=eps, norm=p["norm"], steps=steps, step_size=step, restarts=restarts,
+                          random_start=p["random_start"], bounds=ctx.data.input_range, seed=ctx.seed)
+
+    def _describe(self, p, ctx):
+        restarts = int(p["restarts"]) + ctx.profile.restarts
+        return {"steps": int(p["steps"]), "step_size": p["step_size"] or 2.5 * p["eps"] / int(p["steps"]),
+                "restarts": restarts, "combined": f"worst case per record over {restarts} restart(s) and every iterate"}
+
+
+class APGD(_Evasion):
+    """APGD-CE (Croce & Hein, ICML 2020): parameter-free step sizes, so no step size to tune. Each record's result
+    is the worst case over the APGD restarts and a PGD run with the same budget and steps (step 2.5 * eps / steps,
+    random start): a record counts as robust only if neither finds an adversarial example."""
+
+    name = "apgd"
+    defaults = {"eps": 0.1, "norm": "linf", "steps": 100, "restarts": 1, "samples": None}
+    parameter_constraints = {
+        **_EVASION_PARAMS,
+        "steps": Interval(Integral, 1, 10_000),
+        "restarts": Interval(Integral, 1, 100),
+    }
+
+    def _robust(self, p, module, x, y, eps, main, ctx):
+        steps, bounds = int(p["steps"]), ctx.data.input_range
+        restarts = int(p["restarts"]) + ctx.profile.restarts if main else 1
+        a = apgd_attack(module, x, y, eps=eps, norm=p["norm"], steps=steps, restarts=restarts, bounds=bounds, seed=ctx.seed)
+        g = pgd_attack(module, x, y, eps=eps, norm=p["norm"], steps=steps, step_size=2.5 * eps / steps, restarts=1,
+                       random_start=True, bounds=bounds, seed=ctx.seed + 1)
+        if main:
+            self._extra = {"fooled_only_by_apgd": int((~a & g).sum()), "fooled_only_by_pgd": int((a & ~g).sum())}
+        return a & g
+
+    def _describe(self, p, ctx):
+        restarts = int(p["restarts"]) + ctx.profile.restarts
+        return {"steps": int(p["steps"]), "restarts": restarts, "rho": 0.75, "momentum": 0.75,
+                "checkpoints": apgd_checkpoints(int(p["steps"])),
+                "combined": f"worst case per record over {restarts} APGD-CE restart(s) and one PGD run "
+                            f"({int(p['steps'])} steps, step 2.5*eps/steps, random start)"}

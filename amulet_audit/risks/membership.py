@@ -1,15 +1,25 @@
-"""Membership inference: the LOSS attack (Yeom et al., CSF 2018) — a threshold on per-example loss,
-evaluated over every threshold (ROC), as in Carlini et al. (S&P 2022) at low false-positive rates."""
+"""Membership inference, every attack measured identically (ROC over every threshold, TPR at low FPR as in
+Carlini et al., S&P 2022):
+
+- `loss`: a threshold on per-example loss (Yeom et al., CSF 2018);
+- `lira`: the Likelihood Ratio Attack (Carlini et al., "Membership Inference Attacks From First Principles",
+  S&P 2022), online (IN and OUT reference models) or offline (OUT only);
+- `rmia`: the Robust Membership Inference Attack (Zarifzadeh et al., "Low-Cost High-Power Membership Inference
+  Attacks", ICML 2024), pairwise likelihood ratios against population records.
+
+LiRA and RMIA train reference models (re-initialised copies of the audited architecture, the data spec's
+recipe) on random halves of the attacked records (`amulet_audit.risks.reference`)."""
 
 from __future__ import annotations
 
-from numbers import Integral
+from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
 
 from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec
 from amulet_audit.risks.inference import cross_entropy, logits
-from amulet_audit.risks.params import Interval, OptionalOf
+from amulet_audit.risks.params import Interval, OptionalOf, Options
 from amulet_audit.stats import binomial_ci, bootstrap_ci
 
 AUC = MetricSpec("auc", "Area under the membership ROC curve; 0.5 is chance.", higher_is_worse=True)
@@ -85,14 +95,23 @@ def _downsample_roc(fpr: np.ndarray, tpr: np.ndarray, points: int = 300) -> dict
     return {"fpr": fpr[pos].tolist(), "tpr": tpr[pos].tolist()}
 
 
-def balanced_sample(ctx: AttackContext, limit: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Equal numbers of members (train) and non-members (holdout), up to the profile's budget.
-    Returns (x, y, is_member)."""
+def balanced_indices(ctx: AttackContext, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (sorted) of equally many members in `data.x_train` and non-members in `data.x_holdout`, up to
+    `limit` (default: the profile's budget) each; the records `balanced_sample` returns."""
     data = ctx.data
     rng = np.random.default_rng(ctx.seed)
     m = min(len(data.x_train), len(data.x_holdout), limit or ctx.profile.mia_samples)
     i_in = np.sort(rng.choice(len(data.x_train), m, replace=False))
     i_out = np.sort(rng.choice(len(data.x_holdout), m, replace=False))
+    return i_in, i_out
+
+
+def balanced_sample(ctx: AttackContext, limit: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Equal numbers of members (train) and non-members (holdout), up to the profile's budget.
+    Returns (x, y, is_member)."""
+    data = ctx.data
+    i_in, i_out = balanced_indices(ctx, limit)
+    m = len(i_in)
     x = np.concatenate([data.x_train[i_in], data.x_holdout[i_out]])
     y = np.concatenate([data.y_train[i_in], data.y_holdout[i_out]])
     return x, y, np.concatenate([np.ones(m, bool), np.zeros(m, bool)])
@@ -108,8 +127,248 @@ class LossAttack(Attack):
     parameter_constraints = {"samples": OptionalOf(Interval(Integral, 10, None))}
 
     def run(self, ctx: AttackContext) -> AttackResult:
-        x, y, is_member = balanced_sample(ctx, self.get_params()["samples"])
+        samples = self.get_params()["samples"]
+        x, y, is_member = balanced_sample(ctx, samples)
         scores = -cross_entropy(logits(ctx.model.module, x), y)
         metrics, details = membership_metrics(scores, is_member, reps=ctx.profile.bootstrap_reps, seed=ctx.seed,
                                               confidence=ctx.confidence)
+        details["most_exposed"] = most_exposed(scores, *balanced_indices(ctx, samples))
+        return AttackResult(metrics, details)
+
+
+# --- reference-model attacks ------------------------------------------------------------------
+
+EXPOSED = 10  # records listed as most exposed in the evidence
+
+
+class _Boolean:
+    """Parameter constraint: true or false (not 0/1)."""
+
+    def check(self, v: Any) -> bool:
+        return isinstance(v, bool)
+
+    def __str__(self) -> str:
+        return "true or false"
+
+
+def most_exposed(scores: np.ndarray, i_in: np.ndarray, i_out: np.ndarray, top: int = EXPOSED) -> list[dict]:
+    """The `top` highest-scoring records of a balanced sample (members `i_in` first, then non-members `i_out`),
+    as {split, row, score}: the split ("train" or "holdout") and row index in it; never feature values."""
+    order = np.argsort(-scores, kind="stable")[:top]
+    m = len(i_in)
+    return [{"split": "train" if j < m else "holdout", "row": int(i_in[j] if j < m else i_out[j - m]),
+             "score": round(float(scores[j]), 6)} for j in order]
+
+
+def logit_confidence(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """LiRA's logit-scaled confidence log(p_y / (1 - p_y)) of the true class y (Carlini et al. 2022, Sec. IV-B),
+    computed stably from logits `z` (..., n, classes) as z_y - logsumexp_{j != y} z_j."""
+    z = np.asarray(z, dtype=np.float64)
+    idx = np.broadcast_to(y, z.shape[:-1])[..., None]
+    zy = np.take_along_axis(z, idx, axis=-1)[..., 0]
+    others = z.copy()
+    np.put_along_axis(others, idx, -np.inf, axis=-1)
+    peak = others.max(axis=-1)
+    lse = peak + np.log(np.exp(others - peak[..., None]).sum(axis=-1))
+    return zy - lse
+
+
+def true_class_probability(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Softmax probability Pr(y | x, model) of the true class, from logits `z` (..., n, classes)."""
+    z = np.asarray(z, dtype=np.float64)
+    idx = np.broadcast_to(y, z.shape[:-1])[..., None]
+    peak = z.max(axis=-1, keepdims=True)
+    logp = z - peak - np.log(np.exp(z - peak).sum(axis=-1, keepdims=True))
+    return np.exp(np.take_along_axis(logp, idx, axis=-1)[..., 0])
+
+
+def lira_scores(target: np.ndarray, reference: np.ndarray, masks: np.ndarray, *, online: bool, variance: str) -> np.ndarray:
+    """LiRA membership scores (Carlini et al. 2022, Algorithm 1) from logit-scaled confidences.
+
+    `target` (n,) is the audited model's confidence on each record; `reference` (K, n) the reference models';
+    `masks` (K, n) which reference models trained on which record. Gaussians are fitted to each record's IN and
+    OUT confidences, with a per-record variance or one variance pooled over all records ("global", advised
+    with fewer than ~64 reference models). Online: log N(target; mu_in, s_in) - log N(target; mu_out, s_out).
+    Offline: the one-sided test -log Pr[Z > target], Z ~ N(mu_out, s_out). Higher = more likely a member."""
+    from scipy.stats import norm
+
+    masks = np.asarray(masks, dtype=bool)
+    mu_out, sd_out = _gaussian(reference, ~masks, variance)
+    if not online:
+        return -norm.logsf(target, loc=mu_out, scale=sd_out)
+    mu_in, sd_in = _gaussian(reference, masks, variance)
+    return norm.logpdf(target, loc=mu_in, scale=sd_in) - norm.logpdf(target, loc=mu_out, scale=sd_out)
+
+
+def _gaussian(values: np.ndarray, selected: np.ndarray, variance: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-record mean and standard deviation of `values` (K, n) over the models `selected` (K, n) for each."""
+    count = selected.sum(axis=0)
+    if (count == 0).any():
+        raise ValueError("every record needs at least one reference model on each side it is compared with")
+    mean = np.where(selected, values, 0.0).sum(axis=0) / count
+    sq = np.where(selected, (values - mean) ** 2, 0.0)
+    dof = count - 1
+    pooled = sq.sum() / max(int(dof.sum()), 1)  # within-record variance pooled over every record
+    if variance == "global":
+        var = np.full(values.shape[1], pooled)
+    else:
+        var = np.where(dof > 0, sq.sum(axis=0) / np.maximum(dof, 1), pooled)
+    return mean, np.sqrt(np.maximum(var, 1e-8))
+
+
+def rmia_scores(target_x: np.ndarray, ref_x: np.ndarray, in_x: np.ndarray, target_z: np.ndarray, ref_z: np.ndarray,
+                in_z: np.ndarray, *, online: bool, a: float, gamma: float) -> np.ndarray:
+    """RMIA scores (Zarifzadeh et al. 2024, Eq. 4-5): for each record x, the fraction of population records z with
+    LR(x, z) = [Pr(x|target) / Pr(x)] / [Pr(z|target) / Pr(z)] >= gamma.
+
+    Inputs are true-class probabilities: `target_*` (n,) under the audited model, `ref_*` (K, n) under the
+    reference models, `in_*` (K, n) whether each reference model trained on the record. Pr(r), the record's
+    probability averaged over models trained with and without it, is 1/2 (mean IN + mean OUT) where a record has
+    both (online); from OUT models alone it is approximated by 1/2 ((1 + a) mean OUT + (1 - a)) (offline, Sec. 3)."""
+    pr_x = _marginal(ref_x, in_x, online=online, a=a)
+    pr_z = _marginal(ref_z, in_z, online=online, a=a)
+    ratio_x = target_x / pr_x
+    ratio_z = np.sort(target_z / pr_z)
+    # LR(x, z) >= gamma  <=>  ratio_z <= ratio_x / gamma
+    return np.searchsorted(ratio_z, ratio_x / gamma, side="right") / len(ratio_z)
+
+
+def _marginal(ref: np.ndarray, is_in: np.ndarray, *, online: bool, a: float) -> np.ndarray:
+    out = ~is_in
+    n_out, n_in = out.sum(axis=0), is_in.sum(axis=0)
+    if (n_out == 0).any():
+        raise ValueError("every record needs at least one reference model that did not train on it")
+    mean_out = np.where(out, ref, 0.0).sum(axis=0) / n_out
+    offline = 0.5 * ((1.0 + a) * mean_out + (1.0 - a))
+    if not online:
+        return np.maximum(offline, 1e-30)
+    mean_in = np.where(is_in, ref, 0.0).sum(axis=0) / np.maximum(n_in, 1)
+    return np.maximum(np.where(n_in > 0, 0.5 * (mean_in + mean_out), offline), 1e-30)
+
+
+_LIRA_MODELS = {"quick": 8, "standard": 16, "thorough": 64}
+_RMIA_MODELS = {"quick": 2, "standard": 4, "thorough": 4}
+_RMIA_POPULATION = {"quick": 1000, "standard": 5000, "thorough": 20000}
+
+
+def _reference_pool(ctx: AttackContext, samples: int | None, n_reference: int):
+    """The attacked records (a balanced sample: members, then non-members), and reference models trained on
+    random halves of them (complementary pairs, so each record is IN for n_reference // 2 models)."""
+    from amulet_audit.risks.reference import half_masks, train_reference_models
+
+    data = ctx.data
+    i_in, i_out = balanced_indices(ctx, samples)
+    x = np.concatenate([data.x_train[i_in], data.x_holdout[i_out]])
+    y = np.concatenate([data.y_train[i_in], data.y_holdout[i_out]])
+    is_member = np.concatenate([np.ones(len(i_in), bool), np.zeros(len(i_out), bool)])
+    masks = half_masks(len(x), n_reference, ctx.seed)
+    refs = train_reference_models(ctx.model, x, y, masks, data.spec.training, seed=ctx.seed, cache=ctx.cache,
+                                  progress=ctx.progress)
+    info = {
+        "reference_models": n_reference,
+        "reference_trainer": refs.details["trainer"],
+        "reference_trainer_note": refs.details["reason"],
+        "reference_models_from_cache": refs.details["from_cache"],
+        "reference_train_size": int(masks[0].sum()),
+        "reference_mask_seed": ctx.seed,
+        "reference_pool": "attacked members and non-members; model 2j trains on a random half, 2j+1 on the rest",
+        "in_models_per_record": int(masks.sum(axis=0).min()),
+        "out_models_per_record": int((~masks).sum(axis=0).min()),
+    }
+    return x, y, is_member, (i_in, i_out), masks, refs, info
+
+
+class LiRA(Attack):
+    """The Likelihood Ratio Attack (Carlini et al., S&P 2022): per-record Gaussians of reference models'
+    logit-scaled confidence with (IN) and without (OUT) the record, and a likelihood-ratio test of the audited
+    model's confidence. `n_reference` None: 8 / 16 / 64 reference models for the quick / standard / thorough
+    profile. `variance`: "global" (one pooled variance, the paper's advice below ~64 models) or "per_example"."""
+
+    name = "lira"
+    risk = "membership_inference"
+    metrics = ("auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "advantage")
+    defaults = {"n_reference": None, "online": True, "variance": "global", "samples": None}
+    parameter_constraints = {
+        "n_reference": OptionalOf(Interval(Integral, 2, None)),
+        "online": _Boolean(),
+        "variance": Options(frozenset({"per_example", "global"})),
+        "samples": OptionalOf(Interval(Integral, 10, None)),
+    }
+
+    def run(self, ctx: AttackContext) -> AttackResult:
+        from amulet_audit.risks.params import validate_params
+
+        p = self.get_params()
+        problems = validate_params(self.name, self.parameter_constraints, p)
+        if problems:
+            raise ValueError("; ".join(problems))
+        k = p["n_reference"] or _LIRA_MODELS.get(ctx.profile.name, 16)
+        x, y, is_member, (i_in, i_out), masks, refs, info = _reference_pool(ctx, p["samples"], k)
+        target = logit_confidence(logits(ctx.model.module, x), y)
+        reference = logit_confidence(refs.logits(x), y)
+        scores = lira_scores(target, reference, masks, online=p["online"], variance=p["variance"])
+        metrics, details = membership_metrics(scores, is_member, reps=ctx.profile.bootstrap_reps, seed=ctx.seed,
+                                              confidence=ctx.confidence)
+        details.update(info, online=p["online"], variance=p["variance"])
+        details["most_exposed"] = most_exposed(scores, i_in, i_out)
+        return AttackResult(metrics, details)
+
+
+class RMIA(Attack):
+    """The Robust Membership Inference Attack (Zarifzadeh et al., ICML 2024): a record's score is the fraction
+    of population records z it dominates, LR(x, z) >= `gamma`, with Pr(x) and Pr(z) estimated from 2-4 reference
+    models (`n_reference` None: 2 / 4 / 4 for quick / standard / thorough). Offline (`online` false) uses only
+    models that did not train on a record, scaled by `a` (the paper's offline approximation).
+
+    Population records z are holdout records outside the attacked sample (`population` of them; None: 1,000 /
+    5,000 / 20,000 by profile, at most what exists); when fewer than 50 remain, the attacked non-members serve."""
+
+    name = "rmia"
+    risk = "membership_inference"
+    metrics = ("auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "advantage")
+    defaults = {"n_reference": None, "online": True, "gamma": 1.0, "a": 0.3, "population": None, "samples": None}
+    parameter_constraints = {
+        "n_reference": OptionalOf(Interval(Integral, 2, None)),
+        "online": _Boolean(),
+        "gamma": Interval(Real, 0.0, None, closed="neither"),
+        "a": Interval(Real, 0.0, 1.0),
+        "population": OptionalOf(Interval(Integral, 10, None)),
+        "samples": OptionalOf(Interval(Integral, 10, None)),
+    }
+
+    def run(self, ctx: AttackContext) -> AttackResult:
+        from amulet_audit.risks.params import validate_params
+
+        p = self.get_params()
+        problems = validate_params(self.name, self.parameter_constraints, p)
+        if problems:
+            raise ValueError("; ".join(problems))
+        k = p["n_reference"] or _RMIA_MODELS.get(ctx.profile.name, 4)
+        x, y, is_member, (i_in, i_out), masks, refs, info = _reference_pool(ctx, p["samples"], k)
+        data = ctx.data
+        unused = np.setdiff1d(np.arange(len(data.x_holdout)), i_out)
+        budget = p["population"] or _RMIA_POPULATION.get(ctx.profile.name, 5000)
+        if len(unused) >= 50:
+            rng = np.random.default_rng([ctx.seed, 1])
+            pick = np.sort(rng.choice(unused, min(budget, len(unused)), replace=False))
+            xz, yz = data.x_holdout[pick], data.y_holdout[pick]
+            in_z = np.zeros((k, len(pick)), dtype=bool)  # no reference model trained on them
+            source = "holdout records outside the attacked sample"
+        else:
+            j = np.flatnonzero(~is_member)
+            if len(j) > budget:
+                j = np.sort(np.random.default_rng([ctx.seed, 1]).choice(j, budget, replace=False))
+            xz, yz, in_z = x[j], y[j], masks[:, j]
+            source = "the attacked non-members (no other holdout records were left)"
+        target_x = true_class_probability(logits(ctx.model.module, x), y)
+        target_z = true_class_probability(logits(ctx.model.module, xz), yz)
+        ref_x = true_class_probability(refs.logits(x), y)
+        ref_z = true_class_probability(refs.logits(xz), yz)
+        scores = rmia_scores(target_x, ref_x, masks, target_z, ref_z, in_z, online=p["online"], a=p["a"],
+                             gamma=p["gamma"])
+        metrics, details = membership_metrics(scores, is_member, reps=ctx.profile.bootstrap_reps, seed=ctx.seed,
+                                              confidence=ctx.confidence)
+        details.update(info, online=p["online"], gamma=p["gamma"], a=p["a"], population_records=len(yz),
+                       population_source=source)
+        details["most_exposed"] = most_exposed(scores, i_in, i_out)
         return AttackResult(metrics, details)

@@ -132,7 +132,7 @@ def run_unit(unit: Unit, progress: Progress | None = None) -> UnitResult:
         rows, timings = evaluate(model, data, loaded, plan, unit.inputs, progress=progress)
         return UnitResult(rows, timings)
 
-    from amulet_audit.defenses.base import DefenseContext, clean_accuracy
+    from amulet_audit.defenses.base import DefenseContext, DefenseNotApplicable, clean_accuracy
 
     job = unit.defense
     reg = registry.defenses()[job.name]
@@ -142,7 +142,12 @@ def run_unit(unit: Unit, progress: Progress | None = None) -> UnitResult:
                          cache=_cache(unit.inputs),
                          progress=(lambda f: progress(f"{label}training", f)) if progress else None)
     defense = reg.obj(**job.params)
-    outcome = defense.apply(ctx)
+    try:
+        outcome = defense.apply(ctx)
+    except DefenseNotApplicable as exc:
+        return UnitResult([], {}, DefenseResult(
+            name=job.name, description=reg.obj.description, params=defense.get_params(), intended=list(reg.obj.intended),
+            provider=reg.provider, not_applicable=str(exc)))
     trained = round(time.perf_counter() - t, 3)
     rows, timings = evaluate(outcome.model, data, loaded, plan, unit.inputs, label=label, progress=progress)
     timings[f"defense:{job.name}"] = trained

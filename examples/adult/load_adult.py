@@ -16,13 +16,14 @@ https://doi.org/10.24432/C5XW20 (CC BY 4.0).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.request
 import warnings
 from pathlib import Path
 
 import pandas as pd
+
+from amulet_audit.inputs.data import sha256_file
 
 URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/adult/adult.data"
 N_RECORDS = 32561
@@ -130,14 +131,6 @@ def _check_records(df: pd.DataFrame, where: str) -> None:
             f"{where}: expected {N_RECORDS} records of {len(COLUMNS)} fields, found {df.shape[0]} x {df.shape[1]}; "
             "the file is not the UCI adult.data training split."
         )
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_adult(path: str | Path | None = None, *, download: bool = True) -> pd.DataFrame:

@@ -13,27 +13,25 @@ Tests import this file by path and use `load_images`, `prepare`, `build_model`, 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+if "_amulet_examples_common" not in sys.modules:  # ../_common.py by path (tests load us by path; examples/ is no package)
+    _spec = importlib.util.spec_from_file_location("_amulet_examples_common", HERE.parent / "_common.py")
+    _spec.loader.exec_module(sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_spec)))
+common = sys.modules["_amulet_examples_common"]  # it also puts the checkout on sys.path if amulet_audit is not installed
 
-try:
-    import amulet_audit  # noqa: F401
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(HERE.parents[1]))
+from amulet_audit.inputs.data import AuditData, TrainingRecipe  # noqa: E402
 
-from amulet_audit.errors import InputError  # noqa: E402
-from amulet_audit.inputs.data import AuditData, DataSpec, TrainingRecipe, load_data  # noqa: E402
-from amulet_audit.inputs.training import train_model  # noqa: E402
+SPEC_FILE, MODEL_FILE = common.SPEC_FILE, common.MODEL_FILE
+write_spec, save_scripted, accuracy = common.write_spec, common.save_scripted, common.accuracy
 
 DATA_FILE = "digits.npz"
-SPEC_FILE = "model.data.yaml"
-MODEL_FILE = "model.pt"
 RECIPE = TrainingRecipe(epochs=30, batch_size=32, optimizer="adam", lr=0.002, weight_decay=0.0)
 INPUT_SHAPE = (1, 8, 8)
 N_CLASSES = 10
@@ -98,99 +96,28 @@ def spec_dict(recipe: TrainingRecipe = RECIPE) -> dict:
     }
 
 
-def write_spec(out: Path, spec: dict, comment: str) -> Path:
-    """Validate `spec` against the DataSpec schema and write it as out/SPEC_FILE."""
-    import yaml
-
-    DataSpec.model_validate(spec)
-    path = out / SPEC_FILE
-    path.write_text(f"# {comment}\n" + yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-    return path
-
-
-def accuracy(module, x: np.ndarray, y: np.ndarray) -> float:
-    import torch
-
-    with torch.no_grad():
-        pred = module(torch.as_tensor(x, dtype=torch.float32)).argmax(1).numpy()
-    return float((pred == y).mean())
-
-
 def fit(data: AuditData, recipe: TrainingRecipe, *, seed: int):
     """Build and train the CNN on `data`'s train split; returns the trained module (eval mode)."""
-    import torch
-
-    torch.manual_seed(seed)  # initial weights
-    model = build_model(data.n_classes)
-    return train_model(model, data.x_train, data.y_train, recipe, seed=seed)
-
-
-def save_scripted(model, path: Path) -> None:
-    """Save `model` as a *scripted* TorchScript archive: unlike a traced one it honours .train() (DESIGN.md, Inputs)."""
-    import torch
-
-    with warnings.catch_warnings():
-        # torch 2.13 marks TorchScript deprecated; it is still the format the audit reads without code.
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.(script|save)` is deprecated", category=DeprecationWarning)
-        torch.jit.save(torch.jit.script(model), str(path))
+    return common.fit(lambda: build_model(data.n_classes), data, recipe, seed=seed)
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Prepare, train and write the example; returns the summary numbers."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=HERE, help="folder to write into (default: this example's folder)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the split and the training")
-    parser.add_argument("--epochs", type=int, default=RECIPE.epochs, help=f"training epochs (default {RECIPE.epochs})")
+    parser = common.parser(__doc__, out=HERE, recipe=RECIPE, seed_help="seed for the split and the training")
     parser.add_argument("--n-train", type=int, default=None, help="keep only this many training images (members)")
     parser.add_argument("--n-holdout", type=int, default=None, help="keep only this many holdout images")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: as fast for this small model, "
-                        "and far faster than 2 when other jobs share the cores)")
-    args = parser.parse_args(argv)
-    for flag, value in (("--n-train", args.n_train), ("--n-holdout", args.n_holdout), ("--epochs", args.epochs), ("--threads", args.threads)):
-        if value is not None and value < 1:
-            parser.error(f"{flag} must be at least 1")
-
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
-        return _run(args)
-    except InputError as exc:  # e.g. a cut so small that one label is left
-        parser.exit(2, f"digits: {exc}\n")
-    finally:
-        torch.set_num_threads(threads)  # leave the caller's process as it was
+    args = common.parse(parser, argv, {"--n-train": 1, "--n-holdout": 1, "--epochs": 1})
+    return common.run_with_threads(parser, "digits", args.threads, lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> dict:
-    import torch
-
-    start = time.perf_counter()
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    recipe = RECIPE.model_copy(update={"epochs": args.epochs})
-
+    began = time.perf_counter()
+    out, recipe = common.start(args, RECIPE)
     x, y = load_images()
     np.savez_compressed(out / DATA_FILE, **prepare(x, y, seed=args.seed, n_train=args.n_train, n_holdout=args.n_holdout))
-    spec_path = write_spec(out, spec_dict(recipe), f"written by examples/digits/train.py --seed {args.seed}")
-    data = load_data(spec_path)  # train on exactly what the audit will read
-
-    model = fit(data, recipe, seed=args.seed)
-    save_scripted(model, out / MODEL_FILE)
-
-    summary = {
-        "train_accuracy": accuracy(model, data.x_train, data.y_train),
-        "holdout_accuracy": accuracy(model, data.x_holdout, data.y_holdout),
-        "n_train": len(data.y_train),
-        "n_holdout": len(data.y_holdout),
-        "seconds": time.perf_counter() - start,
-    }
-    print(
-        f"digits: train accuracy {summary['train_accuracy']:.3f}, holdout accuracy {summary['holdout_accuracy']:.3f} "
-        f"[{summary['n_train']} train / {summary['n_holdout']} holdout, {recipe.epochs} epochs, seed {args.seed}, "
-        f"{summary['seconds']:.1f} s] -> {out / MODEL_FILE}"
-    )
-    return summary
+    comment = f"written by examples/digits/train.py --seed {args.seed}"
+    model, data = common.train(out, spec_dict(recipe), comment, recipe, fit, seed=args.seed)
+    return common.report("digits", model, data, recipe, out, seed=args.seed, began=began)
 
 
 if __name__ == "__main__":

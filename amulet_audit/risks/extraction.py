@@ -1,0 +1,163 @@
+"""Model extraction through the prediction API (Tramèr et al., USENIX Security 2016; Jagielski et al., USENIX
+Security 2020): an adversary spends a query budget, trains a surrogate on the answers and is measured by how
+often the surrogate agrees with the model (fidelity) and how accurate it is, on holdout records it never queried.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral
+
+import numpy as np
+
+from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec
+from amulet_audit.risks.params import Interval, OptionalOf, Options
+from amulet_audit.stats import binomial_ci
+
+FIDELITY = MetricSpec(
+    "fidelity", "Share of unseen holdout records on which the extracted surrogate predicts the same class as the model.",
+    higher_is_worse=True, kind="rate",
+)
+SURROGATE_ACCURACY = MetricSpec(
+    "surrogate_accuracy", "Accuracy of the extracted surrogate on unseen holdout records.", higher_is_worse=True, kind="rate",
+)
+
+# Query budget by profile when `queries` is None.
+_QUERIES = {"quick": 1000, "standard": 5000, "thorough": 20000}
+# The surrogate trains for at least this many optimiser steps, so small budgets are not under-trained.
+MIN_STEPS = 300
+
+
+def soft_train(module, x: np.ndarray, targets: np.ndarray, recipe, *, seed: int, epochs: int):
+    """Train `module` in place on soft labels: cross-entropy to the target distribution `targets` (n, classes),
+    i.e. KL divergence to the model's answers up to a constant (Hinton et al., 2015, distillation at T = 1). One-hot
+    targets give ordinary cross-entropy. Mini-batches and optimiser follow the data spec's `recipe`."""
+    import torch
+
+    from amulet_audit.inputs.training import make_optimizer
+
+    gen = torch.Generator().manual_seed(seed)
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    tt = torch.as_tensor(targets, dtype=torch.float32)
+    opt = make_optimizer(module.parameters(), recipe)
+    module.train()
+    n = len(xt)
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n, recipe.batch_size):
+            idx = order[start:start + recipe.batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = -(tt[idx] * torch.log_softmax(module(xt[idx]), dim=1)).sum(1).mean()
+            loss.backward()
+            opt.step()
+    module.eval()
+    return module
+
+
+def synthetic_queries(pool: np.ndarray, m: int, bounds, rng) -> tuple[np.ndarray, str]:
+    """`m` synthetic inputs: uniform in the input range when known, else per-feature Gaussians fitted on `pool`."""
+    shape = pool.shape[1:]
+    if bounds is not None:
+        return rng.uniform(bounds[0], bounds[1], (m, *shape)).astype(np.float32), "uniform in input_range"
+    flat = pool.reshape(len(pool), -1)
+    mu, sd = flat.mean(axis=0), flat.std(axis=0)
+    return (rng.normal(mu, sd, (m, flat.shape[1])).reshape(m, *shape).astype(np.float32),
+            "per-feature Gaussian fitted on holdout records")
+
+
+class Extraction(Attack):
+    """A surrogate of the audited architecture (a fresh copy, as the adversary's best guess) trained on the answers
+    to `queries` queries: `access: probabilities` trains on the returned class probabilities, `access: labels` on
+    the returned labels. Queries are holdout records (`source: holdout`) or synthetic inputs (`source: synthetic`).
+    Holdout records are split: at most half are the query pool, the rest (never queried) measure the surrogate.
+    The budget curve repeats the attack at halvings of the budget."""
+
+    name = "extraction"
+    risk = "model_extraction"
+    metrics = ("fidelity", "surrogate_accuracy")
+    defaults = {"access": "probabilities", "queries": None, "source": "holdout", "epochs": None}
+    parameter_constraints = {
+        "access": Options(frozenset({"labels", "probabilities"})),
+        "queries": OptionalOf(Interval(Integral, 10, None)),
+        "source": Options(frozenset({"holdout", "synthetic"})),
+        "epochs": OptionalOf(Interval(Integral, 1, 10_000)),
+    }
+
+    def run(self, ctx: AttackContext) -> AttackResult:
+        from amulet_audit.risks.evasion import one_torch_thread
+
+        with one_torch_thread():
+            return self._run(ctx)
+
+    def _run(self, ctx: AttackContext) -> AttackResult:
+        from amulet_audit.risks.inference import logits
+
+        p = self.get_params()
+        data = ctx.data
+        n_hold = len(data.x_holdout)
+        if n_hold < 20:
+            return AttackResult({}, {}, f"extraction needs at least 20 holdout records; the data has {n_hold}")
+        rng = np.random.default_rng(ctx.seed)
+        order = rng.permutation(n_hold)
+        n_eval = min(n_hold // 2, ctx.profile.eval_samples * 2)
+        eval_idx, pool_idx = np.sort(order[:n_eval]), order[n_eval:]
+        asked = int(p["queries"] or _QUERIES.get(ctx.profile.name, 5000))
+        if p["source"] == "holdout":
+            budget = min(asked, len(pool_idx))
+            queries = data.x_holdout[pool_idx[:budget]]
+            source = "holdout records"
+        else:
+            budget = asked
+            queries, source = synthetic_queries(data.x_holdout[pool_idx], budget, data.input_range, rng)
+
+        z = logits(ctx.model.module, queries)
+        if p["access"] == "labels":
+            answers = np.eye(data.n_classes, dtype=np.float32)[z.argmax(1)]
+        else:
+            e = np.exp(z - z.max(1, keepdims=True))
+            answers = (e / e.sum(1, keepdims=True)).astype(np.float32)
+        x_eval, y_eval = data.x_holdout[eval_idx], data.y_holdout[eval_idx]
+        target_eval = logits(ctx.model.module, x_eval).argmax(1)
+
+        budgets = sorted({max(10, int(budget / 2 ** k)) for k in range(ctx.profile.curve_points)} | {budget})
+        budgets = [b for b in budgets if b <= budget][-ctx.profile.curve_points:]
+        curve, final = [], None
+        for i, b in enumerate(budgets):
+            surrogate = self._surrogate(ctx, p, queries[:b], answers[:b])
+            pred = logits(surrogate, x_eval).argmax(1)
+            k_fid, k_acc, n = int((pred == target_eval).sum()), int((pred == y_eval).sum()), len(pred)
+            curve.append({"queries": b, "fidelity": k_fid / n, "ci": list(binomial_ci(k_fid, n, ctx.confidence)),
+                          "surrogate_accuracy": k_acc / n, "n": n})
+            final = (k_fid, k_acc, n)
+            if ctx.progress:
+                ctx.progress((i + 1) / len(budgets))
+        k_fid, k_acc, n = final
+        metrics = {
+            "fidelity": Measurement(k_fid / n, binomial_ci(k_fid, n, ctx.confidence), n),
+            "surrogate_accuracy": Measurement(k_acc / n, binomial_ci(k_acc, n, ctx.confidence), n),
+        }
+        details = {
+            "access": p["access"], "source": source, "queries": budget, "queries_requested": asked,
+            "surrogate": "fresh copy of the audited architecture", "n_eval": n,
+            "target_accuracy": float((target_eval == y_eval).mean()), "curve": curve,
+        }
+        if budget < asked:
+            details["warnings"] = [f"Only {budget} holdout records were available as queries ({asked} requested); "
+                                   "the extraction risk at the requested budget may be higher."]
+        return AttackResult(metrics, details)
+
+    def _surrogate(self, ctx: AttackContext, p: dict, x: np.ndarray, answers: np.ndarray):
+        recipe = ctx.data.spec.training
+        steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
+        epochs = int(p["epochs"] or max(recipe.epochs, math.ceil(MIN_STEPS / steps_per_epoch)))
+        module = ctx.model.fresh_copy(ctx.seed + 1)
+
+        def fit(mod):
+            return soft_train(mod, x, answers, recipe, seed=ctx.seed, epochs=epochs)
+
+        if ctx.cache is None:
+            return fit(module)
+        from amulet_audit.run.cache import content_key
+
+        key = content_key("extraction-surrogate", ctx.model.architecture_digest(), ctx.seed, recipe.model_dump(), epochs, x, answers)
+        return ctx.cache.get_or_train(key, module, fit)

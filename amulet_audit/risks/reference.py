@@ -1,0 +1,398 @@
+"""Reference models for membership inference: K re-initialised copies of the audited architecture, each
+trained with the data spec's recipe on its own subset of a record pool (LiRA, Carlini et al. S&P 2022;
+RMIA, Zarifzadeh et al. ICML 2024).
+
+The K copies are trained together where the architecture allows it: their parameters are stacked
+(`torch.func.stack_module_state`), one forward pass serves all of them (`torch.func.vmap` over
+`torch.func.functional_call`), and the recipe's optimizer runs on the stacked tensors with a step count per
+model. Each model still sees exactly the batches the one-at-a-time trainer (`train_model`) would give it:
+its own permutation of its own subset every epoch, from a generator seeded with its own seed. TorchScript
+modules cannot be called functionally, and layers that behave differently in training (BatchNorm,
+Dropout) would mix models through batch statistics or random draws; those train one model at a time.
+
+torch is imported inside the functions: the registry imports this module's users during `validate`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from amulet_audit.inputs.data import TrainingRecipe
+from amulet_audit.inputs.model import _MODE_DEPENDENT, _kind
+
+_KEY_VERSION = "amulet-audit/reference-model/v1"
+_BETAS = (0.9, 0.999)  # torch.optim.Adam / AdamW defaults, as make_optimizer uses them
+_ADAM_EPS = 1e-8
+
+
+@dataclass
+class ReferenceModels:
+    """K trained reference models. `masks[k]` marks the pool records model k trained on.
+
+    `details` says which trainer ran (`{"trainer": "vectorised"|"sequential", "reason": ...}`) and how many
+    models came from the cache."""
+
+    masks: np.ndarray  # bool (K, n)
+    details: dict[str, Any]
+    _base: Any = None  # vectorised: the module whose forward is called with each model's tensors
+    _stacked: dict[str, Any] = field(default_factory=dict)  # vectorised: name -> tensor (K, ...)
+    _modules: list[Any] = field(default_factory=list)  # sequential: one trained module per model
+
+    def __len__(self) -> int:
+        return int(self.masks.shape[0])
+
+    def logits(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Every model's outputs (pre-softmax scores) on `x`: float64, shape (K, n, classes)."""
+        import torch
+
+        if self._modules:
+            from amulet_audit.risks.inference import logits
+
+            return np.stack([logits(m, x, batch_size) for m in self._modules])
+        forward = _vectorised_forward(self._base)
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(x), batch_size):
+                xb = torch.as_tensor(x[start:start + batch_size], dtype=torch.float32)
+                out.append(forward(self._stacked, xb).double().numpy())
+        return np.concatenate(out, axis=1) if out else np.zeros((len(self), 0, 0))
+
+    def state_dict(self, k: int) -> dict:
+        """Model k's state dict (parameter and buffer name -> tensor)."""
+        if self._modules:
+            return self._modules[k].state_dict()
+        return {name: t[k] for name, t in self._stacked.items()}
+
+
+def half_masks(n: int, k: int, seed: int) -> np.ndarray:
+    """(k, n) bool training masks in complementary pairs: model 2j trains on a random half of the n records,
+    model 2j+1 on the other half, so with k even every record is IN for k/2 models and OUT for k/2 (Carlini
+    et al. 2022 train each reference model on a random half of the pool). Pair j's half depends only on
+    (seed, j), so the first models of a larger set equal a smaller set's and their cached weights are reused."""
+    masks = np.zeros((k, n), dtype=bool)
+    for j in range((k + 1) // 2):
+        order = np.random.default_rng([seed, j]).permutation(n)
+        half = np.zeros(n, dtype=bool)
+        half[order[: n // 2]] = True
+        masks[2 * j] = half
+        if 2 * j + 1 < k:
+            masks[2 * j + 1] = ~half
+    return masks
+
+
+def architecture_id(model) -> str:
+    """A digest of the audited architecture that does not depend on its trained weights: module kinds,
+    TorchScript code where there is some, and parameter/buffer names, shapes and dtypes."""
+    module = model.module
+    h = hashlib.sha256(f"{model.format}|{model.architecture}".encode())
+    for name, sub in module.named_modules():
+        h.update(f"|{name}:{_kind(sub)}".encode())
+        try:
+            code = sub.code  # ScriptModules: the forward's source, weights excluded
+        except Exception:
+            code = type(sub).__module__ + "." + type(sub).__qualname__ + ":" + sub.extra_repr()
+        h.update(code.encode())
+    for name, t in module.state_dict().items():
+        h.update(f"|{name}:{tuple(t.shape)}:{t.dtype}".encode())
+    return h.hexdigest()
+
+
+def vectorisable(module) -> str:
+    """Why `module` cannot be trained with its siblings in one vectorised loop ('' when it can)."""
+    import torch
+
+    if isinstance(module, torch.jit.ScriptModule):
+        return ("TorchScript modules cannot be called with substituted parameters (torch.func.functional_call "
+                "refuses jitted modules), so each reference model was trained on its own")
+    mode = sorted({_kind(sub) for _, sub in module.named_modules() if any(k in _kind(sub) for k in _MODE_DEPENDENT)})
+    if mode:
+        return (f"the architecture has layers that behave differently in training ({', '.join(mode)}): batch "
+                "statistics and random draws would differ from one-at-a-time training, so each reference model "
+                "was trained on its own")
+    return ""
+
+
+def train_reference_models(model, x: np.ndarray, y: np.ndarray, masks: np.ndarray, recipe: TrainingRecipe, *,
+                           seed: int, cache=None, progress: Callable[[float], None] | None = None) -> ReferenceModels:
+    """Train K re-initialised copies of `model`'s architecture; copy k (initialised with `fresh_copy(seed + k)`)
+    trains on `x[masks[k]]`, `y[masks[k]]` with `recipe`, as `train_model(..., seed=seed + k)` would.
+
+    Trained together in one vectorised loop when the architecture allows it, one at a time otherwise
+    (`details["trainer"]` and `details["reason"]` say which and why). With a ModelCache, each model is stored
+    under a hash of the architecture, its seed, the recipe, its mask and the data, and loaded on later calls.
+    `progress(fraction)` is called as models finish. The audited model is never modified."""
+    masks = np.asarray(masks, dtype=bool)
+    if masks.ndim != 2 or masks.shape[1] != len(x) or len(x) != len(y):
+        raise ValueError(f"masks must have shape (K, {len(x)}) for {len(x)} records; got {masks.shape}")
+    if (masks.sum(axis=1) == 0).any():
+        raise ValueError("every reference model needs at least one training record")
+    k_models = masks.shape[0]
+    arch = architecture_id(model)
+    data_digest = _digest(x, y)
+    keys = [_model_key(arch, seed + k, recipe, masks[k], data_digest) for k in range(k_models)]
+    cached = [cache.load(key) if cache is not None else None for key in keys]
+    todo = [k for k in range(k_models) if cached[k] is None]
+
+    with _threads_for(model.module):
+        return _train(model, x, y, masks, recipe, seed=seed, cache=cache, progress=progress, keys=keys, cached=cached,
+                      todo=todo)
+
+
+_SMALL_MODEL = 1_000_000  # parameters
+
+
+@contextmanager
+def _threads_for(module):
+    """One torch CPU thread while training a small model, then the caller's setting again.
+
+    Mini-batches through a small network are too short for intra-op threads to pay off, and on a shared
+    machine oversubscribed threads slow such training many times over; larger models keep the caller's setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    small = sum(p.numel() for p in module.parameters()) < _SMALL_MODEL
+    if small and before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _train(model, x, y, masks, recipe, *, seed, cache, progress, keys, cached, todo) -> ReferenceModels:
+    import torch
+
+    k_models = masks.shape[0]
+    copies = [model.fresh_copy(seed + k) for k in range(k_models)]
+    # TorchScript refuses torch.func; its functional copy (an equivalent FX graph) does not
+    functional = model.functional_copy(seed, torch.as_tensor(x[:8], dtype=torch.float32))
+    base = functional.module if functional is not None else copies[0]
+    names = list(functional.params) if functional is not None else [n for n, _ in base.named_parameters()]
+    reason = vectorisable(base)
+    if not reason:
+        reason = _probe(base, names, x[:2])
+    details: dict[str, Any] = {"trainer": "sequential" if reason else "vectorised", "reason": reason,
+                               "n_models": k_models, "from_cache": k_models - len(todo)}
+
+    if reason:
+        modules = []
+        for k in range(k_models):
+            module = copies[k]
+            if cached[k] is not None:
+                module.load_state_dict(cached[k])
+                module.eval()
+            else:
+                from amulet_audit.inputs.training import train_model
+
+                train_model(module, x[masks[k]], y[masks[k]], recipe, seed=seed + k)
+                if cache is not None:
+                    cache.save(keys[k], module.state_dict())
+            modules.append(module)
+            if progress:
+                progress((k + 1) / k_models)
+        return ReferenceModels(masks, details, _modules=modules)
+
+    stacked: dict[str, torch.Tensor] = {}
+    states = [c.state_dict() for c in copies]
+    for name in states[0]:
+        stacked[name] = torch.stack([s[name].detach() for s in states]).clone()
+    for k in range(k_models):
+        if cached[k] is not None:
+            for name in stacked:
+                stacked[name][k] = cached[k][name]
+    if todo:
+        sub = {name: t[todo].clone() for name, t in stacked.items()}
+        trained = _train_vectorised(base, names, sub, x, y, masks[todo], recipe, [seed + k for k in todo],
+                                    progress=(lambda f: progress(f * len(todo) / k_models)) if progress else None)
+        for i, k in enumerate(todo):
+            for name in stacked:
+                stacked[name][k] = trained[name][i]
+            if cache is not None:
+                cache.save(keys[k], {name: t[k].clone() for name, t in stacked.items()})
+    if progress:
+        progress(1.0)
+    if functional is None:
+        base.eval()
+    return ReferenceModels(masks, details, _base=base, _stacked=stacked)
+
+
+def _digest(x: np.ndarray, y: np.ndarray) -> str:
+    from amulet_audit.run.cache import content_key
+
+    return content_key(np.ascontiguousarray(x), np.ascontiguousarray(y))
+
+
+def _model_key(arch: str, seed: int, recipe: TrainingRecipe, mask: np.ndarray, data_digest: str) -> str:
+    from amulet_audit.run.cache import content_key
+
+    return content_key(_KEY_VERSION, arch, seed, recipe.model_dump(), np.packbits(mask), len(mask), data_digest)
+
+
+def _vectorised_forward(base, *, per_model_inputs: bool = False):
+    """f(stacked, x) -> (K, n, classes): every model's forward on the same inputs x (n, ...), or with
+    `per_model_inputs` on its own inputs x[k] (x: (K, n, ...))."""
+    from torch.func import functional_call, vmap
+
+    def one(state, xb):
+        return functional_call(base, state, (xb,))
+
+    return vmap(one, in_dims=(0, 0 if per_model_inputs else None))
+
+
+def _probe(module, param_names: list[str], x: np.ndarray) -> str:
+    """'' if a vectorised forward and backward work for this module, else the reason they do not."""
+    import torch
+
+    try:
+        state = {n: torch.stack([t.detach(), t.detach()]).clone() for n, t in module.state_dict().items()}
+        for name in param_names:
+            state[name].requires_grad_(True)
+        out = _vectorised_forward(module)(state, torch.as_tensor(x, dtype=torch.float32))
+        out.sum().backward()
+    except Exception as exc:  # any failure of the functional path means: train one at a time
+        text = str(exc).strip().splitlines()
+        return f"the vectorised forward failed for this architecture ({type(exc).__name__}: {text[0][:160] if text else ''})"
+    return ""
+
+
+def _train_vectorised(base, param_names: list[str], state: dict, x: np.ndarray, y: np.ndarray, masks: np.ndarray,
+                      recipe: TrainingRecipe, seeds: list[int], *, progress=None) -> dict:
+    """Mini-batch cross-entropy training of the stacked models in `state` (name -> (K, ...) tensors).
+
+    Per epoch, model k draws `torch.randperm(n_k, generator=gen_k)` over its own n_k records and takes batches of
+    `recipe.batch_size` (the last one shorter), exactly as `train_model` does; models with fewer records pad their
+    batches with zero-weight rows and skip optimizer steps once their epoch is done. All parameters live in one
+    (K, P) tensor, so the optimizer runs a handful of operations per step whatever the number of layers."""
+    import torch
+    import torch.nn.functional as F
+
+    k_models = masks.shape[0]
+    bs = recipe.batch_size
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    yt = torch.as_tensor(y, dtype=torch.long)
+    subsets = [torch.as_tensor(np.flatnonzero(m), dtype=torch.long) for m in masks]
+    sizes = torch.tensor([len(s) for s in subsets])
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    steps = math.ceil(int(sizes.max()) / bs)
+    width = steps * bs
+
+    shapes = [state[n].shape[1:] for n in param_names]
+    numels = [int(np.prod(sh, dtype=np.int64)) for sh in shapes]
+    flat = torch.cat([state[n].reshape(k_models, -1) for n in param_names], dim=1).detach().clone().requires_grad_(True)
+    buffers = {n: t for n, t in state.items() if n not in param_names}
+    opt = _StackedOptimizer(flat, recipe, k_models)
+    forward = _vectorised_forward(base, per_model_inputs=True)
+    if not hasattr(base, "graph"):  # an exported graph (TorchScript's functional copy) has its mode fixed
+        base.train()
+
+    # per step: 0/1 row weights (K, bs), which models step, and whether all do (the same every epoch)
+    col = torch.arange(bs)
+    plan = []
+    for s in range(steps):
+        weight = ((s * bs + col)[None, :] < sizes[:, None]).to(torch.float32)
+        active = weight[:, 0] > 0
+        plan.append((weight, weight.sum(dim=1).clamp_min(1.0), active, bool(active.all())))
+    epochs = recipe.epochs
+    for epoch in range(epochs):
+        idx = torch.zeros((k_models, width), dtype=torch.long)  # model k's permuted subset, padded
+        for k in range(k_models):
+            order = torch.randperm(len(subsets[k]), generator=gens[k])
+            idx[k, : len(order)] = subsets[k][order]
+        xe, ye = xt[idx], yt[idx]  # (K, width, ...) for the whole epoch
+        for s, (weight, count, active, every) in enumerate(plan):
+            xb, yb = xe[:, s * bs:(s + 1) * bs], ye[:, s * bs:(s + 1) * bs]
+            params = {n: t.view(k_models, *sh) for n, t, sh in zip(param_names, flat.split(numels, dim=1), shapes)}
+            out = forward({**params, **buffers}, xb)
+            ce = F.cross_entropy(out.reshape(k_models * bs, -1), yb.reshape(-1), reduction="none").reshape(k_models, bs)
+            # each model's loss is the mean over its real rows, as F.cross_entropy's default in train_model
+            loss = ((ce * weight).sum(dim=1) / count).sum()
+            flat.grad = None
+            loss.backward()
+            opt.step(active, every)
+        if progress:
+            progress((epoch + 1) / epochs)
+    trained = dict(buffers)
+    for n, t, sh in zip(param_names, flat.detach().split(numels, dim=1), shapes):
+        trained[n] = t.reshape(k_models, *sh).clone()
+    return {n: trained[n] for n in state}
+
+
+class _StackedOptimizer:
+    """torch.optim's Adam, AdamW and SGD (momentum, weight decay; no dampening or Nesterov, as `make_optimizer`
+    builds them) applied to the stacked parameters `flat` (K, P), with one step count per model: a model whose
+    epoch has ended (`active[k]` False) is left untouched, optimizer state included.
+
+    Adam (Kingma & Ba 2015) with L2 weight decay: g += wd*p; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
+    p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps). AdamW (Loshchilov & Hutter 2019): p *= 1 - lr*wd, then
+    the same step without the L2 term. SGD: g += wd*p; b = g at the first step, else b = mu*b + g; p -= lr*b."""
+
+    def __init__(self, flat, recipe: TrainingRecipe, k_models: int):
+        import torch
+
+        self.flat = flat
+        self.kind = recipe.optimizer
+        self.lr = recipe.lr
+        self.wd = recipe.weight_decay
+        self.momentum = recipe.momentum
+        self.t = torch.zeros(k_models, 1, dtype=torch.float64)
+        self.m = torch.zeros_like(flat, requires_grad=False)
+        self.v = torch.zeros_like(flat, requires_grad=False) if self.kind != "sgd" else None
+
+    def step(self, active, every: bool) -> None:
+        import torch
+
+        self.t = self.t + active.to(torch.float64)[:, None]
+        p, g = self.flat.detach(), self.flat.grad
+        with torch.no_grad():
+            if self.kind == "sgd":
+                if self.wd != 0:
+                    g = g.add(p, alpha=self.wd)
+                if self.momentum != 0:
+                    m = torch.where(self.t == 1.0, g, self.m * self.momentum + g)
+                else:
+                    m = g
+                self._commit(p - self.lr * m, m, None, active, every)
+                return
+            b1, b2 = _BETAS
+            t = self.t.clamp_min(1.0)
+            step_size = (self.lr / (1.0 - b1 ** t)).to(torch.float32)
+            bc2_sqrt = torch.sqrt(1.0 - b2 ** t).to(torch.float32)
+            if self.kind == "adamw":
+                decayed = p * (1.0 - self.lr * self.wd)
+            else:
+                decayed = p
+                if self.wd != 0:
+                    g = g.add(p, alpha=self.wd)
+            if every:  # the usual case: update in place, no temporaries beyond the denominator
+                self.m.lerp_(g, 1.0 - b1)
+                self.v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+                denom = self.v.sqrt().div_(bc2_sqrt).add_(_ADAM_EPS)
+                if self.kind == "adamw":
+                    p.copy_(decayed)
+                p.sub_(denom.reciprocal_().mul_(self.m).mul_(step_size))
+                return
+            m = self.m.lerp(g, 1.0 - b1)
+            v = self.v.mul(b2).addcmul_(g, g, value=1.0 - b2)
+            denom = (v.sqrt() / bc2_sqrt).add_(_ADAM_EPS)
+            self._commit(decayed - (m / denom) * step_size, m, v, active, every)
+
+    def _commit(self, new_p, m, v, active, every: bool) -> None:
+        import torch
+
+        if not every:
+            keep = active[:, None]
+            new_p = torch.where(keep, new_p, self.flat.detach())
+            m = torch.where(keep, m, self.m)
+            v = torch.where(keep, v, self.v) if v is not None else None
+        self.flat.data.copy_(new_p)
+        self.m = m
+        if v is not None:
+            self.v = v
