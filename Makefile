@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml requirements.txt | $(SYSSTAMP)
 
 demo: $(STAMP)
 	$(PY) examples/credit/train.py
-	$(VENV)/bin/amulet-audit examples/credit/model.pt --policy eu_ai_act --out build/demo --exit-zero
+	$(VENV)/bin/amulet-audit examples/credit/model.pt --policy eu_ai_act --out build/demo --profile quick --exit-zero
 
 test: $(STAMP)
 	$(PY) -m pytest -q

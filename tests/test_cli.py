@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import AMULET, ROOT
+from conftest import AMULET
 
 
 def run(*args, cwd=None):

@@ -12,7 +12,7 @@ import hashlib
 import io
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -137,31 +137,27 @@ def robustness_curve(
         return _to_svg(fig, f"Robust accuracy against perturbation budget ({norm_label})")
 
 
-def roc_loglog(
-    fpr: Sequence[float],
-    tpr: Sequence[float],
-    *,
-    n_members: int | None = None,
-    n_nonmembers: int | None = None,
-    auc: float | None = None,
-    attack: str = "attack",
-) -> Markup:
-    """Membership-inference ROC on log-log axes, from max(1e-4, 1/n) to 1, with the chance line.
+def roc_loglog(curves: Sequence[Mapping[str, Any]], *, n_members: int | None = None,
+                n_nonmembers: int | None = None) -> Markup:
+    """Several membership ROC curves on shared log-log axes from max(1e-4, 1/n) to 1, with the chance line.
 
-    Log axes show the low false-positive region where a membership attack matters most.
-    """
-    sizes = [n for n in (n_members, n_nonmembers) if n]
-    low = max(1e-4, 1.0 / min(sizes)) if sizes else 1e-4
-    pairs = [(float(f), float(t)) for f, t in zip(fpr, tpr) if _is_number(f) and _is_number(t)]
+    Each curve is {"label": str, "fpr": [...], "tpr": [...]} with rates in 0..1; colours follow the report
+    palette and line styles differ too, so curves stay apart in greyscale."""
     from matplotlib.ticker import FuncFormatter
 
-    with _figure((4.2, 3.4)) as (fig, ax):
-        ax.plot([low, 1], [low, 1], color=MUTED, linestyle="--", linewidth=1.1, label="chance (random guess)")
-        if pairs:
-            xs = [min(max(f, low), 1.0) for f, _ in pairs]
-            ys = [min(max(t, low), 1.0) for _, t in pairs]
-            label = f"{attack} attack" + (f" (AUC {auc:.3f})" if auc is not None else "")
-            ax.plot(xs, ys, color=PALETTE[3], linewidth=1.8, label=label, drawstyle="steps-post")
+    sizes = [n for n in (n_members, n_nonmembers) if n]
+    low = max(1e-4, 1.0 / min(sizes)) if sizes else 1e-4
+    styles = ("-", "--", "-.", ":")
+    with _figure((4.8, 3.8)) as (fig, ax):
+        ax.plot([low, 1], [low, 1], color=MUTED, linestyle=(0, (1, 2)), linewidth=1.0, label="chance (random guess)")
+        for i, curve in enumerate(curves):
+            pairs = [(float(f), float(t)) for f, t in zip(curve["fpr"], curve["tpr"])
+                     if _is_number(f) and _is_number(t)]
+            if not pairs:
+                continue
+            ax.plot([min(max(f, low), 1.0) for f, _ in pairs], [min(max(t, low), 1.0) for _, t in pairs],
+                    color=PALETTE[(i + 3) % len(PALETTE)], linestyle=styles[i % len(styles)],
+                    linewidth=1.7, label=str(curve["label"]), drawstyle="steps-post")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlim(low, 1)
@@ -174,7 +170,7 @@ def roc_loglog(
         ax.set_xlabel("false-positive rate (non-members flagged)")
         ax.set_ylabel("true-positive rate (members found)")
         ax.legend(loc="lower right")
-        return _to_svg(fig, "Membership-inference ROC curve on logarithmic axes")
+        return _to_svg(fig, "Membership-inference ROC curves of every attack, on logarithmic axes")
 
 
 def group_rates(groups: Sequence[dict[str, Any]], *, attribute: str) -> Markup:

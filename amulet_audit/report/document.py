@@ -22,7 +22,7 @@ from amulet_audit.report import charts, compliance
 from amulet_audit.report import evidence_security
 from amulet_audit.report import evidence_privacy
 from amulet_audit.report import evidence_membership
-from amulet_audit.results.model import AuditResult, Interaction, RequirementResult, Threshold, Verdict
+from amulet_audit.results.model import AuditResult, RequirementResult, Threshold, Verdict
 
 
 # --- the tree ---------------------------------------------------------------------------------
@@ -439,25 +439,6 @@ def _evasion(details: Mapping[str, Any], reqs: Sequence[RequirementResult]) -> l
         numeric=frozenset({0, 1, 2}),
     )
     return [Chart("Robust accuracy against perturbation budget", svg, caption), table]
-
-
-def _membership(details: Mapping[str, Any], reqs: Sequence[RequirementResult]) -> list[Block]:
-    roc = details.get("roc") or {}
-    if not roc.get("fpr"):
-        return []
-    svg = charts.roc_loglog(
-        roc["fpr"],
-        roc["tpr"],
-        n_members=details.get("n_members"),
-        n_nonmembers=details.get("n_nonmembers"),
-        auc=details.get("auc"),
-        attack=reqs[0].attack,
-    )
-    caption = (
-        "Both axes are logarithmic, starting at the smallest rate the sample resolves; a curve above the "
-        "diagonal means the attack tells members from non-members better than chance."
-    )
-    return [Chart("Membership-inference ROC (log-log)", svg, caption)]
 
 
 _GROUP_COLUMNS = (("count", "Count"), ("selection_rate", "Selection rate"), ("tpr", "TPR"), ("fpr", "FPR"),

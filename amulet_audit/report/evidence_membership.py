@@ -10,49 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from markupsafe import Markup
 
 from amulet_audit.report import charts
 
 if TYPE_CHECKING:
     from amulet_audit.report import document as doc
     from amulet_audit.results.model import RequirementResult
-
-
-def roc_overlay(curves: Sequence[Mapping[str, Any]], *, n_members: int | None = None,
-                n_nonmembers: int | None = None) -> Markup:
-    """Several membership ROC curves on shared log-log axes from max(1e-4, 1/n) to 1, with the chance line.
-
-    Each curve is {"label": str, "fpr": [...], "tpr": [...]} with rates in 0..1; colours follow the report
-    palette and line styles differ too, so curves stay apart in greyscale."""
-    from matplotlib.ticker import FuncFormatter
-
-    sizes = [n for n in (n_members, n_nonmembers) if n]
-    low = max(1e-4, 1.0 / min(sizes)) if sizes else 1e-4
-    styles = ("-", "--", "-.", ":")
-    with charts._figure((4.8, 3.8)) as (fig, ax):
-        ax.plot([low, 1], [low, 1], color=charts.MUTED, linestyle=(0, (1, 2)), linewidth=1.0, label="chance (random guess)")
-        for i, curve in enumerate(curves):
-            pairs = [(float(f), float(t)) for f, t in zip(curve["fpr"], curve["tpr"])
-                     if charts._is_number(f) and charts._is_number(t)]
-            if not pairs:
-                continue
-            ax.plot([min(max(f, low), 1.0) for f, _ in pairs], [min(max(t, low), 1.0) for _, t in pairs],
-                    color=charts.PALETTE[(i + 3) % len(charts.PALETTE)], linestyle=styles[i % len(styles)],
-                    linewidth=1.7, label=str(curve["label"]), drawstyle="steps-post")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlim(low, 1)
-        ax.set_ylim(low, 1)
-        ax.set_aspect("equal")
-        ax.grid(True, which="major")
-        plain = FuncFormatter(lambda v, _: f"{v:g}")
-        ax.xaxis.set_major_formatter(plain)
-        ax.yaxis.set_major_formatter(plain)
-        ax.set_xlabel("false-positive rate (non-members flagged)")
-        ax.set_ylabel("true-positive rate (members found)")
-        ax.legend(loc="lower right")
-        return charts._to_svg(fig, "Membership-inference ROC curves of every attack, on logarithmic axes")
 
 
 def _run_label(run: Sequence[RequirementResult]) -> str:
@@ -82,7 +45,7 @@ def combined_roc(runs: Sequence[Sequence[RequirementResult]]) -> doc.Evidence | 
               for run in charted]
     members = [r[0].details.get("n_members") for r in charted if isinstance(r[0].details.get("n_members"), int)]
     nonmembers = [r[0].details.get("n_nonmembers") for r in charted if isinstance(r[0].details.get("n_nonmembers"), int)]
-    svg = roc_overlay(curves, n_members=max(members, default=None), n_nonmembers=max(nonmembers, default=None))
+    svg = charts.roc_loglog(curves, n_members=max(members, default=None), n_nonmembers=max(nonmembers, default=None))
     caption = (
         "Every membership attack of this audit on the same logarithmic axes, starting at the smallest rate the "
         "sample resolves. A curve above the diagonal tells members from non-members better than chance; the left "

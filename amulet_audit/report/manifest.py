@@ -19,6 +19,7 @@ from pathlib import Path
 
 from amulet_audit import __version__
 from amulet_audit.atomic import write_text_atomic
+from amulet_audit.inputs.data import sha256_file
 from amulet_audit.errors import InputError
 
 MANIFEST_NAME = "manifest.json"
@@ -30,18 +31,10 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_path(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def manifest_dict(folder: str | Path) -> dict:
     """The manifest of the report files present in `folder` (SHA-256 hex digests)."""
     folder = Path(folder)
-    files = {name: sha256_path(folder / name) for name in RECORDED if (folder / name).is_file()}
+    files = {name: sha256_file(folder / name) for name in RECORDED if (folder / name).is_file()}
     return {
         "tool": f"amulet-audit {__version__}",
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -103,7 +96,7 @@ def verify_folder(folder: str | Path) -> Verification:
         path = folder / name
         if not path.is_file():
             out.checked.append((name, "missing"))
-        elif sha256_path(path) != digest:
+        elif sha256_file(path) != digest:
             out.checked.append((name, "altered (SHA-256 differs from the manifest)"))
         else:
             out.checked.append((name, "ok"))

@@ -106,5 +106,15 @@ class Attack:
     def get_params(self) -> dict[str, Any]:
         return {**self.defaults, **self.params}
 
+    def validated_params(self) -> dict[str, Any]:
+        """`get_params()`, checked against `parameter_constraints` (ValueError naming every problem)."""
+        from amulet_audit.risks.params import validate_params
+
+        params = self.get_params()
+        problems = validate_params(self.name, self.parameter_constraints, params)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return params
+
     def run(self, ctx: AttackContext) -> AttackResult:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -296,12 +296,7 @@ class LiRA(Attack):
     }
 
     def run(self, ctx: AttackContext) -> AttackResult:
-        from amulet_audit.risks.params import validate_params
-
-        p = self.get_params()
-        problems = validate_params(self.name, self.parameter_constraints, p)
-        if problems:
-            raise ValueError("; ".join(problems))
+        p = self.validated_params()
         k = p["n_reference"] or _LIRA_MODELS.get(ctx.profile.name, 16)
         x, y, is_member, (i_in, i_out), masks, refs, info = _reference_pool(ctx, p["samples"], k)
         target = logit_confidence(logits(ctx.model.module, x), y)
@@ -337,12 +332,7 @@ class RMIA(Attack):
     }
 
     def run(self, ctx: AttackContext) -> AttackResult:
-        from amulet_audit.risks.params import validate_params
-
-        p = self.get_params()
-        problems = validate_params(self.name, self.parameter_constraints, p)
-        if problems:
-            raise ValueError("; ".join(problems))
+        p = self.validated_params()
         k = p["n_reference"] or _RMIA_MODELS.get(ctx.profile.name, 4)
         x, y, is_member, (i_in, i_out), masks, refs, info = _reference_pool(ctx, p["samples"], k)
         data = ctx.data
