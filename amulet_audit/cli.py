@@ -15,6 +15,9 @@ from amulet_audit import __version__
 from amulet_audit.errors import InputError
 
 
+SMALL_MODEL = 1_000_000  # parameters: below this, one torch thread per process unless --threads says otherwise
+
+
 class ExitCode(IntEnum):
     OK = 0
     FINDINGS = 1  # a requirement fails or is indeterminate; `diff`: a regression; `verify`: altered
@@ -58,7 +61,7 @@ def _audit_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=["quick", "standard", "thorough"], default="standard",
                    help="attack budgets: quick (smoke test), standard (default), thorough (certification)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="CPU threads per process for torch (default: torch's choice; 1 is fastest for small models on busy machines)")
+                   help="CPU threads per process for torch (default: 1 for models under a million parameters, else torch's choice)")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="run the baseline and each defense's evaluation in N local processes (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed and inputs give the same numbers (default 0)")
@@ -171,13 +174,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
     out = _out_dir(args.out)
     model_path = Path(args.model)
     loaded = load_policy(args.policy)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise InputError(f"--threads {args.threads}: must be at least 1.")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads {args.threads}: must be at least 1.")
     model = load_model(model_path, arch=args.arch, trust_pickle=args.trust_pickle)
+    import torch
+
+    # Small models run their many short mini-batch steps fastest on one thread; intra-op threads only add
+    # synchronisation (and oversubscribe a busy machine). Larger models keep torch's default.
+    torch.set_num_threads(args.threads or (1 if model.parameters < SMALL_MODEL else torch.get_num_threads()))
     data = load_data(_data_path(model_path, args.data))
     _check_model_fits(model, data)
     baseline = _read_baseline(args.baseline)
