@@ -203,40 +203,40 @@ def _measured_at(xs: Sequence[float], ys: Sequence[float], x: float) -> float | 
     return next((y for xi, y in zip(xs, ys) if math.isclose(xi, x, rel_tol=1e-9, abs_tol=1e-12)), None)
 
 
-def interaction_heatmap(defenses: Sequence[str], columns: Sequence[str], cells: dict[tuple[str, str], dict[str, Any]]) -> Markup:
-    """Defense x requirement grid. Colour: how much the risk grew (red) or shrank (blue), relative to the largest
-    change in the grid; text: the signed change of the metric; a bold frame marks risks the defense is meant for,
-    a "!" a flagged unintended worsening. `cells[(defense, column)]`: {delta, harm, intended, flagged}."""
+def interaction_heatmap(defenses: Sequence[str], rows: Sequence[str], cells: dict[tuple[str, str], dict[str, Any]]) -> Markup:
+    """Requirement (row) x defense (column) grid. Colour: how much the risk grew (red) or shrank (blue), relative to
+    the largest change in the grid; text: the signed change of the metric; a bold frame marks risks the defense is
+    meant for, a "!" a flagged unintended worsening. `cells[(defense, row)]`: {delta, harm, intended, flagged}."""
     import numpy as np
     from matplotlib.colors import TwoSlopeNorm
     from matplotlib.patches import Rectangle
 
-    harm = np.full((len(defenses), len(columns)), np.nan)
-    for (d, c), cell in cells.items():
-        harm[defenses.index(d), columns.index(c)] = cell["harm"]
+    harm = np.full((len(rows), len(defenses)), np.nan)
+    for (d, r), cell in cells.items():
+        harm[rows.index(r), defenses.index(d)] = cell["harm"]
     scale = float(np.nanmax(np.abs(harm))) if np.isfinite(harm).any() and np.nanmax(np.abs(harm)) > 0 else 1.0
-    height = 0.9 + 0.42 * len(defenses)
-    with _figure((6.6, height)) as (fig, ax):
+    with _figure((6.4, 1.0 + 0.3 * len(rows))) as (fig, ax):
         ax.grid(False)
         # pcolormesh draws vector cells (imshow would embed a bitmap)
-        image = ax.pcolormesh(np.arange(len(columns) + 1) - 0.5, np.arange(len(defenses) + 1) - 0.5,
+        image = ax.pcolormesh(np.arange(len(defenses) + 1) - 0.5, np.arange(len(rows) + 1) - 0.5,
                               np.ma.masked_invalid(harm), cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -scale, scale),
                               edgecolors="white", linewidth=1.0)
-        ax.set_xlim(-0.5, len(columns) - 0.5)
-        ax.set_ylim(len(defenses) - 0.5, -0.5)
-        for (d, c), cell in cells.items():
-            i, j = defenses.index(d), columns.index(c)
-            text = f"{cell['delta']:+.3f}" + (" !" if cell["flagged"] else "")
+        ax.set_xlim(-0.5, len(defenses) - 0.5)
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        for (d, r), cell in cells.items():
+            i, j = rows.index(r), defenses.index(d)
             strong = abs(cell["harm"]) > 0.6 * scale
-            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if strong else INK,
-                    fontweight="bold" if cell["flagged"] else "normal")
+            ax.text(j, i, f"{cell['delta']:+.3f}" + (" !" if cell["flagged"] else ""), ha="center", va="center",
+                    fontsize=7, color="white" if strong else INK, fontweight="bold" if cell["flagged"] else "normal")
             if cell["intended"]:
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=INK, linewidth=1.6))
-        ax.set_xticks(range(len(columns)), columns, rotation=35, ha="right", fontsize=7)
-        ax.set_yticks(range(len(defenses)), defenses, fontsize=8)
+        ax.xaxis.tick_top()
+        ax.set_xticks(range(len(defenses)), defenses, fontsize=7.5)
+        ax.set_yticks(range(len(rows)), rows, fontsize=7.5)
+        ax.tick_params(length=0)
         for side in ("left", "bottom"):
             ax.spines[side].set_visible(False)
-        bar = fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
+        bar = fig.colorbar(image, ax=ax, fraction=0.035, pad=0.02)
         bar.set_label("risk change (red: worse)", fontsize=7)
         bar.ax.tick_params(labelsize=6)
         return _to_svg(fig, "Change of every requirement's metric under each defense")

@@ -672,7 +672,7 @@ def _interactions(result: AuditResult) -> Interactions | None:
     )
     return Interactions(
         intro, table,
-        heatmap=Chart("Defense × requirement: signed change of each requirement's metric",
+        heatmap=Chart("Requirement × defense: signed change of each requirement's metric",
                       charts.interaction_heatmap(defenses, columns, cells),
                       "Cell text: defended minus baseline value, in the metric's own units."),
         sentences=view.sentences(result, _lower_label, fmt_number), utility=utility,

@@ -83,10 +83,10 @@ def _join(parts: list[str]) -> str:
 def heatmap_cells(result: AuditResult) -> tuple[list[str], list[str], dict]:
     defenses = list(dict.fromkeys([d.name for d in result.defenses if not d.not_applicable]
                                   + [i.defense for i in result.interactions]))
-    columns = [r.id for r in result.requirements if any(i.requirement == r.id for i in result.interactions)]
+    rows = [r.id for r in result.requirements if any(i.requirement == r.id for i in result.interactions)]
     cells = {
         (i.defense, i.requirement): {"delta": i.delta, "harm": abs(i.delta) if i.worse else -abs(i.delta),
                                      "intended": i.intended, "flagged": i.flagged}
         for i in result.interactions
     }
-    return defenses, columns, cells
+    return defenses, rows, cells
