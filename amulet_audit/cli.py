@@ -15,9 +15,6 @@ from amulet_audit import __version__
 from amulet_audit.errors import InputError
 
 
-SMALL_MODEL = 1_000_000  # parameters: below this, one torch thread per process unless --threads says otherwise
-
-
 class ExitCode(IntEnum):
     OK = 0
     FINDINGS = 1  # a requirement fails or is indeterminate; `diff`: a regression; `verify`: altered
@@ -179,9 +176,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     model = load_model(model_path, arch=args.arch, trust_pickle=args.trust_pickle)
     import torch
 
-    # Small models run their many short mini-batch steps fastest on one thread; intra-op threads only add
-    # synchronisation (and oversubscribe a busy machine). Larger models keep torch's default.
-    torch.set_num_threads(args.threads or (1 if model.parameters < SMALL_MODEL else torch.get_num_threads()))
+    from amulet_audit.threads import threads_for
+
+    torch.set_num_threads(args.threads or threads_for(model.module))
     data = load_data(_data_path(model_path, args.data))
     _check_model_fits(model, data)
     baseline = _read_baseline(args.baseline)

@@ -19,17 +19,6 @@ from amulet_audit.risks.reconstruction import ModelInversion
 from conftest import ROOT, context, make_tabular
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small models train many times faster on one thread when other jobs share the cores."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _as_json(result) -> str:
     return json.dumps({"metrics": {k: [m.value, m.ci, m.n] for k, m in result.metrics.items()},
                        "details": result.details, "na": result.not_applicable}, sort_keys=True)

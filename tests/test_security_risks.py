@@ -21,17 +21,6 @@ RECIPE = TrainingRecipe(epochs=10, batch_size=128, optimizer="adam", lr=0.002)
 EPS = 0.1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small models train many times faster on one thread when other jobs share the two cores."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _adult_module():
     key = "_amulet_test_adult_train"
     if key not in sys.modules:

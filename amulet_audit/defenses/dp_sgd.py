@@ -10,10 +10,16 @@ audited architecture before any attack runs on it.
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral, Real
 
 from amulet_audit.defenses.base import Defense, DefenseContext, DefenseNotApplicable
 from amulet_audit.risks.params import Interval, OptionalOf
+
+
+# Rényi orders for the accountant: Opacus's defaults stop at 63, which is not enough for small epsilons with
+# few steps (its "optimal order is the largest alpha" warning); a wider range gives the tighter bound.
+ALPHAS = [1 + x / 10.0 for x in range(1, 100)] + list(range(11, 64)) + [80, 96, 128, 192, 256, 384, 512, 1024]
 
 
 class DPSGD(Defense):
@@ -41,8 +47,10 @@ class DPSGD(Defense):
         epochs = p["epochs"] or min(recipe.epochs, cap)
         q = min(1.0, (p["batch_size"] or max(recipe.batch_size, 256)) / n)
         steps = max(1, int(round(epochs / q)))
-        sigma = get_noise_multiplier(target_epsilon=p["epsilon"], target_delta=delta, sample_rate=q, steps=steps,
-                                     accountant="rdp")
+        with warnings.catch_warnings():  # the search tries tiny noise levels, where any order range is too short
+            warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+            sigma = get_noise_multiplier(target_epsilon=p["epsilon"], target_delta=delta, sample_rate=q, steps=steps,
+                                         accountant="rdp", alphas=ALPHAS)
         return {"delta": delta, "epochs": epochs, "sample_rate": q, "steps": steps, "noise_multiplier": float(sigma)}
 
     def fit(self, ctx: DefenseContext, x_np, y_np, recipe, seed):
@@ -98,7 +106,7 @@ class DPSGD(Defense):
                 if ctx.progress and step % 20 == 0:
                     ctx.progress(step / steps)
             state = {**{k: v.detach() for k, v in params.items()}, **buffers,
-                     "__spent_epsilon__": torch.tensor(accountant.get_epsilon(sched["delta"]))}
+                     "__spent_epsilon__": torch.tensor(accountant.get_epsilon(sched["delta"], alphas=ALPHAS))}
             cache.save(key, state)
         self._spent = float(state["__spent_epsilon__"])
         copy.load_state_dict({k: v for k, v in state.items() if k != "__spent_epsilon__"})

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import contextmanager
 from numbers import Integral, Real
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec
 from amulet_audit.risks.params import Interval, OptionalOf, Options
 from amulet_audit.stats import binomial_ci
+from amulet_audit.threads import model_threads
 
 CLEAN_ACCURACY = MetricSpec("clean_accuracy", "Accuracy on unperturbed holdout records.", higher_is_worse=False, kind="rate")
 ROBUST_ACCURACY = MetricSpec(
@@ -36,21 +36,6 @@ _CURVE = {4: (0, 0.5, 1, 2), 6: (0, 0.25, 0.5, 1, 2, 4), 8: (0, 0.125, 0.25, 0.5
 # "On Evaluating Adversarial Robustness", §5: an unbounded attack must reach 100% success).
 NEAR_ZERO = 0.05
 BATCH = 512
-
-
-@contextmanager
-def one_torch_thread():
-    """Run torch on one intra-op thread inside the block, restoring the count after. The models audited here are
-    small: one thread is as fast as several on an idle machine, and many times faster when other processes share
-    the cores (spinning intra-op threads then wait on each other)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _view(v, like):
@@ -320,7 +305,7 @@ class _Evasion(Attack):
         return {}
 
     def run(self, ctx: AttackContext) -> AttackResult:
-        with one_torch_thread():
+        with model_threads(ctx.model.module):
             return self._run(ctx)
 
     def _run(self, ctx: AttackContext) -> AttackResult:

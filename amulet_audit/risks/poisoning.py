@@ -71,9 +71,9 @@ class _Poisoning(Attack):
         raise NotImplementedError
 
     def run(self, ctx: AttackContext) -> AttackResult:
-        from amulet_audit.risks.evasion import one_torch_thread
+        from amulet_audit.threads import model_threads
 
-        with one_torch_thread():
+        with model_threads(ctx.model.module):
             return self._run(ctx)
 
     def _run(self, ctx: AttackContext) -> AttackResult:

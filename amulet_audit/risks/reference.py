@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from amulet_audit.inputs.data import TrainingRecipe
 from amulet_audit.inputs.model import _MODE_DEPENDENT, _kind
+from amulet_audit.threads import model_threads
 
 _KEY_VERSION = "amulet-audit/reference-model/v1"
 _BETAS = (0.9, 0.999)  # torch.optim.Adam / AdamW defaults, as make_optimizer uses them
@@ -140,31 +140,9 @@ def train_reference_models(model, x: np.ndarray, y: np.ndarray, masks: np.ndarra
     cached = [cache.load(key) if cache is not None else None for key in keys]
     todo = [k for k in range(k_models) if cached[k] is None]
 
-    with _threads_for(model.module):
+    with model_threads(model.module):
         return _train(model, x, y, masks, recipe, seed=seed, cache=cache, progress=progress, keys=keys, cached=cached,
                       todo=todo)
-
-
-_SMALL_MODEL = 1_000_000  # parameters
-
-
-@contextmanager
-def _threads_for(module):
-    """One torch CPU thread while training a small model, then the caller's setting again.
-
-    Mini-batches through a small network are too short for intra-op threads to pay off, and on a shared
-    machine oversubscribed threads slow such training many times over; larger models keep the caller's setting."""
-    import torch
-
-    before = torch.get_num_threads()
-    small = sum(p.numel() for p in module.parameters()) < _SMALL_MODEL
-    if small and before > 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 def _train(model, x, y, masks, recipe, *, seed, cache, progress, keys, cached, todo) -> ReferenceModels:
