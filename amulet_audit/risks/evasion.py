@@ -19,7 +19,6 @@ import numpy as np
 from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec
 from amulet_audit.risks.params import Interval, OptionalOf, Options
 from amulet_audit.stats import binomial_ci
-from amulet_audit.threads import model_threads
 
 CLEAN_ACCURACY = MetricSpec("clean_accuracy", "Accuracy on unperturbed holdout records.", higher_is_worse=False, kind="rate")
 ROBUST_ACCURACY = MetricSpec(
@@ -305,10 +304,6 @@ class _Evasion(Attack):
         return {}
 
     def run(self, ctx: AttackContext) -> AttackResult:
-        with model_threads(ctx.model.module):
-            return self._run(ctx)
-
-    def _run(self, ctx: AttackContext) -> AttackResult:
         p = self.get_params()
         data, module = ctx.data, ctx.model.module
         rng = np.random.default_rng(ctx.seed)

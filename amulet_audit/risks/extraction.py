@@ -84,12 +84,6 @@ class Extraction(Attack):
     }
 
     def run(self, ctx: AttackContext) -> AttackResult:
-        from amulet_audit.threads import model_threads
-
-        with model_threads(ctx.model.module):
-            return self._run(ctx)
-
-    def _run(self, ctx: AttackContext) -> AttackResult:
         from amulet_audit.risks.inference import logits
 
         p = self.get_params()

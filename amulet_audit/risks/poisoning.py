@@ -71,12 +71,6 @@ class _Poisoning(Attack):
         raise NotImplementedError
 
     def run(self, ctx: AttackContext) -> AttackResult:
-        from amulet_audit.threads import model_threads
-
-        with model_threads(ctx.model.module):
-            return self._run(ctx)
-
-    def _run(self, ctx: AttackContext) -> AttackResult:
         p = self.get_params()
         data = ctx.data
         if p["target"] is not None and p["target"] >= data.n_classes:
