@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ import yaml
 # Small models train fastest on one thread, and the suite's subprocesses must not oversubscribe the cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+# Trained copies are cached for this run only, never in the user's cache.
+os.environ.setdefault("AMULET_AUDIT_CACHE", tempfile.mkdtemp(prefix="amulet-audit-test-cache-"))
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("AMULET_AUDIT_SHARED", ROOT.parent / "shared"))

@@ -18,7 +18,10 @@ def default_root() -> Path:
     env = os.environ.get("AMULET_AUDIT_CACHE")
     if env:
         return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "amulet-audit" / "models"
+    from amulet_audit import __version__
+
+    # per release: a new release may train differently, so it never reads an older release's models
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "amulet-audit" / "models" / __version__
 
 
 def content_key(*parts: Any) -> str:
