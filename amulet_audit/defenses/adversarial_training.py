@@ -11,13 +11,11 @@ from amulet_audit.risks.params import Interval, OptionalOf, Options
 
 def pgd_examples(module, x, y, *, eps: float, norm: str, steps: int, step_size: float, bounds, gen):
     """PGD adversarial examples for a batch (tensors in, tensor out), random start, no restarts."""
-    from amulet_audit.risks.evasion import _direction, _loss_grad, _project, _random_delta
+    from amulet_audit.risks.evasion import _project, _random_delta, pgd_steps
 
-    adv = _project(x, x + _random_delta(x, eps, norm, gen), eps, norm, bounds)
-    for _ in range(steps):
-        _, grad, _ = _loss_grad(module, adv, y)
-        adv = _project(x, adv + step_size * _direction(grad, norm), eps, norm, bounds)
-    return adv.detach()
+    adv, _ = pgd_steps(module, x, y, _project(x, x + _random_delta(x, eps, norm, gen), eps, norm, bounds),
+                       eps=eps, norm=norm, steps=steps, step_size=step_size, bounds=bounds)
+    return adv
 
 
 class AdversarialTraining(Defense):

@@ -93,6 +93,36 @@ def fgsm_attack(module, x, y, *, eps: float, norm: str, bounds: tuple[float, flo
     return robust
 
 
+def _worst_case(module, x, y, *, restarts: int, eps: float, batch_size: int, run) -> np.ndarray:
+    """Boolean per record: True where it is classified correctly and no restart of `run` fooled it.
+
+    `run(xa, ya)` attacks the records still standing (tensors) and returns, per record, whether some iterate
+    misclassified it; fooled records are not attacked again."""
+    robust = np.ones(len(x), dtype=bool)
+    for start, xb, yb in _batches(x, y, batch_size):
+        ok = _clean_correct(module, xb, yb)
+        for _ in range(restarts):
+            if not ok.any() or eps == 0:
+                break
+            live = ok.nonzero().squeeze(1)
+            ok[live] = ~run(xb[live], yb[live])
+        robust[start:start + len(xb)] = ok.numpy()
+    return robust
+
+
+def pgd_steps(module, x, y, adv, *, eps: float, norm: str, steps: int, step_size: float, bounds):
+    """`steps` projected gradient-ascent steps on cross-entropy from `adv` (tensors). Returns the final iterate and,
+    per record, whether some iterate was misclassified. Shared by the attack and adversarial training."""
+    import torch
+
+    fooled = torch.zeros(len(x), dtype=torch.bool)
+    for _ in range(steps):
+        _, grad, wrong = _loss_grad(module, adv, y)
+        fooled |= wrong
+        adv = _project(x, adv + step_size * _direction(grad, norm), eps, norm, bounds)
+    return adv.detach(), fooled
+
+
 def pgd_attack(module, x, y, *, eps: float, norm: str, steps: int, step_size: float, restarts: int,
                random_start: bool, bounds: tuple[float, float] | None, seed: int, batch_size: int = BATCH) -> np.ndarray:
     """Untargeted PGD on cross-entropy (Madry et al. 2018); `eps` and `step_size` in input units. Returns a boolean
@@ -100,25 +130,14 @@ def pgd_attack(module, x, y, *, eps: float, norm: str, steps: int, step_size: fl
     import torch
 
     gen = torch.Generator().manual_seed(seed)
-    robust = np.ones(len(x), dtype=bool)
-    for start, xb, yb in _batches(x, y, batch_size):
-        ok = _clean_correct(module, xb, yb)
-        for _ in range(restarts):
-            if not ok.any() or eps == 0:
-                break
-            live = ok.nonzero().squeeze(1)  # only records not yet fooled need attacking
-            xa, ya = xb[live], yb[live]
-            delta = _random_delta(xa, eps, norm, gen) if random_start else torch.zeros_like(xa)
-            adv = _project(xa, xa + delta, eps, norm, bounds)
-            fooled = torch.zeros(len(xa), dtype=torch.bool)
-            for _ in range(steps):
-                _, grad, wrong = _loss_grad(module, adv, ya)
-                fooled |= wrong
-                adv = _project(xa, adv + step_size * _direction(grad, norm), eps, norm, bounds)
-            fooled |= ~_clean_correct(module, adv, ya)
-            ok[live] = ~fooled
-        robust[start:start + len(xb)] = ok.numpy()
-    return robust
+
+    def run(xa, ya):
+        delta = _random_delta(xa, eps, norm, gen) if random_start else torch.zeros_like(xa)
+        adv, fooled = pgd_steps(module, xa, ya, _project(xa, xa + delta, eps, norm, bounds), eps=eps, norm=norm,
+                                steps=steps, step_size=step_size, bounds=bounds)
+        return fooled | ~_clean_correct(module, adv, ya)
+
+    return _worst_case(module, x, y, restarts=restarts, eps=eps, batch_size=batch_size, run=run)
 
 
 def apgd_checkpoints(steps: int) -> list[int]:
@@ -143,19 +162,13 @@ def apgd_attack(module, x, y, *, eps: float, norm: str, steps: int, restarts: in
 
     gen = torch.Generator().manual_seed(seed)
     checkpoints = set(apgd_checkpoints(steps))
-    robust = np.ones(len(x), dtype=bool)
-    for start, xb, yb in _batches(x, y, batch_size):
-        ok = _clean_correct(module, xb, yb)
-        for _ in range(restarts):
-            if not ok.any() or eps == 0:
-                break
-            live = ok.nonzero().squeeze(1)
-            xa, ya = xb[live], yb[live]
-            x0 = _project(xa, xa + _random_delta(xa, eps, norm, gen), eps, norm, bounds)
-            ok[live] = ~_apgd_run(module, xa, ya, x0, eps=eps, norm=norm, steps=steps, bounds=bounds,
-                                  checkpoints=checkpoints, rho=rho, alpha=alpha)
-        robust[start:start + len(xb)] = ok.numpy()
-    return robust
+
+    def run(xa, ya):
+        x0 = _project(xa, xa + _random_delta(xa, eps, norm, gen), eps, norm, bounds)
+        return _apgd_run(module, xa, ya, x0, eps=eps, norm=norm, steps=steps, bounds=bounds,
+                         checkpoints=checkpoints, rho=rho, alpha=alpha)
+
+    return _worst_case(module, x, y, restarts=restarts, eps=eps, batch_size=batch_size, run=run)
 
 
 def _apgd_run(module, x, y, x0, *, eps, norm, steps, bounds, checkpoints, rho, alpha):
