@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"task: {args.models} reference MLPs (64-{args.hidden}-10), {args.epochs} epochs, {int(masks[0].sum())} records "
           f"each of a {len(x):,}-record pool, batch {recipe.batch_size}, {recipe.optimizer} lr {recipe.lr}: "
           f"{steps} optimizer steps per model")
-    print(f"vectorised trainer ({refs.details['trainer']}): {t_vec:7.2f} s  ({1000 * t_vec / steps:.2f} ms per step for all models)")
+    print(f"vectorised trainer:            {t_vec:7.2f} s  ({1000 * t_vec / steps:.2f} ms per step for all models; "
+          f"{refs.details['trainer']}, {refs.details.get('kernel', refs.details['reason'])})")
     print(f"one model at a time:           {t_seq:7.2f} s  ({1000 * t_seq / (steps * args.models):.2f} ms per step per model)")
     print(f"speed-up: {t_seq / t_vec:.2f}x   largest weight difference between the two: {diff:.1e}")
     print(f"LiRA ({args.models} reference models, online, global variance; {lira.details['reference_trainer']} trainer, "

@@ -28,6 +28,23 @@ def _mlp(d: int = 5, hidden: int = 16, classes: int = 3, seed: int = 0):
     return torch.nn.Sequential(torch.nn.Linear(d, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, classes))
 
 
+def _residual(d: int = 5, hidden: int = 16, classes: int = 3, seed: int = 0):
+    import torch
+
+    class Residual(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp, self.mid, self.out = (torch.nn.Linear(d, hidden), torch.nn.Linear(hidden, hidden),
+                                            torch.nn.Linear(hidden, classes))
+
+        def forward(self, x):
+            h = torch.tanh(self.inp(x))
+            return self.out(h + torch.relu(self.mid(h)))
+
+    torch.manual_seed(seed)
+    return Residual()
+
+
 def _handle(module, fmt: str = "state_dict") -> ModelHandle:
     return ModelHandle(Path("model"), "0" * 64, fmt, module, "test MLP")
 
@@ -57,14 +74,17 @@ def _one_at_a_time(handle, x, y, masks, recipe, seed):
     TrainingRecipe(epochs=4, batch_size=16, optimizer="sgd", lr=0.05, weight_decay=0.01, momentum=0.9),
     TrainingRecipe(epochs=3, batch_size=7, optimizer="sgd", lr=0.1),
 ], ids=["adam", "adamw", "sgd-momentum", "sgd-plain"])
-def test_vectorised_trainer_gives_the_weights_of_one_at_a_time_training(recipe):
+@pytest.mark.parametrize("arch", ["chain", "vmap"])
+def test_vectorised_trainer_gives_the_weights_of_one_at_a_time_training(recipe, arch):
     x, y = _data()
-    handle = _handle(_mlp())
+    # an MLP trains through the hand-written chain gradient; a residual block through vmap and autograd
+    handle = _handle(_mlp() if arch == "chain" else _residual())
     masks = half_masks(len(x), 4, seed=0)
     masks[1, :9] = True  # unequal subset sizes: padded batches and skipped steps must not change the math
     masks[3, 40:] = False
     refs = train_reference_models(handle, x, y, masks, recipe, seed=5)
     assert refs.details["trainer"] == "vectorised" and refs.details["reason"] == ""
+    assert refs.details["kernel"].startswith("batched" if arch == "chain" else "torch.func.vmap")
     expected = _one_at_a_time(handle, x, y, masks, recipe, seed=5)
     for k, state in enumerate(expected):
         got = refs.state_dict(k)
@@ -97,12 +117,49 @@ def test_torchscript_is_vectorised_through_its_functional_copy_and_matches_one_a
     masks = half_masks(len(x), 2, seed=0)
     recipe = TrainingRecipe(epochs=2, batch_size=16)
     refs = train_reference_models(handle, x, y, masks, recipe, seed=3)
-    assert refs.details["trainer"] == "vectorised"
+    assert refs.details["trainer"] == "vectorised" and refs.details["kernel"].startswith("batched")
     expected = _one_at_a_time(handle, x, y, masks, recipe, seed=3)
     for k, state in enumerate(expected):
         for name, tensor in state.items():
             np.testing.assert_allclose(refs.state_dict(k)[name].numpy(), tensor.numpy(), atol=1e-5)
     assert refs.logits(x[:5]).shape == (2, 5, 3)
+
+
+def test_chain_gradient_equals_autograd_for_every_supported_layer():
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    from amulet_audit.risks.stacked import linear_chain
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 9), nn.Tanh(), nn.Sequential(nn.Linear(9, 7), nn.LeakyReLU(0.1)),
+                        nn.Linear(7, 6, bias=False), nn.Sigmoid(), nn.Identity(), nn.Linear(6, 5), nn.ReLU(),
+                        nn.Linear(5, 4))
+    names = [n for n, _ in net.named_parameters()]
+    chain = linear_chain(net, names)
+    assert chain is not None
+    k, n = 3, 10
+    params = {name: torch.stack([p.detach() + 0.1 * i for i in range(k)]) for name, p in net.named_parameters()}
+    x, y = torch.randn(k, n, 3, 4), torch.randint(0, 4, (k, n))
+    scale = torch.rand(k, n)
+    grads = {name: torch.empty_like(t) for name, t in params.items()}
+    chain.gradient(params, grads, x, y, scale)
+    for i in range(k):
+        copy = nn.Sequential(*net.children())
+        with torch.no_grad():
+            for name, p in copy.named_parameters():
+                p.copy_(params[name][i])
+        loss = (F.cross_entropy(copy(x[i]), y[i], reduction="none") * scale[i]).sum()
+        loss.backward()
+        for name, p in copy.named_parameters():
+            torch.testing.assert_close(grads[name][i], p.grad, atol=1e-5, rtol=1e-4)
+        copy.zero_grad()
+    # anything else is left to vmap: a LayerNorm, a Flatten that keeps trailing dimensions, a custom module
+    assert linear_chain(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2)),
+                        ["0.weight", "0.bias", "1.weight", "1.bias", "2.weight", "2.bias"]) is None
+    assert linear_chain(nn.Sequential(nn.Flatten(1, 2), nn.Linear(4, 2)), ["1.weight", "1.bias"]) is None
+    assert linear_chain(_residual(), [n for n, _ in _residual().named_parameters()]) is None
 
 
 def test_mode_dependent_layers_fall_back():

@@ -4,7 +4,8 @@ RMIA, Zarifzadeh et al. ICML 2024).
 
 The K copies are trained together where the architecture allows it: their parameters are stacked
 (`torch.func.stack_module_state`), one forward pass serves all of them (`torch.func.vmap` over
-`torch.func.functional_call`), and the recipe's optimizer runs on the stacked tensors with a step count per
+`torch.func.functional_call`; for a Linear/activation chain, batched matrix products with a hand-written
+gradient, see `stacked.py`), and the recipe's optimizer runs on the stacked tensors with a step count per
 model. Each model still sees exactly the batches the one-at-a-time trainer (`train_model`) would give it:
 its own permutation of its own subset every epoch, from a generator seeded with its own seed. TorchScript
 modules cannot be called functionally, and layers that behave differently in training (BatchNorm,
@@ -25,6 +26,7 @@ import numpy as np
 
 from amulet_audit.inputs.data import TrainingRecipe
 from amulet_audit.inputs.model import _MODE_DEPENDENT, _kind
+from amulet_audit.risks.stacked import StackedChain, linear_chain
 from amulet_audit.threads import model_threads
 
 _KEY_VERSION = "amulet-audit/reference-model/v1"
@@ -157,8 +159,12 @@ def _train(model, x, y, masks, recipe, *, seed, cache, progress, keys, cached, t
     reason = vectorisable(base)
     if not reason:
         reason = _probe(base, names, x[:2])
+    chain = None if reason else linear_chain(base, names)
     details: dict[str, Any] = {"trainer": "sequential" if reason else "vectorised", "reason": reason,
                                "n_models": k_models, "from_cache": k_models - len(todo)}
+    if not reason:
+        details["kernel"] = ("batched matrix products over the Linear/activation chain" if chain is not None
+                             else "torch.func.vmap over functional_call")
 
     if reason:
         modules = []
@@ -188,7 +194,7 @@ def _train(model, x, y, masks, recipe, *, seed, cache, progress, keys, cached, t
                 stacked[name][k] = cached[k][name]
     if todo:
         sub = {name: t[todo].clone() for name, t in stacked.items()}
-        trained = _train_vectorised(base, names, sub, x, y, masks[todo], recipe, [seed + k for k in todo],
+        trained = _train_vectorised(base, names, sub, x, y, masks[todo], recipe, [seed + k for k in todo], chain,
                                     progress=(lambda f: progress(f * len(todo) / k_models)) if progress else None)
         for i, k in enumerate(todo):
             for name in stacked:
@@ -242,8 +248,10 @@ def _probe(module, param_names: list[str], x: np.ndarray) -> str:
 
 
 def _train_vectorised(base, param_names: list[str], state: dict, x: np.ndarray, y: np.ndarray, masks: np.ndarray,
-                      recipe: TrainingRecipe, seeds: list[int], *, progress=None) -> dict:
-    """Mini-batch cross-entropy training of the stacked models in `state` (name -> (K, ...) tensors).
+                      recipe: TrainingRecipe, seeds: list[int], chain: StackedChain | None, *, progress=None) -> dict:
+    """Mini-batch cross-entropy training of the stacked models in `state` (name -> (K, ...) tensors): through
+    `chain`'s hand-written gradient when the architecture is a Linear/activation chain, else by autograd through
+    `torch.func.vmap`.
 
     Per epoch, model k draws `torch.randperm(n_k, generator=gen_k)` over its own n_k records and takes batches of
     `recipe.batch_size` (the last one shorter), exactly as `train_model` does; models with fewer records pad their
@@ -267,6 +275,11 @@ def _train_vectorised(base, param_names: list[str], state: dict, x: np.ndarray, 
     flat = torch.cat([state[n].reshape(k_models, -1) for n in param_names], dim=1).detach().clone().requires_grad_(True)
     buffers = {n: t for n, t in state.items() if n not in param_names}
     opt = _StackedOptimizer(flat, recipe, k_models)
+    # the optimizer updates `flat` in place, so these views always hold the current parameters
+    params = {n: t.view(k_models, *sh) for n, t, sh in zip(param_names, flat.detach().split(numels, dim=1), shapes)}
+    if chain is not None:
+        flat.grad = torch.zeros_like(flat)
+        grads = {n: t.view(k_models, *sh) for n, t, sh in zip(param_names, flat.grad.split(numels, dim=1), shapes)}
     forward = _vectorised_forward(base, per_model_inputs=True)
     if not hasattr(base, "graph"):  # an exported graph (TorchScript's functional copy) has its mode fixed
         base.train()
@@ -277,7 +290,8 @@ def _train_vectorised(base, param_names: list[str], state: dict, x: np.ndarray, 
     for s in range(steps):
         weight = ((s * bs + col)[None, :] < sizes[:, None]).to(torch.float32)
         active = weight[:, 0] > 0
-        plan.append((weight, weight.sum(dim=1).clamp_min(1.0), active, bool(active.all())))
+        # each model's loss is the mean over its real rows, as F.cross_entropy's default in train_model
+        plan.append((weight / weight.sum(dim=1, keepdim=True).clamp_min(1.0), active, bool(active.all())))
     epochs = recipe.epochs
     for epoch in range(epochs):
         idx = torch.zeros((k_models, width), dtype=torch.long)  # model k's permuted subset, padded
@@ -285,15 +299,17 @@ def _train_vectorised(base, param_names: list[str], state: dict, x: np.ndarray, 
             order = torch.randperm(len(subsets[k]), generator=gens[k])
             idx[k, : len(order)] = subsets[k][order]
         xe, ye = xt[idx], yt[idx]  # (K, width, ...) for the whole epoch
-        for s, (weight, count, active, every) in enumerate(plan):
+        for s, (row_scale, active, every) in enumerate(plan):
             xb, yb = xe[:, s * bs:(s + 1) * bs], ye[:, s * bs:(s + 1) * bs]
-            params = {n: t.view(k_models, *sh) for n, t, sh in zip(param_names, flat.split(numels, dim=1), shapes)}
-            out = forward({**params, **buffers}, xb)
-            ce = F.cross_entropy(out.reshape(k_models * bs, -1), yb.reshape(-1), reduction="none").reshape(k_models, bs)
-            # each model's loss is the mean over its real rows, as F.cross_entropy's default in train_model
-            loss = ((ce * weight).sum(dim=1) / count).sum()
-            flat.grad = None
-            loss.backward()
+            if chain is not None:
+                chain.gradient(params, grads, xb, yb, row_scale)
+            else:
+                live = {n: t.view(k_models, *sh) for n, t, sh in zip(param_names, flat.split(numels, dim=1), shapes)}
+                out = forward({**live, **buffers}, xb)
+                ce = F.cross_entropy(out.reshape(k_models * bs, -1), yb.reshape(-1), reduction="none")
+                loss = (ce.reshape(k_models, bs) * row_scale).sum()
+                flat.grad = None
+                loss.backward()
             opt.step(active, every)
         if progress:
             progress((epoch + 1) / epochs)
