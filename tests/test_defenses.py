@@ -85,3 +85,27 @@ def test_watermark_is_embedded(tabular_inputs):
     model, data = tabular_inputs
     details = Watermarking().apply(ctx_for(model, data)).details
     assert details["trigger_accuracy"] > 0.9 > details["trigger_accuracy_of_audited_model"] + 0.2
+
+
+def test_fairness_mitigation_narrows_the_parity_gap_and_retrains_copies_through_itself(tabular_inputs):
+    """ExponentiatedGradient lowers the demographic-parity gap the biased proxy creates; a copy re-trained by an
+    attack (poisoning) is mitigated too, with the sensitive attribute of the records it trains on."""
+    from fairlearn.metrics import demographic_parity_difference
+
+    from amulet_audit.defenses.fairness import FairnessMitigation
+    from amulet_audit.risks.inference import predict
+
+    model, data = tabular_inputs
+    outcome = FairnessMitigation(eps=0.01).apply(ctx_for(model, data))
+    sex = data.sensitive_holdout["sex"]
+
+    def gap(module):
+        return demographic_parity_difference(data.y_holdout, predict(module, data.x_holdout), sensitive_features=sex)
+
+    assert gap(outcome.model.module) < gap(model.module) - 0.05
+    assert outcome.details["attribute"] == "sex" and outcome.details["mixture_size"] >= 1
+    recipe = data.spec.training
+    copy = outcome.model.train_copy(data.x_train, data.y_train, recipe, seed=0, sensitive=data.sensitive_train)
+    assert hasattr(copy, "members")  # a mixture: the mitigation ran on the copy
+    with pytest.raises(ValueError, match="'sex' attribute"):
+        outcome.model.train_copy(data.x_train, data.y_train, recipe, seed=0)

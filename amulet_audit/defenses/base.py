@@ -28,6 +28,8 @@ class DefenseContext:
     profile: Profile
     cache: Any = None  # ModelCache or None
     progress: Any = None  # callable(fraction) or None
+    # sensitive attributes (name -> array) of the records `fit` is given, for procedures that need them
+    sensitive: dict[str, np.ndarray] | None = None
 
 
 @dataclass
@@ -69,10 +71,11 @@ class Defense:
 
     def apply(self, ctx: DefenseContext) -> DefenseOutcome:
         data = ctx.data
-        module = self.fit(ctx, data.x_train, data.y_train, data.spec.training, ctx.seed)
+        module = self.fit(dataclasses.replace(ctx, sensitive=data.sensitive_train), data.x_train, data.y_train,
+                          data.spec.training, ctx.seed)
 
-        def trainer(x, y, recipe, seed, cache):
-            return self.fit(dataclasses.replace(ctx, cache=cache, progress=None), x, y, recipe, seed)
+        def trainer(x, y, recipe, seed, cache, sensitive):
+            return self.fit(dataclasses.replace(ctx, cache=cache, progress=None, sensitive=sensitive), x, y, recipe, seed)
 
         handle = defended_handle(ctx.model, module, f"{self.name}:{self.get_params()}", trainer)
         return DefenseOutcome(handle, {**self.evidence(ctx, module), "clean_accuracy": clean_accuracy(module, data)})

@@ -14,9 +14,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from amulet_audit.defenses.base import (
-    Defense, DefenseContext, DefenseNotApplicable, DefenseOutcome, clean_accuracy, defended_handle,
-)
+from amulet_audit.defenses.base import Defense, DefenseContext, DefenseNotApplicable, DefenseOutcome
 from amulet_audit.risks.params import Interval, OptionalOf, Options, Text
 
 
@@ -41,8 +39,8 @@ class _Trainer:
     """Shared by every clone of the estimator: scikit-learn's `clone` deep-copies parameters, and this one must
     not be copied (it holds the audit's inputs and counts the members trained, which seeds each one)."""
 
-    def __init__(self, ctx):
-        self.ctx = ctx
+    def __init__(self, ctx, recipe, seed: int):
+        self.ctx, self.recipe, self.seed = ctx, recipe, seed
         self.trained = 0
 
     def __deepcopy__(self, memo):
@@ -50,8 +48,8 @@ class _Trainer:
 
     def fit(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None):
         self.trained += 1
-        return self.ctx.model.train_copy(x, y, self.ctx.data.spec.training, seed=self.ctx.seed + self.trained,
-                                         cache=self.ctx.cache, sample_weight=w)
+        return self.ctx.model.train_copy(x, y, self.recipe, seed=self.seed + self.trained, cache=self.ctx.cache,
+                                         sample_weight=w)
 
 
 class _TorchClassifier:
@@ -94,11 +92,9 @@ class FairnessMitigation(Defense):
         "max_iter": OptionalOf(Interval(Integral, 1, 200)),
     }
 
-    def apply(self, ctx: DefenseContext) -> DefenseOutcome:
-        from fairlearn.reductions import DemographicParity, EqualizedOdds, ExponentiatedGradient
-
+    def _setup(self, data) -> tuple[dict, str]:
+        """The parameters and the attribute mitigated for; DefenseNotApplicable when it cannot apply."""
         p = self.get_params()
-        data = ctx.data
         if not data.sensitive_train:
             raise DefenseNotApplicable("the data spec names no sensitive attribute to mitigate for")
         if data.n_classes != 2:
@@ -106,18 +102,38 @@ class FairnessMitigation(Defense):
         attribute = p["attribute"] or next(iter(data.sensitive_train))
         if attribute not in data.sensitive_train:
             raise DefenseNotApplicable(f"'{attribute}' is not a sensitive attribute of the data spec")
-        max_iter = p["max_iter"] or {"quick": 5, "standard": 10}.get(ctx.profile.name, 30)
+        return p, attribute
+
+    def _max_iter(self, ctx: DefenseContext) -> int:
+        return self.get_params()["max_iter"] or {"quick": 5, "standard": 10}.get(ctx.profile.name, 30)
+
+    def apply(self, ctx: DefenseContext) -> DefenseOutcome:
+        self._setup(ctx.data)  # refuse before any training
+        return super().apply(ctx)
+
+    def fit(self, ctx: DefenseContext, x, y, recipe, seed):
+        """The mixture ExponentiatedGradient finds on (x, y) with the records' sensitive attribute (`ctx.sensitive`:
+        the training split's for the defended model, the poisoned records' for an attack's re-trained copy)."""
+        from fairlearn.reductions import DemographicParity, EqualizedOdds, ExponentiatedGradient
+
+        p, attribute = self._setup(ctx.data)
+        if not ctx.sensitive or attribute not in ctx.sensitive or len(ctx.sensitive[attribute]) != len(x):
+            raise ValueError(f"fairness mitigation needs the '{attribute}' attribute of each of the {len(x)} records "
+                             "it trains on; the caller of train_copy must pass them as `sensitive`")
         constraint = DemographicParity() if p["constraint"] == "demographic_parity" else EqualizedOdds()
-        trainer = _Trainer(ctx)
-        mitigator = ExponentiatedGradient(_TorchClassifier(trainer), constraints=constraint, eps=p["eps"], max_iter=max_iter)
-        x = data.x_train.reshape(len(data.x_train), -1)
-        mitigator.fit(x, data.y_train, sensitive_features=data.sensitive_train[attribute])
+        trainer = _Trainer(ctx, recipe, seed)
+        mitigator = ExponentiatedGradient(_TorchClassifier(trainer), constraints=constraint, eps=p["eps"],
+                                          max_iter=self._max_iter(ctx))
+        mitigator.fit(x.reshape(len(x), -1), y, sensitive_features=ctx.sensitive[attribute])
         weights = np.asarray(mitigator.weights_, dtype=float)
         keep = weights > 1e-6
         members = [est.module_ for est, k in zip(mitigator.predictors_, keep) if k]
         module = mixture_module(members, weights[keep] / weights[keep].sum())
-        return DefenseOutcome(defended_handle(ctx.model, module, f"fairness_mitigation:{p}:{attribute}"), {
-            "algorithm": "ExponentiatedGradient", "constraint": p["constraint"], "attribute": attribute,
-            "eps": p["eps"], "max_iter": max_iter, "models_trained": trainer.trained, "mixture_size": len(members),
-            "needs_sensitive_attribute_at_prediction": False, "clean_accuracy": clean_accuracy(module, data),
-        })
+        module.models_trained = trainer.trained
+        return module
+
+    def evidence(self, ctx: DefenseContext, module) -> dict:
+        p, attribute = self._setup(ctx.data)
+        return {"algorithm": "ExponentiatedGradient", "constraint": p["constraint"], "attribute": attribute,
+                "eps": p["eps"], "max_iter": self._max_iter(ctx), "models_trained": module.models_trained,
+                "mixture_size": len(module.members), "needs_sensitive_attribute_at_prediction": False}

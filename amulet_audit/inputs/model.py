@@ -32,21 +32,24 @@ class ModelHandle:
     architecture: str
     warnings: list[str] = field(default_factory=list)
     _source_bytes: bytes | None = None  # TorchScript archive, for faithful copies
-    # How a defended model trains: (x, y, recipe, seed, cache) -> trained module. None: plain `train_model`.
+    # How a defended model trains: (x, y, recipe, seed, cache, sensitive) -> trained module. None: plain `train_model`.
     trainer: Any = None
 
     @property
     def parameters(self) -> int:
         return int(sum(p.numel() for p in self.module.parameters()))
 
-    def train_copy(self, x, y, recipe, *, seed: int, cache=None, epochs: int | None = None, sample_weight=None):
+    def train_copy(self, x, y, recipe, *, seed: int, cache=None, epochs: int | None = None, sample_weight=None,
+                   sensitive: dict | None = None):
         """A fresh copy trained on (x, y) the way this model was trained: with the data spec's recipe, and with the
         defense's procedure for a defended model (e.g. poisoned data passes through outlier removal first).
-        Cached by content (architecture, procedure, recipe, seed, data) when `cache` is given."""
+        `sensitive`: the records' sensitive attributes (name -> array aligned with x), which a defended model's
+        procedure may need (fairness mitigation does). Cached by content (architecture, procedure, recipe, seed,
+        data) when `cache` is given."""
         if epochs is not None:
             recipe = recipe.model_copy(update={"epochs": epochs})
         if self.trainer is not None:
-            return self.trainer(x, y, recipe, seed, cache)
+            return self.trainer(x, y, recipe, seed, cache, sensitive)
         from amulet_audit.inputs.training import train_model
         from amulet_audit.run.cache import ModelCache, content_key
 

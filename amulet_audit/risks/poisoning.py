@@ -79,10 +79,13 @@ class _Poisoning(Attack):
         x_p, y_p, description, poisoned_idx = self._poison(p, ctx, rng)
         # Both copies are trained as the audited model was (ModelHandle.train_copy: the data spec's recipe, and a
         # defended model's own procedure, so e.g. outlier removal sees the poisoned data), with the same
-        # initialisation and batch order; cached through ctx.cache when there is one.
-        recipe = data.spec.training
-        clean = ctx.model.train_copy(data.x_train, data.y_train, recipe, seed=ctx.seed, cache=ctx.cache, epochs=p["epochs"])
-        poisoned = ctx.model.train_copy(x_p, y_p, recipe, seed=ctx.seed, cache=ctx.cache, epochs=p["epochs"])
+        # initialisation and batch order; cached through ctx.cache when there is one. Poisoned record i is training
+        # record i altered, so the records keep their sensitive attributes (fairness mitigation reads them).
+        recipe, sensitive = data.spec.training, data.sensitive_train
+        clean = ctx.model.train_copy(data.x_train, data.y_train, recipe, seed=ctx.seed, cache=ctx.cache, epochs=p["epochs"],
+                                     sensitive=sensitive)
+        poisoned = ctx.model.train_copy(x_p, y_p, recipe, seed=ctx.seed, cache=ctx.cache, epochs=p["epochs"],
+                                        sensitive=sensitive)
         if ctx.progress:
             ctx.progress(0.9)
 
