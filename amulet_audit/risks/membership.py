@@ -267,7 +267,7 @@ def _reference_pool(ctx: AttackContext, samples: int | None, n_reference: int):
     info = {
         "reference_models": n_reference,
         "reference_trainer": refs.details["trainer"],
-        "reference_trainer_note": refs.details["reason"],
+        "reference_trainer_note": refs.details["reason"] or refs.details.get("kernel", ""),
         "reference_models_from_cache": refs.details["from_cache"],
         "reference_train_size": int(masks[0].sum()),
         "reference_mask_seed": ctx.seed,
