@@ -40,6 +40,13 @@ def test_adult_audit_end_to_end(tmp_path):
     assert done.returncode == 1 and result["verdict"] == "fail"
     html = (tmp_path / "report" / "report.html").read_text()
     assert "Female" in html and "bias-impact-ratio" in html
+    # the four privacy risks are measured, each with its chart
+    for rid in ("membership-privacy-lira", "attribute-inference", "data-reconstruction", "distribution-inference"):
+        assert rows[rid]["value"] is not None and rows[rid]["verdict"] != "not_applicable", rid
+    assert rows["membership-privacy-lira"]["details"]["reference_trainer"] == "vectorised"
+    for title in ("Membership-inference ROC of every attack (log-log)", "Attribute inference per sex group",
+                  "Meta-classifier scores of the reference models"):
+        assert f'chart-title">{title}<' in html, title
 
 
 @pytest.mark.slow
@@ -54,3 +61,10 @@ def test_digits_image_audit_end_to_end(tmp_path):
     ev = rows["evasion-robustness"]
     assert ev["details"]["input_range"] == [0.0, 1.0]
     assert ev["value"] < rows["declared-accuracy"]["value"] > 0.9
+    # privacy: membership and reconstruction are measured (the reconstructions drawn as images); the attribute and
+    # distribution attacks need a sensitive attribute, which digits has not
+    assert rows["membership-privacy-lira"]["value"] is not None and rows["data-reconstruction"]["value"] is not None
+    assert rows["attribute-inference"]["verdict"] == rows["distribution-inference"]["verdict"] == "not_applicable"
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert 'chart-title">Membership-inference ROC of every attack (log-log)<' in html
+    assert 'chart-title">Reconstructed inputs, one per class<' in html and "data:image/png;base64" in html

@@ -188,6 +188,10 @@ def test_property_inference_tells_the_shares_apart_where_the_property_matters(tm
     assert acc.n == 10 and acc.value >= 0.9 and acc.ci[0] > 0.5
     assert out.details["group"] == "A" and out.details["ratios"] == [0.5, 0.2]
     assert out.details["audited_predicted_ratio"] == 0.2  # the audited model was trained with a 20 % share
+    scores = out.details["reference_scores"]  # out of fold, per share; above 0.5 reads as the second share
+    assert [len(s) for s in scores] == [5, 5]
+    assert [np.mean(np.array(s) > 0.5) for s in scores] == pytest.approx([1 - out.details["per_ratio_accuracy"][0],
+                                                                          out.details["per_ratio_accuracy"][1]])
     assert _as_json(out) == _as_json(PropertyInference(models=5).run(context(model, data)))
 
     # When the label rule is the same for both groups the share leaves the learned function alone.
@@ -218,8 +222,11 @@ def test_report_builders_draw_the_recorded_evidence(digits_inputs, tabular_input
     assert isinstance(blocks[1], doc.Table) and len(blocks[1].rows) == 10
 
     attribute = AttributeInference(classifier="logistic").run(context(*tabular_inputs)).details
-    table = doc.EVIDENCE["attribute_inference"](attribute, [])[0]
+    table, chart = doc.EVIDENCE["attribute_inference"](attribute, [])[:2]
     assert table.rows[0][0] == "sex" and table.rows[0][1] == doc.fmt_number(attribute["by_attribute"]["sex"]["balanced_accuracy"])
+    # per group: the attack's and the baseline's recall as bars, with the chance level
+    assert isinstance(chart, doc.Chart) and chart.title == "Attribute inference per sex group"
+    assert 'aria-label="Share of each sex group inferred correctly' in chart.svg
 
     details = {"attribute": "sex", "group": "F", "ratios": [0.5, 0.2], "per_ratio_accuracy": [1.0, 0.5],
                "models_per_ratio": 6, "audited_probabilities": {"0.5": 0.7, "0.2": 0.3},
@@ -227,6 +234,9 @@ def test_report_builders_draw_the_recorded_evidence(digits_inputs, tabular_input
     blocks = doc.EVIDENCE["distribution_inference"](details, [])
     assert blocks[0].rows[0] == ("50% sex = F", "1.000", "6", "0.700")
     assert ("Predicted share for the audited model", "50%") in blocks[1].rows
+    # with the reference models' out-of-fold scores recorded, they are drawn first, the audited model marked
+    scored = doc.EVIDENCE["distribution_inference"]({**details, "reference_scores": [[0.1, 0.2], [0.9, 0.4]]}, [])
+    assert isinstance(scored[0], doc.Chart) and "audited model" in scored[0].caption and scored[1:] == blocks
 
 
 def test_eu_ai_act_cites_confidentiality_attacks_for_the_three_privacy_risks():

@@ -173,25 +173,69 @@ def roc_loglog(curves: Sequence[Mapping[str, Any]], *, n_members: int | None = N
         return _to_svg(fig, "Membership-inference ROC curves of every attack, on logarithmic axes")
 
 
+def grouped_bars(categories: Sequence[str], series: Sequence[tuple[str, Sequence[Any]]], *, label: str,
+                 ylabel: str, xlabel: str | None = None, size: tuple[float, float] = _SIZE, top: float = 1.0,
+                 values: bool = False, reference: tuple[float, str] | None = None) -> Markup:
+    """Bars of several series (name, one value per category; rates in 0..`top`) side by side per category, each
+    series with its palette colour and hatch. `values` writes each bar's value above it; `reference` draws a
+    labelled horizontal line (e.g. chance level). `label` is the chart's accessible name."""
+    width = 0.8 / max(len(series), 1)
+    many = len(categories) > 6
+    with _figure(size) as (fig, ax):
+        for i, (name, ys) in enumerate(series):
+            xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(categories))]
+            heights = [float(v) if _is_number(v) else 0.0 for v in ys]
+            bars = ax.bar(xs, heights, width * 0.92, label=name, color=PALETTE[i % len(PALETTE)],
+                          hatch=HATCHES[i % len(HATCHES)], edgecolor=INK, linewidth=0.5)
+            if values:
+                ax.bar_label(bars, labels=[f"{v:.3f}" if _is_number(v) else "–" for v in ys], fontsize=7, padding=2)
+        if reference is not None:
+            ax.axhline(reference[0], color=MUTED, linestyle=(0, (1, 2)), linewidth=1.2, label=reference[1])
+        ax.set_xticks(range(len(categories)), [str(c) for c in categories], rotation=30 if many else 0,
+                      ha="right" if many else "center")
+        ax.set_ylim(0, top)
+        ax.set_ylabel(ylabel)
+        if xlabel:
+            ax.set_xlabel(xlabel)
+        ax.grid(False, axis="x")
+        entries = len(series) + (reference is not None)
+        ax.legend(loc="upper center", ncols=min(entries, 4), bbox_to_anchor=(0.5, 1.16))
+        return _to_svg(fig, label)
+
+
 def group_rates(groups: Sequence[dict[str, Any]], *, attribute: str) -> Markup:
     """Grouped bars of selection rate, true-positive rate and false-positive rate (0..1) per group."""
     measures = (("selection_rate", "selection rate"), ("tpr", "true-positive rate"), ("fpr", "false-positive rate"))
-    names = [str(g.get("group", "?")) for g in groups]
-    width = 0.8 / len(measures)
-    with _figure((6.4, 3.0)) as (fig, ax):
-        for i, (key, label) in enumerate(measures):
-            xs = [j + (i - (len(measures) - 1) / 2) * width for j in range(len(names))]
-            ys = [float(g[key]) if _is_number(g.get(key)) else 0.0 for g in groups]
-            ax.bar(xs, ys, width * 0.92, label=label, color=PALETTE[i], hatch=HATCHES[i],
-                   edgecolor=INK, linewidth=0.5)
-        ax.set_xticks(range(len(names)), names, rotation=0 if len(names) <= 6 else 30,
-                      ha="center" if len(names) <= 6 else "right")
-        ax.set_ylim(0, 1.0)
-        ax.set_ylabel("rate")
-        ax.set_xlabel(attribute)
-        ax.grid(False, axis="x")
-        ax.legend(loc="upper center", ncols=len(measures), bbox_to_anchor=(0.5, 1.12))
-        return _to_svg(fig, f"Selection, true-positive and false-positive rates per {attribute} group")
+    return grouped_bars([g.get("group", "?") for g in groups],
+                        [(name, [g.get(key) for g in groups]) for key, name in measures],
+                        label=f"Selection, true-positive and false-positive rates per {attribute} group",
+                        ylabel="rate", xlabel=attribute)
+
+
+def score_strips(rows: Sequence[tuple[str, Sequence[float]]], *, marker: tuple[float, str] | None, label: str,
+                 xlabel: str, threshold: float | None = 0.5) -> Markup:
+    """One horizontal strip of points (scores in 0..1) per row, e.g. a meta-classifier's out-of-fold scores of
+    the reference models of each kind, with `marker` (value, name) as a vertical line across all strips and
+    `threshold` as a dotted line. Points are jittered vertically (fixed seed) so that equal scores stay visible."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    with _figure((6.4, 1.0 + 0.55 * len(rows))) as (fig, ax):
+        for i, (name, scores) in enumerate(rows):
+            xs = [float(v) for v in scores if _is_number(v)]
+            ax.scatter(xs, i + rng.uniform(-0.18, 0.18, len(xs)), s=16, color=PALETTE[i % len(PALETTE)],
+                       marker="os^D"[i % 4], edgecolors=INK, linewidths=0.4, label=name, zorder=3)
+        if threshold is not None:
+            ax.axvline(threshold, color=MUTED, linestyle=(0, (1, 2)), linewidth=1.0)
+        if marker is not None and _is_number(marker[0]):
+            ax.axvline(float(marker[0]), color=PALETTE[3], linewidth=1.8, label=marker[1], zorder=4)
+        ax.set_yticks(range(len(rows)), [name for name, _ in rows])
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_xlabel(xlabel)
+        ax.grid(False, axis="y")
+        ax.legend(loc="upper center", ncols=len(rows) + (marker is not None), bbox_to_anchor=(0.5, -0.35 - 0.1 / len(rows)))
+        return _to_svg(fig, label)
 
 
 def _is_number(value: object) -> bool:

@@ -71,6 +71,17 @@ def attribute_inference(details: Mapping[str, Any], reqs: Sequence[Any]) -> list
     for attr in sorted(measured, key=lambda a: a != primary):
         groups = measured[attr].get("groups") or []
         if groups:
+            names = [str(g.get("group")) for g in groups]
+            blocks.append(doc.Chart(
+                f"Attribute inference per {attr} group",
+                charts.grouped_bars(names, [("attack (model outputs)", [g.get("attack_recall") for g in groups]),
+                                            ("baseline (no model)", [g.get("baseline_recall") for g in groups])],
+                                    label=f"Share of each {attr} group inferred correctly, by the attack and by the "
+                                          "baseline", ylabel="recall", xlabel=attr, values=len(groups) <= 6,
+                                    top=1.12, reference=(1 / len(groups), f"chance (1/{len(groups)})")),
+                "Bars above the baseline's show groups whose membership the model's outputs give away beyond what "
+                "the other information already does; balanced accuracy is the mean of a colour's bars.",
+            ))
             blocks.append(doc.Table(
                 ("Group", "Victims", "Auxiliary records", "Attack recall", "Baseline recall"),
                 tuple((str(g.get("group")), doc.fmt_number(g.get("victims")), doc.fmt_number(g.get("auxiliary")),
@@ -136,14 +147,29 @@ def distribution_inference(details: Mapping[str, Any], reqs: Sequence[Any]) -> l
          doc.fmt_number(probs.get(str(r))))
         for i, r in enumerate(ratios)
     )
-    blocks: list[doc.Block] = [doc.Table(
+    blocks: list[doc.Block] = []
+    scores = details.get("reference_scores") or []
+    if len(scores) == 2:
+        second = f"{float(ratios[1]):.0%}"
+        blocks.append(doc.Chart(
+            "Meta-classifier scores of the reference models",
+            charts.score_strips(
+                [(f"trained with {float(r):.0%} {attr} = {group}", s) for r, s in zip(ratios, scores)],
+                marker=(probs.get(str(ratios[1])), "audited model"),
+                label=f"Meta-classifier probability of a {second} share, per reference model and for the audited model",
+                xlabel=f"meta-classifier probability that the training data had {second} {attr} = {group}"),
+            "Each point is one reference model, scored by a meta-classifier that did not see it (out of fold). Two "
+            "separate clouds mean the share of the group in the training data is visible in the model's outputs; "
+            "the vertical line is where the audited model falls.",
+        ))
+    blocks.append(doc.Table(
         ("Training distribution", "Meta-classifier accuracy (out of fold)", "Reference models",
          "Probability for the audited model"),
         rows,
         f"Telling apart {float(ratios[0]):.0%} and {float(ratios[1]):.0%} shares of {attr} = {group} "
         f"({details.get('cross_validation', 'cross-validated')})",
         numeric=frozenset({1, 2, 3}),
-    )]
+    ))
     predicted = details.get("audited_predicted_ratio")
     if predicted is not None:
         actual = details.get("audited_actual_ratio")

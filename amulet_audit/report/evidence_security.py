@@ -22,19 +22,11 @@ def poisoning_bars(details: Mapping[str, Any]) -> Markup:
     measures = [("Holdout accuracy", "clean_model_accuracy", "poisoned_model_accuracy"),
                 ("Attack success rate", "success_rate_on_clean_model", "attack_success_rate")]
     measures = [m for m in measures if charts._is_number(details.get(m[1])) or charts._is_number(details.get(m[2]))]
-    with charts._figure((6.4, 2.6)) as (fig, ax):
-        width = 0.36
-        for j, (who, offset) in enumerate((("clean copy", -width / 2), ("poisoned copy", width / 2))):
-            values = [float(details.get(m[1 + j]) or 0.0) for m in measures]
-            bars = ax.bar([i + offset for i in range(len(measures))], values, width, label=who,
-                          color=charts.PALETTE[j], hatch=charts.HATCHES[j], edgecolor=charts.INK, linewidth=0.5)
-            ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], fontsize=7, padding=2)
-        ax.set_xticks(range(len(measures)), [m[0] for m in measures])
-        ax.set_ylim(0, 1.12)
-        ax.set_ylabel("share of holdout records")
-        ax.grid(False, axis="x")
-        ax.legend(loc="upper center", ncols=2, bbox_to_anchor=(0.5, 1.16))
-        return charts._to_svg(fig, "Accuracy and attack success of the clean and the poisoned copy")
+    return charts.grouped_bars([m[0] for m in measures],
+                               [(who, [details.get(m[1 + j]) for m in measures])
+                                for j, who in enumerate(("clean copy", "poisoned copy"))],
+                               label="Accuracy and attack success of the clean and the poisoned copy",
+                               ylabel="share of holdout records", size=(6.4, 2.6), top=1.12, values=True)
 
 
 def fidelity_curve(curve: Sequence[Mapping[str, Any]], *, target_accuracy: float | None = None,

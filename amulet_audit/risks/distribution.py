@@ -65,14 +65,16 @@ def _meta_classifier():
     return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000))
 
 
-def cross_validated_predictions(features: np.ndarray, labels: np.ndarray, *, seed: int) -> np.ndarray:
-    """Out-of-fold predictions (0/1) of the meta-classifier: leave-one-out up to 64 models, else stratified 10-fold."""
+def cross_validated_scores(features: np.ndarray, labels: np.ndarray, *, seed: int) -> np.ndarray:
+    """Out-of-fold probabilities of label 1 from the meta-classifier (leave-one-out up to 64 models, else stratified
+    10-fold); a reference model is predicted as label 1 when its score is above 0.5."""
     from sklearn.model_selection import LeaveOneOut, StratifiedKFold, cross_val_predict
     from threadpoolctl import threadpool_limits
 
     splitter = LeaveOneOut() if len(labels) <= 64 else StratifiedKFold(10, shuffle=True, random_state=seed)
     with threadpool_limits(1):
-        return np.asarray(cross_val_predict(_meta_classifier(), features, labels, cv=splitter), dtype=np.int64)
+        proba = cross_val_predict(_meta_classifier(), features, labels, cv=splitter, method="predict_proba")
+    return np.asarray(proba[:, 1], dtype=np.float64)
 
 
 class PropertyInference(Attack):
@@ -156,7 +158,8 @@ class PropertyInference(Attack):
         refs = train_reference_models(ctx.model, x_pool, y_pool, masks, recipe.model_copy(update={"epochs": int(epochs)}),
                                       seed=ctx.seed + 1, cache=ctx.cache, progress=progress)
         features = meta_features(np.asarray(refs.logits(x_query), dtype=np.float64))
-        predicted = cross_validated_predictions(features, labels, seed=ctx.seed)
+        scores = cross_validated_scores(features, labels, seed=ctx.seed)
+        predicted = (scores > 0.5).astype(np.int64)
         k_ok, n = int((predicted == labels).sum()), len(labels)
 
         meta = _meta_classifier()
@@ -177,6 +180,8 @@ class PropertyInference(Attack):
             "cross_validation": "leave-one-out" if n <= 64 else "stratified 10-fold",
             "trainer": refs.details.get("trainer"),
             "per_ratio_accuracy": [float((predicted[labels == s] == s).mean()) for s in (0, 1)],
+            # out of fold, per share: each reference model's probability of the second share
+            "reference_scores": [[round(float(v), 4) for v in scores[labels == s]] for s in (0, 1)],
             "audited_predicted_ratio": ratios[side], "audited_probability": float(prob[side]),
             "audited_probabilities": {str(r): float(q) for r, q in zip(ratios, prob)},
             "audited_actual_ratio": actual,
