@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -17,6 +18,48 @@ def binomial_ci(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]
     lo = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
     hi = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
     return (lo, hi)
+
+
+def share(arrays: dict[str, np.ndarray]) -> float:
+    """sum(hits) / sum(of): a rate over the records counted in `of` (0/1 per record); NaN when none is."""
+    den = float(np.sum(arrays["of"]))
+    return float(np.sum(arrays["hits"])) / den if den else float("nan")
+
+
+def mean_of(arrays: dict[str, np.ndarray]) -> float:
+    """The mean of the per-record values `x`."""
+    return float(np.mean(arrays["x"]))
+
+
+def paired_delta_ci(base, other, *, reps: int, seed: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of other - base, two measurements (`PairedSample`s) of the same statistic on the
+    same records: every replicate draws one set of records and recomputes both on it, so what the two models share
+    (which records are hard, which are outliers) cancels out of the difference. None when the samples do not cover
+    the same records in the same order and strata (then the measurements cannot be paired; e.g. a fairness gap
+    read on another attribute)."""
+    if (base is None or other is None or _identity(base.statistic) != _identity(other.statistic)
+            or not np.array_equal(base.records, other.records)
+            or (base.strata is None) != (other.strata is None)
+            or (base.strata is not None and not np.array_equal(base.strata, other.strata))):
+        return None
+    n = len(base.records)
+    strata = None
+    if base.strata is not None:
+        strata = [np.flatnonzero(base.strata == s) for s in np.unique(base.strata)]
+
+    def delta(idx: np.ndarray) -> float:
+        return (other.statistic({k: v[idx] for k, v in other.arrays.items()})
+                - base.statistic({k: v[idx] for k, v in base.arrays.items()}))
+
+    lo, hi = bootstrap_ci(delta, n, reps=reps, seed=seed, confidence=confidence, strata=strata)
+    return None if not (np.isfinite(lo) and np.isfinite(hi)) else (lo, hi)
+
+
+def _identity(statistic) -> object:
+    # partials compare by identity, and a sample that crossed a process boundary holds a new one
+    if isinstance(statistic, functools.partial):
+        return (statistic.func, statistic.args, tuple(sorted(statistic.keywords.items())))
+    return statistic
 
 
 def bootstrap_ci(

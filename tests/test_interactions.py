@@ -77,6 +77,10 @@ def test_matrix_rows_directions_and_audited_model_untouched(adult_overfit, tmp_p
             assert row["delta"] == pytest.approx(r["value"] - baseline[r["id"]]["value"])
             lo, hi = row["delta_ci"]
             assert lo <= row["delta"] <= hi
+            # paired record by record; a fairness gap only when both models' worst attribute is the same one
+            worst = [x["details"]["worst_attribute"][x["metric"]] for x in (baseline[r["id"]], r)] if r["id"] == "parity" else []
+            paired = not worst or worst[0] == worst[1]
+            assert row["delta_ci_method"] == ("paired bootstrap" if paired else "normal approximation")
             if row["flagged"]:
                 assert row["worse"] and not row["intended"]
     assert result["defenses"][0]["details"]["spent_epsilon"] <= 1.0 + 1e-6
@@ -88,8 +92,8 @@ def test_matrix_rows_directions_and_audited_model_untouched(adult_overfit, tmp_p
 def test_parallel_units_give_the_same_matrix(adult_overfit, tmp_path):
     one = audit(adult_overfit, tmp_path / "one", "--no-pdf")
     two = audit(adult_overfit, tmp_path / "two", "--no-pdf", "--jobs", "2")
-    assert [(r["defense"], r["requirement"], r["defended"]) for r in one["interactions"]] == \
-           [(r["defense"], r["requirement"], r["defended"]) for r in two["interactions"]]
+    assert [(r["defense"], r["requirement"], r["defended"], r["delta_ci"]) for r in one["interactions"]] == \
+           [(r["defense"], r["requirement"], r["defended"], r["delta_ci"]) for r in two["interactions"]]
     assert two["environment"]["jobs"] == 2
 
 

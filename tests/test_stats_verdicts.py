@@ -48,3 +48,30 @@ def test_audit_passes_only_if_every_requirement_passes():
     assert overall([Verdict.PASS, Verdict.INDETERMINATE]) == "indeterminate"
     assert overall([Verdict.PASS, Verdict.NOT_APPLICABLE]) == "indeterminate"
     assert overall([Verdict.FAIL, Verdict.INDETERMINATE]) == "fail"
+
+
+def test_paired_bootstrap_of_a_delta_is_far_tighter_than_independent_intervals_when_models_agree():
+    """Two models right on mostly the same records: pairing cancels the record-to-record variation they share."""
+    from amulet_audit.risks.base import PairedSample, rate
+    from amulet_audit.run.interactions import _z
+    from amulet_audit.stats import paired_delta_ci
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    records = np.arange(n) * 3  # record names need not be 0..n-1
+    base_hits = rng.random(n) < 0.7
+    flips = rng.random(n) < 0.04  # the defended model differs on about 4% of the records
+    other_hits = base_hits ^ flips
+    base, other = rate(base_hits, records, confidence=0.95), rate(other_hits, records, confidence=0.95)
+    ci = paired_delta_ci(base.paired, other.paired, reps=500, seed=0)
+    delta = other.value - base.value
+    assert ci[0] <= delta <= ci[1]
+    z = _z(0.95)
+    independent = 2 * z * np.hypot((base.ci[1] - base.ci[0]) / (2 * z), (other.ci[1] - other.ci[0]) / (2 * z))
+    assert ci[1] - ci[0] < independent / 2
+    # the same model twice: the delta is exactly zero in every replicate
+    assert paired_delta_ci(base.paired, base.paired, reps=50, seed=0) == (0.0, 0.0)
+    # other records, or another statistic: cannot be paired
+    moved = PairedSample(records + 1, other.paired.arrays, other.paired.statistic)
+    assert paired_delta_ci(base.paired, moved, reps=50, seed=0) is None
+    assert paired_delta_ci(base.paired, PairedSample(records, {"x": other_hits}, np.mean), reps=50, seed=0) is None

@@ -628,6 +628,7 @@ def _interactions(result: AuditResult) -> Interactions | None:
             fmt_number(i.baseline),
             fmt_number(i.defended),
             f"{fmt_delta(i.delta)}" + (f" [{fmt_delta(i.delta_ci[0])}, {fmt_delta(i.delta_ci[1])}]" if i.delta_ci else "")
+            + ("†" if i.delta_ci and i.delta_ci_method == "normal approximation" else "")
             + f" ({'worse' if i.worse else 'not worse'})",
             "yes" if i.intended else "no",
             Badge("fail", "FLAGGED", "!") if i.flagged else Badge("pass", "WITHIN TOLERANCE", "✓"),
@@ -637,7 +638,9 @@ def _interactions(result: AuditResult) -> Interactions | None:
     table = Table(
         ("Defense", "Risk (requirement)", "Metric", "Baseline", "Defended", "Change [CI]", "Intended", "Status"),
         rows,
-        "Effect of each defense on every measured requirement",
+        "Effect of each defense on every measured requirement. Change intervals are paired bootstraps over the "
+        "records both models were measured on; † marks a metric without a per-record sample, whose interval "
+        "combines the two measurements' intervals (normal approximation)",
         numeric=frozenset({3, 4, 5}),
         mono=frozenset({0}),
     )

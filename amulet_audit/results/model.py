@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 
 class Verdict(str, Enum):
@@ -96,7 +96,8 @@ class Interaction(_Strict):
     baseline: float
     defended: float
     delta: float  # defended - baseline
-    delta_ci: list[float] | None = None  # approximate interval of the delta (see run/interactions.py)
+    delta_ci: list[float] | None = None  # interval of the delta (see run/interactions.py)
+    delta_ci_method: Literal["paired bootstrap", "normal approximation"] | None = None
     worse: bool  # the risk grew (direction-aware)
     intended: bool  # the defense is meant for this risk
     flagged: bool  # unintended, and worse by more than the tolerance or its verdict worsened

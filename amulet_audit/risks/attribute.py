@@ -14,11 +14,12 @@ same classifier trained on the other features alone when `use_features` is set.
 
 from __future__ import annotations
 
+from functools import partial
 from numbers import Integral
 
 import numpy as np
 
-from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec
+from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec, PairedSample
 from amulet_audit.risks.inference import logits
 from amulet_audit.risks.params import Interval, OptionalOf, Options, Text
 from amulet_audit.stats import bootstrap_ci
@@ -44,6 +45,15 @@ def balanced_accuracy(codes_true: np.ndarray, codes_pred: np.ndarray, n_groups: 
     hit = np.bincount(codes_true, weights=codes_true == codes_pred, minlength=n_groups)
     present = count > 0
     return float(np.mean(hit[present] / count[present])) if present.any() else float("nan")
+
+
+def _sample_statistic(sample: dict[str, np.ndarray], metric: str, n_groups: int) -> float:
+    """balanced_accuracy of the attack, or its advantage over the baseline, from a per-victim sample
+    ({"group", "attack", "baseline"}: true and predicted group codes)."""
+    attack = balanced_accuracy(sample["group"], sample["attack"], n_groups)
+    if metric == "balanced_accuracy":
+        return attack
+    return attack - balanced_accuracy(sample["group"], sample["baseline"], n_groups)
 
 
 def log_probabilities(z: np.ndarray) -> np.ndarray:
@@ -159,12 +169,14 @@ class AttributeInference(Attack):
             ba_base = balanced_accuracy(g_vic, base, k)
             strata = [np.flatnonzero(g_vic == j) for j in range(k) if (g_vic == j).any()]
             reps = ctx.profile.bootstrap_reps
-            ci_attack = bootstrap_ci(lambda idx: balanced_accuracy(g_vic[idx], pred[idx], k), len(g_vic), reps=reps,
-                                     seed=ctx.seed + 2 * i, confidence=ctx.confidence, strata=strata)
-            ci_adv = bootstrap_ci(
-                lambda idx: balanced_accuracy(g_vic[idx], pred[idx], k) - balanced_accuracy(g_vic[idx], base[idx], k),
-                len(g_vic), reps=reps, seed=ctx.seed + 2 * i + 1, confidence=ctx.confidence, strata=strata,
-            )
+            sample = {"group": g_vic, "attack": pred, "baseline": base}
+            victims = i_vic[keep_vic]
+            samples = {m: PairedSample(victims, sample, partial(_sample_statistic, metric=m, n_groups=k), g_vic)
+                       for m in _METRICS}
+            ci_attack, ci_adv = (
+                bootstrap_ci(lambda idx, m=m: samples[m].statistic({n: v[idx] for n, v in sample.items()}), len(g_vic),
+                             reps=reps, seed=ctx.seed + 2 * i + j, confidence=ctx.confidence, strata=strata)
+                for j, m in enumerate(_METRICS))
             per_group = [
                 {"group": g, "victims": int((g_vic == j).sum()), "auxiliary": int((g_aux == j).sum()),
                  "attack_recall": _recall(g_vic, pred, j), "baseline_recall": _recall(g_vic, base, j)}
@@ -175,9 +187,10 @@ class AttributeInference(Attack):
                              "excluded_small_groups": small, "n_victims": int(len(g_vic)),
                              "n_auxiliary": int(len(g_aux)), "baseline": baseline_kind}
             measured[attr] = {
-                "balanced_accuracy": Measurement(ba_attack, _around(ci_attack, ba_attack), int(len(g_vic))),
+                "balanced_accuracy": Measurement(ba_attack, _around(ci_attack, ba_attack), int(len(g_vic)),
+                                                 paired=samples["balanced_accuracy"]),
                 "advantage_over_prior": Measurement(ba_attack - ba_base, _around(ci_adv, ba_attack - ba_base),
-                                                    int(len(g_vic))),
+                                                    int(len(g_vic)), paired=samples["advantage_over_prior"]),
             }
             if ctx.progress:
                 ctx.progress((i + 1) / len(attrs))

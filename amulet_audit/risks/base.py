@@ -41,11 +41,46 @@ class MetricSpec:
 
 
 @dataclass
+class PairedSample:
+    """The per-record evidence behind a Measurement, so that two models measured on the same records can be
+    compared record by record (a paired bootstrap of the difference, `stats.paired_delta_ci`).
+
+    `records` names each row (e.g. holdout index; members and non-members offset apart), `arrays` hold one value
+    per row, and `statistic(arrays)` recomputes the measurement from them (a module-level function or a
+    functools.partial of one, so the sample crosses process boundaries). `strata` (one label per row) are
+    resampled separately, as the measurement's own bootstrap does (members and non-members). Never written to
+    results.json."""
+
+    records: Any  # np.ndarray (n,) int64
+    arrays: dict[str, Any]  # name -> np.ndarray (n, ...)
+    statistic: Callable[[dict[str, Any]], float]
+    strata: Any = None  # np.ndarray (n,) or None
+
+
+@dataclass
 class Measurement:
     value: float | None
     ci: tuple[float, float] | None
     n: int
     reason: str = ""  # set when the value is not applicable or its sample is too small
+    paired: PairedSample | None = None  # per-record evidence, for paired comparisons between models
+
+
+def rate(hits, records, *, confidence: float, of=None, empty: str = "") -> Measurement:
+    """The share of records counted in `of` (default: all) that are `hits` (bool per record), with its exact
+    binomial interval and the per-record sample (`records` names the rows). No value, and `empty` as the
+    reason, when no record is counted."""
+    import numpy as np
+
+    from amulet_audit.stats import binomial_ci, share
+
+    hits = np.asarray(hits, dtype=bool)
+    of = np.ones_like(hits) if of is None else np.asarray(of, dtype=bool)
+    k, n = int((hits & of).sum()), int(of.sum())
+    if n == 0:
+        return Measurement(None, None, 0, empty)
+    sample = PairedSample(np.asarray(records), {"hits": hits & of, "of": of}, share)
+    return Measurement(k / n, binomial_ci(k, n, confidence), n, paired=sample)
 
 
 @dataclass

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
 from numbers import Integral
 
 import numpy as np
 
-from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec
+from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec, PairedSample
 from amulet_audit.risks.inference import predict
 from amulet_audit.risks.params import Interval, OptionalOf, Options, Text
 from amulet_audit.stats import bootstrap_ci
@@ -24,6 +25,11 @@ EQUALIZED_ODDS_DIFFERENCE = MetricSpec(
 ACCURACY_GAP = MetricSpec("accuracy_gap", "Largest difference in accuracy between groups.", higher_is_worse=True)
 
 _METRICS = ("demographic_parity_difference", "impact_ratio", "equalized_odds_difference", "accuracy_gap")
+
+
+def gap_statistic(sample: dict[str, np.ndarray], metric: str, n_groups: int) -> float:
+    """One disparity summary from a per-record sample ({"group", "true", "decision"} arrays)."""
+    return _summaries(sample["group"], n_groups, sample["true"], sample["decision"])[metric]
 
 
 def _summaries(codes: np.ndarray, n_groups: int, yt: np.ndarray, yp: np.ndarray) -> dict[str, float]:
@@ -136,11 +142,14 @@ class GroupFairness(Attack):
             yt_k, yp_k = yt[keep], yp[keep]
             n_groups = int(codes_all.max()) + 1
             strata = [np.where(codes_all == g)[0] for g in range(n_groups)]
-            ci = bootstrap_ci(lambda idx: _summaries(codes_all[idx], n_groups, yt_k[idx], yp_k[idx])[m], len(yt_k),
+            sample = {"group": codes_all, "true": yt_k, "decision": yp_k}
+            statistic = partial(gap_statistic, metric=m, n_groups=n_groups)
+            ci = bootstrap_ci(lambda idx: statistic({k: v[idx] for k, v in sample.items()}), len(yt_k),
                               reps=ctx.profile.bootstrap_reps, seed=ctx.seed, confidence=ctx.confidence, strata=strata)
             value = summary[m]
+            paired = PairedSample(np.flatnonzero(keep), sample, statistic, codes_all) if np.isfinite(value) else None
             metrics[m] = Measurement(value if np.isfinite(value) else None, ci if np.isfinite(value) else None, int(keep.sum()),
-                                     "" if np.isfinite(value) else "no group receives the favourable outcome")
+                                     "" if np.isfinite(value) else "no group receives the favourable outcome", paired)
             worst_attr[m] = pick
         details = {"attribute": worst_attr[_METRICS[0]], "worst_attribute": worst_attr, "by_attribute": by_attr,
                    "positive_label": data.classes[pos], "n": n, "min_group_size": p["min_group_size"]}

@@ -17,10 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec
+from amulet_audit.risks.base import Attack, AttackContext, AttackResult, MetricSpec, rate
 from amulet_audit.risks.inference import logits as model_logits
 from amulet_audit.risks.params import Interval, OptionalOf, Text
-from amulet_audit.stats import binomial_ci
 
 DISTINGUISHING_ACCURACY = MetricSpec(
     "distinguishing_accuracy",
@@ -194,5 +193,6 @@ class PropertyInference(Attack):
             warnings.append(f"Reference models were trained on {size:,} records each; the audited model on "
                             f"{len(data.y_train):,}.")
         details["warnings"] = warnings
-        return AttackResult({"distinguishing_accuracy": Measurement(k_ok / n, binomial_ci(k_ok, n, ctx.confidence), n)},
+        # records: the reference models (trained the same way whichever model is audited)
+        return AttackResult({"distinguishing_accuracy": rate(predicted == labels, np.arange(n), confidence=ctx.confidence)},
                             details)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec
+from amulet_audit.risks.base import Attack, AttackContext, AttackResult, MetricSpec, rate
 from amulet_audit.risks.params import Interval, OptionalOf, Options
 from amulet_audit.stats import binomial_ci
 
@@ -335,15 +335,12 @@ class _Evasion(Attack):
 
         clean_ok = predict(module, x) == y
         robust_main &= clean_ok
-        k_clean, k_rob = int(clean_ok.sum()), int(robust_main.sum())
-        k_success = k_clean - k_rob
+        k_clean = int(clean_ok.sum())
         metrics = {
-            "clean_accuracy": Measurement(k_clean / n, binomial_ci(k_clean, n, ctx.confidence), n),
-            "robust_accuracy": Measurement(k_rob / n, binomial_ci(k_rob, n, ctx.confidence), n),
-            "attack_success_rate": (
-                Measurement(k_success / k_clean, binomial_ci(k_success, k_clean, ctx.confidence), k_clean)
-                if k_clean else Measurement(None, None, 0, "no record is classified correctly before the attack")
-            ),
+            "clean_accuracy": rate(clean_ok, idx, confidence=ctx.confidence),
+            "robust_accuracy": rate(robust_main, idx, confidence=ctx.confidence),
+            "attack_success_rate": rate(~robust_main, idx, of=clean_ok, confidence=ctx.confidence,
+                                        empty="no record is classified correctly before the attack"),
         }
         details = {"attack": self.name, "norm": norm, "eps": eps, **self._describe(p, ctx), **self._extra,
                    "curve": curve, "clean_accuracy": k_clean / n, "large_eps": big,

@@ -10,7 +10,7 @@ from numbers import Integral
 
 import numpy as np
 
-from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec
+from amulet_audit.risks.base import Attack, AttackContext, AttackResult, MetricSpec, rate
 from amulet_audit.risks.params import Interval, OptionalOf, Options
 from amulet_audit.stats import binomial_ci
 
@@ -122,13 +122,12 @@ class Extraction(Attack):
             k_fid, k_acc, n = int((pred == target_eval).sum()), int((pred == y_eval).sum()), len(pred)
             curve.append({"queries": b, "fidelity": k_fid / n, "ci": list(binomial_ci(k_fid, n, ctx.confidence)),
                           "surrogate_accuracy": k_acc / n, "n": n})
-            final = (k_fid, k_acc, n)
+            final = pred
             if ctx.progress:
                 ctx.progress((i + 1) / len(budgets))
-        k_fid, k_acc, n = final
         metrics = {
-            "fidelity": Measurement(k_fid / n, binomial_ci(k_fid, n, ctx.confidence), n),
-            "surrogate_accuracy": Measurement(k_acc / n, binomial_ci(k_acc, n, ctx.confidence), n),
+            "fidelity": rate(final == target_eval, eval_idx, confidence=ctx.confidence),
+            "surrogate_accuracy": rate(final == y_eval, eval_idx, confidence=ctx.confidence),
         }
         details = {
             "access": p["access"], "source": source, "queries": budget, "queries_requested": asked,

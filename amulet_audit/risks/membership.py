@@ -12,12 +12,13 @@ recipe) on random halves of the attacked records (`amulet_audit.risks.reference`
 
 from __future__ import annotations
 
+from functools import partial
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 
-from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec
+from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec, PairedSample
 from amulet_audit.risks.inference import cross_entropy, logits
 from amulet_audit.risks.params import Interval, OptionalOf, Options
 from amulet_audit.stats import binomial_ci, bootstrap_ci
@@ -47,32 +48,43 @@ def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
     return float(tpr[ok].max()) if ok.any() else 0.0
 
 
-def membership_metrics(scores: np.ndarray, is_member: np.ndarray, *, reps: int, seed: int, confidence: float) -> tuple[dict, dict]:
-    """Every membership metric, with intervals, from attack scores (higher = more likely a member).
-
-    Shared by all membership attacks so they are measured identically."""
+def auc_statistic(sample: dict[str, np.ndarray]) -> float:
+    """ROC AUC of the scores in a membership sample ({"score", "member"} arrays)."""
     from sklearn.metrics import roc_auc_score
 
+    return float(roc_auc_score(sample["member"], sample["score"]))
+
+
+def advantage_statistic(sample: dict[str, np.ndarray]) -> float:
+    """Membership advantage max(TPR - FPR) (Yeom et al., CSF 2018) of a membership sample."""
+    fpr, tpr = roc_points(sample["score"], sample["member"])
+    return float(np.max(tpr - fpr))
+
+
+def tpr_statistic(sample: dict[str, np.ndarray], target: float) -> float:
+    """TPR at FPR <= `target` of a membership sample."""
+    return tpr_at_fpr(*roc_points(sample["score"], sample["member"]), target)
+
+
+def membership_metrics(scores: np.ndarray, is_member: np.ndarray, records: np.ndarray, *, reps: int, seed: int,
+                       confidence: float) -> tuple[dict, dict]:
+    """Every membership metric, with intervals, from attack scores (higher = more likely a member) of the records
+    named by `records` (see `member_records`).
+
+    Shared by all membership attacks so they are measured identically."""
     is_member = is_member.astype(bool)
     n_in, n_out = int(is_member.sum()), int((~is_member).sum())
     fpr, tpr = roc_points(scores, is_member)
-    members, non_members = np.where(is_member)[0], np.where(~is_member)[0]
-    strata = [members, non_members]
+    sample = {"score": np.asarray(scores, dtype=np.float64), "member": is_member}
+    strata = [np.where(is_member)[0], np.where(~is_member)[0]]
 
-    def auc_of(idx):
-        return roc_auc_score(is_member[idx], scores[idx])
+    def measured(statistic, value: float, offset: int) -> Measurement:
+        ci = bootstrap_ci(lambda idx: statistic({k: v[idx] for k, v in sample.items()}), len(scores), reps=reps,
+                          seed=seed + offset, confidence=confidence, strata=strata)
+        return Measurement(value, ci, n_in + n_out, paired=PairedSample(records, sample, statistic, is_member))
 
-    def adv_of(idx):
-        f, t = roc_points(scores[idx], is_member[idx])
-        return float(np.max(t - f))
-
-    out = {
-        "auc": Measurement(float(roc_auc_score(is_member, scores)),
-                           bootstrap_ci(auc_of, len(scores), reps=reps, seed=seed, confidence=confidence, strata=strata), n_in + n_out),
-        "advantage": Measurement(float(np.max(tpr - fpr)),
-                                 bootstrap_ci(adv_of, len(scores), reps=reps, seed=seed + 1, confidence=confidence, strata=strata),
-                                 n_in + n_out),
-    }
+    out = {"auc": measured(auc_statistic, auc_statistic(sample), 0),
+           "advantage": measured(advantage_statistic, float(np.max(tpr - fpr)), 1)}
     for spec, target in ((TPR_AT_FPR_001, 0.01), (TPR_AT_FPR_0001, 0.001)):
         value = tpr_at_fpr(fpr, tpr, target)
         k = int(round(value * n_in))
@@ -80,9 +92,16 @@ def membership_metrics(scores: np.ndarray, is_member: np.ndarray, *, reps: int, 
         reason = "" if n_out >= need else (
             f"TPR at {target:.1%} FPR needs at least {need:,} non-members to be estimated; only {n_out:,} were available"
         )
-        out[spec.name] = Measurement(value, binomial_ci(k, n_in, confidence), n_in, reason)
+        out[spec.name] = Measurement(value, binomial_ci(k, n_in, confidence), n_in, reason,
+                                     paired=PairedSample(records, sample, partial(tpr_statistic, target=target), is_member))
     details = {"roc": _downsample_roc(fpr, tpr), "n_members": n_in, "n_nonmembers": n_out, "auc": out["auc"].value}
     return out, details
+
+
+def member_records(ctx: AttackContext, i_in: np.ndarray, i_out: np.ndarray) -> np.ndarray:
+    """Names for the attacked records, members first: training-split indices, then holdout indices offset by the
+    training split's size, so a member and a non-member never share a name."""
+    return np.concatenate([i_in, len(ctx.data.x_train) + i_out])
 
 
 def _downsample_roc(fpr: np.ndarray, tpr: np.ndarray, points: int = 300) -> dict:
@@ -130,9 +149,10 @@ class LossAttack(Attack):
         samples = self.get_params()["samples"]
         x, y, is_member = balanced_sample(ctx, samples)
         scores = -cross_entropy(logits(ctx.model.module, x), y)
-        metrics, details = membership_metrics(scores, is_member, reps=ctx.profile.bootstrap_reps, seed=ctx.seed,
-                                              confidence=ctx.confidence)
-        details["most_exposed"] = most_exposed(scores, *balanced_indices(ctx, samples))
+        i_in, i_out = balanced_indices(ctx, samples)
+        metrics, details = membership_metrics(scores, is_member, member_records(ctx, i_in, i_out),
+                                              reps=ctx.profile.bootstrap_reps, seed=ctx.seed, confidence=ctx.confidence)
+        details["most_exposed"] = most_exposed(scores, i_in, i_out)
         return AttackResult(metrics, details)
 
 
@@ -302,8 +322,8 @@ class LiRA(Attack):
         target = logit_confidence(logits(ctx.model.module, x), y)
         reference = logit_confidence(refs.logits(x), y)
         scores = lira_scores(target, reference, masks, online=p["online"], variance=p["variance"])
-        metrics, details = membership_metrics(scores, is_member, reps=ctx.profile.bootstrap_reps, seed=ctx.seed,
-                                              confidence=ctx.confidence)
+        metrics, details = membership_metrics(scores, is_member, member_records(ctx, i_in, i_out),
+                                              reps=ctx.profile.bootstrap_reps, seed=ctx.seed, confidence=ctx.confidence)
         details.update(info, online=p["online"], variance=p["variance"])
         details["most_exposed"] = most_exposed(scores, i_in, i_out)
         return AttackResult(metrics, details)
@@ -356,8 +376,8 @@ class RMIA(Attack):
         ref_z = true_class_probability(refs.logits(xz), yz)
         scores = rmia_scores(target_x, ref_x, masks, target_z, ref_z, in_z, online=p["online"], a=p["a"],
                              gamma=p["gamma"])
-        metrics, details = membership_metrics(scores, is_member, reps=ctx.profile.bootstrap_reps, seed=ctx.seed,
-                                              confidence=ctx.confidence)
+        metrics, details = membership_metrics(scores, is_member, member_records(ctx, i_in, i_out),
+                                              reps=ctx.profile.bootstrap_reps, seed=ctx.seed, confidence=ctx.confidence)
         details.update(info, online=p["online"], gamma=p["gamma"], a=p["a"], population_records=len(yz),
                        population_source=source)
         details["most_exposed"] = most_exposed(scores, i_in, i_out)

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec
+from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec, PairedSample, rate
 from amulet_audit.risks.params import Interval, OptionalOf
-from amulet_audit.stats import binomial_ci, bootstrap_ci
+from amulet_audit.stats import bootstrap_ci, mean_of
 
 ACCURACY_DROP = MetricSpec(
     "accuracy_drop", "Holdout accuracy of a copy trained on clean data minus that of the same copy trained on poisoned "
@@ -67,7 +67,8 @@ class _Poisoning(Attack):
         raise NotImplementedError
 
     def _success(self, p: dict, ctx: AttackContext, poisoned_model, clean_model, description: dict):
-        """(successes, attempts, baseline successes under the clean copy, details) on the holdout."""
+        """Per holdout record (bool arrays): the attack succeeded, the record was attacked, the attack's goal holds
+        under the clean copy too; and details."""
         raise NotImplementedError
 
     def run(self, ctx: AttackContext) -> AttackResult:
@@ -94,15 +95,18 @@ class _Poisoning(Attack):
         right_clean = predict(clean, data.x_holdout) == data.y_holdout
         right_poisoned = predict(poisoned, data.x_holdout) == data.y_holdout
         n = len(data.y_holdout)
-        drop = float(right_clean.mean() - right_poisoned.mean())
-        drop_ci = bootstrap_ci(lambda i: float(right_clean[i].mean() - right_poisoned[i].mean()), n,
-                               reps=ctx.profile.bootstrap_reps, seed=ctx.seed, confidence=ctx.confidence)
-        k, m, k_base, extra = self._success(p, ctx, poisoned, clean, description)
+        drops = right_clean.astype(np.float64) - right_poisoned
+        drop_ci = bootstrap_ci(lambda i: float(drops[i].mean()), n, reps=ctx.profile.bootstrap_reps, seed=ctx.seed,
+                               confidence=ctx.confidence)
+        hits, attacked, hits_clean, extra = self._success(p, ctx, poisoned, clean, description)
+        rows = np.arange(n)
         metrics = {
-            "accuracy_drop": Measurement(drop, drop_ci, n),
-            "attack_success_rate": (Measurement(k / m, binomial_ci(k, m, ctx.confidence), m) if m
-                                    else Measurement(None, None, 0, "no holdout record can be attacked")),
+            "accuracy_drop": Measurement(float(drops.mean()), drop_ci, n,
+                                         paired=PairedSample(rows, {"x": drops}, mean_of)),
+            "attack_success_rate": rate(hits, rows, of=attacked, confidence=ctx.confidence,
+                                        empty="no holdout record can be attacked"),
         }
+        k, k_base, m = int((hits & attacked).sum()), int((hits_clean & attacked).sum()), int(attacked.sum())
         details = {
             "attack": self.name, "fraction": float(p["fraction"]), "n_poisoned": int(len(poisoned_idx)),
             "n_train": int(len(data.y_train)), **description,
@@ -155,7 +159,7 @@ class LabelFlip(_Poisoning):
             hit = pp == p["target"]
         else:
             hit = pp != data.y_holdout
-        return int((attacked & hit).sum()), int(attacked.sum()), 0, {}
+        return hit, attacked, np.zeros_like(hit), {}
 
 
 class Backdoor(_Poisoning):
@@ -204,8 +208,5 @@ class Backdoor(_Poisoning):
         from amulet_audit.risks.inference import predict
 
         data, target = ctx.data, _target(p, ctx.data)
-        attacked = data.y_holdout != target
-        xt = apply_trigger(data.x_holdout[attacked], self._trigger_cache)
-        k = int((predict(poisoned, xt) == target).sum())
-        k_base = int((predict(clean, xt) == target).sum())
-        return k, int(attacked.sum()), k_base, {}
+        xt = apply_trigger(data.x_holdout, self._trigger_cache)
+        return predict(poisoned, xt) == target, data.y_holdout != target, predict(clean, xt) == target, {}

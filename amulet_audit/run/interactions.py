@@ -6,6 +6,7 @@ import math
 
 from amulet_audit import registry
 from amulet_audit.results.model import Interaction, RequirementResult, Verdict
+from amulet_audit.stats import paired_delta_ci
 
 # How much worse a verdict is; a move to a higher rank is a worsening.
 _RANK = {Verdict.PASS: 0, Verdict.NOT_APPLICABLE: 0, Verdict.INDETERMINATE: 1, Verdict.FAIL: 2}
@@ -18,9 +19,11 @@ def _z(confidence: float) -> float:
 
 
 def delta_interval(base: RequirementResult, defended: RequirementResult, confidence: float) -> list[float] | None:
-    """Interval of defended - baseline from the two independent intervals (normal approximation: each
-    half-width over z gives a standard error; they add in quadrature). The two measurements use different
-    models on the same records, so this is conservative where their errors are positively correlated."""
+    """Interval of defended - baseline from the two measurements' own intervals (normal approximation: each
+    half-width over z gives a standard error; they add in quadrature). The fallback where the two measurements
+    cannot be paired record by record (reconstruction similarity per class; a fairness gap or an attribute-inference
+    score read on different attributes for the two models). Conservative where their errors are positively
+    correlated, as they are for two models measured on the same records."""
     if base.ci is None or defended.ci is None:
         return None
     z = _z(confidence)
@@ -30,8 +33,11 @@ def delta_interval(base: RequirementResult, defended: RequirementResult, confide
 
 
 def compare(defense: str, intended: tuple[str, ...], baseline: list[RequirementResult], defended: list[RequirementResult],
-            *, tolerance: float, confidence: float) -> list[Interaction]:
-    """One row per requirement measured on both models."""
+            *, tolerance: float, confidence: float, paired: tuple[dict, dict] = ({}, {}), reps: int = 1000,
+            seed: int = 0) -> list[Interaction]:
+    """One row per requirement measured on both models. `paired`: requirement id -> PairedSample for the baseline
+    and the defended measurements; where both cover the same records, the delta's interval is a paired bootstrap
+    over those records (`reps` replicates), else the normal approximation of `delta_interval`."""
     rows = []
     after = {r.id: r for r in defended}
     for b in baseline:
@@ -44,9 +50,14 @@ def compare(defense: str, intended: tuple[str, ...], baseline: list[RequirementR
         is_intended = b.risk in intended
         verdict_worse = _RANK[d.verdict] > _RANK[b.verdict]
         flagged = not is_intended and worse and (abs(delta) > tolerance or verdict_worse)
+        ci, method = paired_delta_ci(paired[0].get(b.id), paired[1].get(b.id), reps=reps, seed=seed,
+                                     confidence=confidence), "paired bootstrap"
+        if ci is None:
+            ci, method = delta_interval(b, d, confidence), "normal approximation"
         rows.append(Interaction(
             defense=defense, risk=b.risk, requirement=b.id, metric=b.metric, baseline=b.value, defended=d.value,
-            delta=delta, delta_ci=delta_interval(b, d, confidence), worse=worse, intended=is_intended, flagged=flagged,
+            delta=delta, delta_ci=list(ci) if ci is not None else None, delta_ci_method=method if ci is not None else None,
+            worse=worse, intended=is_intended, flagged=flagged,
             baseline_verdict=b.verdict.value, defended_verdict=d.verdict.value, tolerance=tolerance,
         ))
     return rows

@@ -19,7 +19,7 @@ from amulet_audit.results.model import (
     AuditResult, DataInfo, DefenseResult, ModelInfo, PolicyInfo, RequirementResult, Threshold, ToolInfo,
 )
 from amulet_audit.results.verdict import judge, overall
-from amulet_audit.risks.base import PROFILES, AttackContext, AttackResult, Profile
+from amulet_audit.risks.base import PROFILES, AttackContext, AttackResult, PairedSample, Profile
 from amulet_audit.run.environment import environment
 from amulet_audit.run.executor import LocalExecutor
 from amulet_audit.run.interactions import compare
@@ -58,6 +58,8 @@ class UnitResult:
     requirements: list[RequirementResult]
     timings: dict[str, float] = field(default_factory=dict)
     defense: DefenseResult | None = None
+    # requirement id -> the per-record sample behind its value, for paired comparisons (not written out)
+    paired: dict[str, PairedSample] = field(default_factory=dict)
 
 
 # Inputs already loaded in this process (the CLI's, or a worker's after its first unit).
@@ -83,7 +85,7 @@ def _cache(inputs: Inputs):
 
 
 def evaluate(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: Plan, inputs: Inputs, *,
-             label: str = "", progress: Progress | None = None) -> tuple[list[RequirementResult], dict[str, float]]:
+             label: str = "", progress: Progress | None = None) -> UnitResult:
     """Run every attack job of the plan on `model` (the audited or a defended one) and judge each requirement."""
     import torch
 
@@ -100,7 +102,12 @@ def evaluate(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: Pl
         timings[f"{label}attack:{job.key}"] = round(time.perf_counter() - t, 3)
         if progress:
             progress(name, 1.0)
-    return judge_requirements(loaded, plan, outputs), timings
+    paired = {}
+    for req in loaded.policy.requirements:
+        measured = outputs[plan.job_of[req.id].key].metrics.get(req.metric)
+        if measured is not None and measured.paired is not None:
+            paired[req.id] = measured.paired
+    return UnitResult(judge_requirements(loaded, plan, outputs), timings, paired=paired)
 
 
 def judge_requirements(loaded: LoadedPolicy, plan: Plan, outputs: dict[str, AttackResult]) -> list[RequirementResult]:
@@ -129,8 +136,7 @@ def run_unit(unit: Unit, progress: Progress | None = None) -> UnitResult:
     model, data, loaded = _inputs(unit.inputs)
     plan = build_plan(loaded.policy)
     if unit.defense is None:
-        rows, timings = evaluate(model, data, loaded, plan, unit.inputs, progress=progress)
-        return UnitResult(rows, timings)
+        return evaluate(model, data, loaded, plan, unit.inputs, progress=progress)
 
     from amulet_audit.defenses.base import DefenseContext, DefenseNotApplicable, clean_accuracy
 
@@ -149,15 +155,15 @@ def run_unit(unit: Unit, progress: Progress | None = None) -> UnitResult:
             name=job.name, description=reg.obj.description, params=defense.get_params(), intended=list(reg.obj.intended),
             provider=reg.provider, not_applicable=str(exc)))
     trained = round(time.perf_counter() - t, 3)
-    rows, timings = evaluate(outcome.model, data, loaded, plan, unit.inputs, label=label, progress=progress)
-    timings[f"defense:{job.name}"] = trained
-    result = DefenseResult(
+    measured = evaluate(outcome.model, data, loaded, plan, unit.inputs, label=label, progress=progress)
+    measured.timings[f"defense:{job.name}"] = trained
+    measured.defense = DefenseResult(
         name=job.name, description=reg.obj.description, params=defense.get_params(), intended=list(reg.obj.intended),
         model_sha256=outcome.model.sha256, clean_accuracy_before=clean_accuracy(model.module, data),
-        clean_accuracy_after=clean_accuracy(outcome.model.module, data), details=outcome.details, requirements=rows,
-        provider=reg.provider, seconds=round(time.perf_counter() - t, 3),
+        clean_accuracy_after=clean_accuracy(outcome.model.module, data), details=outcome.details,
+        requirements=measured.requirements, provider=reg.provider, seconds=round(time.perf_counter() - t, 3),
     )
-    return UnitResult(rows, timings, result)
+    return measured
 
 
 def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed: int, profile: Profile,
@@ -184,7 +190,7 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
         for i, unit in enumerate(units):
             results[i] = run_unit(unit, progress)
 
-    baseline = results[0].requirements
+    baseline, baseline_paired = results[0].requirements, results[0].paired
     timings: dict[str, float] = {}
     interactions, defenses = [], []
     tolerance = loaded.policy.interactions.tolerance if loaded.policy.interactions else 0.0
@@ -193,7 +199,8 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
         if res.defense is not None:
             defenses.append(res.defense)
             interactions += compare(res.defense.name, tuple(res.defense.intended), baseline, res.requirements,
-                                    tolerance=tolerance, confidence=confidence)
+                                    tolerance=tolerance, confidence=confidence, paired=(baseline_paired, res.paired),
+                                    reps=profile.bootstrap_reps, seed=seed)
     timings["total"] = round(time.perf_counter() - t0, 3)
     return AuditResult(
         tool=ToolInfo(version=__version__),
