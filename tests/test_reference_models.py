@@ -162,6 +162,25 @@ def test_chain_gradient_equals_autograd_for_every_supported_layer():
     assert linear_chain(_residual(), [n for n, _ in _residual().named_parameters()]) is None
 
 
+def test_a_chain_the_batched_kernel_cannot_run_trains_through_vmap():
+    """A Linear applied to each position of a 3-D input, then flattened: a Linear/activation chain whose batched
+    matrix products would need 4-D operands, so the trainer checks it and keeps the vmap kernel."""
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(15, 3))
+    x, y = _data(d=12)
+    x = x.reshape(-1, 3, 4)
+    handle = _handle(net)
+    masks = half_masks(len(x), 2, 0)
+    recipe = TrainingRecipe(epochs=2, batch_size=16)
+    refs = train_reference_models(handle, x, y, masks, recipe, seed=1)
+    assert refs.details["trainer"] == "vectorised" and refs.details["kernel"].startswith("torch.func.vmap")
+    for k, state in enumerate(_one_at_a_time(handle, x, y, masks, recipe, seed=1)):
+        for name, tensor in state.items():
+            np.testing.assert_allclose(refs.state_dict(k)[name].numpy(), tensor.numpy(), atol=1e-5)
+
+
 def test_mode_dependent_layers_fall_back():
     import torch
 

@@ -160,6 +160,8 @@ def _train(model, x, y, masks, recipe, *, seed, cache, progress, keys, cached, t
     if not reason:
         reason = _probe(base, names, x[:2])
     chain = None if reason else linear_chain(base, names)
+    if chain is not None and not _chain_agrees(chain, base, x[:4]):
+        chain = None  # e.g. a Linear applied to every position of a 3-D input: batched matrix products do not fit
     details: dict[str, Any] = {"trainer": "sequential" if reason else "vectorised", "reason": reason,
                                "n_models": k_models, "from_cache": k_models - len(todo)}
     if not reason:
@@ -245,6 +247,21 @@ def _probe(module, param_names: list[str], x: np.ndarray) -> str:
         text = str(exc).strip().splitlines()
         return f"the vectorised forward failed for this architecture ({type(exc).__name__}: {text[0][:160] if text else ''})"
     return ""
+
+
+def _chain_agrees(chain: StackedChain, module, x: np.ndarray) -> bool:
+    """Whether `chain`'s batched forward gives the functional forward's outputs on `x` (two stacked copies)."""
+    import torch
+
+    try:
+        state = {n: torch.stack([t.detach(), t.detach()]) for n, t in module.state_dict().items()}
+        xb = torch.as_tensor(x, dtype=torch.float32)
+        with torch.no_grad():
+            want = _vectorised_forward(module)(state, xb)
+            got = chain.forward(state, xb.expand(2, *xb.shape))
+        return got.shape == want.shape and bool(torch.allclose(got, want, atol=1e-5))
+    except Exception:  # any failure means: use the functional path
+        return False
 
 
 def _train_vectorised(base, param_names: list[str], state: dict, x: np.ndarray, y: np.ndarray, masks: np.ndarray,
