@@ -5,7 +5,8 @@ constraint (demographic parity or equalized odds) on the training data. Each cla
 the audited architecture trained with the data spec's recipe on re-weighted records (our scikit-learn-style
 wrapper honours `sample_weight`). The mixture is itself a torch module (its output is the log of the
 weighted average of the members' probabilities), so every attack runs on it unchanged; it does not need the
-sensitive attribute at prediction time.
+sensitive attribute at prediction time. An attack that re-trains the defended model (poisoning) gets a mitigated
+copy too: the mitigation runs again on the altered records, with their sensitive attributes.
 """
 
 from __future__ import annotations
