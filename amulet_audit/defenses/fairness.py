@@ -136,5 +136,5 @@ class FairnessMitigation(Defense):
     def evidence(self, ctx: DefenseContext, module) -> dict:
         p, attribute = self._setup(ctx.data)
         return {"algorithm": "ExponentiatedGradient", "constraint": p["constraint"], "attribute": attribute,
-                "eps": p["eps"], "max_iter": self._max_iter(ctx), "models_trained": module.models_trained,
+                "constraint_slack": p["eps"], "max_iter": self._max_iter(ctx), "models_trained": module.models_trained,
                 "mixture_size": len(module.members), "needs_sensitive_attribute_at_prediction": False}

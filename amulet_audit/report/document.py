@@ -259,6 +259,7 @@ METRICS: dict[str, str] = {
 
 _LABELS: dict[str, str] = {
     "eps": "ε (perturbation budget)",
+    "constraint_slack": "Constraint slack (Fairlearn eps)",
     "norm": "Norm",
     "n_members": "Members (training records) attacked",
     "n_nonmembers": "Non-members attacked",
