@@ -42,17 +42,26 @@ def paired_delta_ci(base, other, *, reps: int, seed: int, confidence: float = 0.
             or (base.strata is None) != (other.strata is None)
             or (base.strata is not None and not np.array_equal(base.strata, other.strata))):
         return None
-    n = len(base.records)
-    strata = None
-    if base.strata is not None:
-        strata = [np.flatnonzero(base.strata == s) for s in np.unique(base.strata)]
-
-    def delta(idx: np.ndarray) -> float:
-        return (other.statistic({k: v[idx] for k, v in other.arrays.items()})
-                - base.statistic({k: v[idx] for k, v in base.arrays.items()}))
-
-    lo, hi = bootstrap_ci(delta, n, reps=reps, seed=seed, confidence=confidence, strata=strata)
+    lo, hi = bootstrap_ci(lambda idx: _statistic_at(other, idx) - _statistic_at(base, idx), len(base.records),
+                          reps=reps, seed=seed, confidence=confidence, strata=_strata(base))
     return None if not (np.isfinite(lo) and np.isfinite(hi)) else (lo, hi)
+
+
+def sample_ci(sample, *, reps: int, seed: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of a `PairedSample`'s statistic over its own records, each stratum resampled
+    on its own (strata in the sorted order of their labels)."""
+    return bootstrap_ci(lambda idx: _statistic_at(sample, idx), len(sample.records), reps=reps, seed=seed,
+                        confidence=confidence, strata=_strata(sample))
+
+
+def _statistic_at(sample, idx: np.ndarray) -> float:
+    return sample.statistic({k: v[idx] for k, v in sample.arrays.items()})
+
+
+def _strata(sample) -> list[np.ndarray] | None:
+    if sample.strata is None:
+        return None
+    return [np.flatnonzero(sample.strata == s) for s in np.unique(sample.strata)]
 
 
 def _identity(statistic) -> object:

@@ -68,6 +68,14 @@ def _one_at_a_time(handle, x, y, masks, recipe, seed):
     return out
 
 
+def _assert_same_weights(refs, expected: list[dict]) -> None:
+    """Reference model k has the weights of the k-th one-at-a-time state dict, to 1e-5."""
+    for k, state in enumerate(expected):
+        got = refs.state_dict(k)
+        for name, tensor in state.items():
+            np.testing.assert_allclose(got[name].numpy(), tensor.numpy(), atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("recipe", [
     TrainingRecipe(epochs=4, batch_size=16, optimizer="adam", lr=0.01, weight_decay=0.01),
     TrainingRecipe(epochs=4, batch_size=16, optimizer="adamw", lr=0.01, weight_decay=0.05),
@@ -85,11 +93,7 @@ def test_vectorised_trainer_gives_the_weights_of_one_at_a_time_training(recipe, 
     refs = train_reference_models(handle, x, y, masks, recipe, seed=5)
     assert refs.details["trainer"] == "vectorised" and refs.details["reason"] == ""
     assert refs.details["kernel"].startswith("batched" if arch == "chain" else "torch.func.vmap")
-    expected = _one_at_a_time(handle, x, y, masks, recipe, seed=5)
-    for k, state in enumerate(expected):
-        got = refs.state_dict(k)
-        for name, tensor in state.items():
-            np.testing.assert_allclose(got[name].numpy(), tensor.numpy(), atol=1e-5, rtol=0)
+    _assert_same_weights(refs, _one_at_a_time(handle, x, y, masks, recipe, seed=5))
     # and the models did train: weights moved away from their initialisation
     init = handle.fresh_copy(5).state_dict()
     assert max(float((refs.state_dict(0)[n] - init[n]).abs().max()) for n in init) > 1e-2
@@ -118,10 +122,7 @@ def test_torchscript_is_vectorised_through_its_functional_copy_and_matches_one_a
     recipe = TrainingRecipe(epochs=2, batch_size=16)
     refs = train_reference_models(handle, x, y, masks, recipe, seed=3)
     assert refs.details["trainer"] == "vectorised" and refs.details["kernel"].startswith("batched")
-    expected = _one_at_a_time(handle, x, y, masks, recipe, seed=3)
-    for k, state in enumerate(expected):
-        for name, tensor in state.items():
-            np.testing.assert_allclose(refs.state_dict(k)[name].numpy(), tensor.numpy(), atol=1e-5)
+    _assert_same_weights(refs, _one_at_a_time(handle, x, y, masks, recipe, seed=3))
     assert refs.logits(x[:5]).shape == (2, 5, 3)
 
 
@@ -176,9 +177,7 @@ def test_a_chain_the_batched_kernel_cannot_run_trains_through_vmap():
     recipe = TrainingRecipe(epochs=2, batch_size=16)
     refs = train_reference_models(handle, x, y, masks, recipe, seed=1)
     assert refs.details["trainer"] == "vectorised" and refs.details["kernel"].startswith("torch.func.vmap")
-    for k, state in enumerate(_one_at_a_time(handle, x, y, masks, recipe, seed=1)):
-        for name, tensor in state.items():
-            np.testing.assert_allclose(refs.state_dict(k)[name].numpy(), tensor.numpy(), atol=1e-5)
+    _assert_same_weights(refs, _one_at_a_time(handle, x, y, masks, recipe, seed=1))
 
 
 def test_mode_dependent_layers_fall_back():

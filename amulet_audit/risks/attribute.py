@@ -22,7 +22,7 @@ import numpy as np
 from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec, PairedSample
 from amulet_audit.risks.inference import logits
 from amulet_audit.risks.params import Interval, OptionalOf, Options, Text
-from amulet_audit.stats import bootstrap_ci
+from amulet_audit.stats import sample_ci
 
 BALANCED_ACCURACY = MetricSpec(
     "balanced_accuracy",
@@ -167,16 +167,11 @@ class AttributeInference(Attack):
                 baseline_kind = "the majority group of the auxiliary records (the prior)"
             ba_attack = balanced_accuracy(g_vic, pred, k)
             ba_base = balanced_accuracy(g_vic, base, k)
-            strata = [np.flatnonzero(g_vic == j) for j in range(k) if (g_vic == j).any()]
-            reps = ctx.profile.bootstrap_reps
             sample = {"group": g_vic, "attack": pred, "baseline": base}
-            victims = i_vic[keep_vic]
-            samples = {m: PairedSample(victims, sample, partial(_sample_statistic, metric=m, n_groups=k), g_vic)
-                       for m in _METRICS}
-            ci_attack, ci_adv = (
-                bootstrap_ci(lambda idx, m=m: samples[m].statistic({n: v[idx] for n, v in sample.items()}), len(g_vic),
-                             reps=reps, seed=ctx.seed + 2 * i + j, confidence=ctx.confidence, strata=strata)
-                for j, m in enumerate(_METRICS))
+            samples = {m: PairedSample(i_vic[keep_vic], sample, partial(_sample_statistic, metric=m, n_groups=k), g_vic)
+                       for m in _METRICS}  # resampled within each group
+            ci_attack, ci_adv = (sample_ci(samples[m], reps=ctx.profile.bootstrap_reps, seed=ctx.seed + 2 * i + j,
+                                           confidence=ctx.confidence) for j, m in enumerate(_METRICS))
             per_group = [
                 {"group": g, "victims": int((g_vic == j).sum()), "auxiliary": int((g_aux == j).sum()),
                  "attack_recall": _recall(g_vic, pred, j), "baseline_recall": _recall(g_vic, base, j)}

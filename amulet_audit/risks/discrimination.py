@@ -10,7 +10,7 @@ import numpy as np
 from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec, PairedSample
 from amulet_audit.risks.inference import predict
 from amulet_audit.risks.params import Interval, OptionalOf, Options, Text
-from amulet_audit.stats import bootstrap_ci
+from amulet_audit.stats import sample_ci
 
 DEMOGRAPHIC_PARITY_DIFFERENCE = MetricSpec(
     "demographic_parity_difference", "Largest difference in favourable-outcome (selection) rate between groups.", higher_is_worse=True
@@ -141,13 +141,11 @@ class GroupFairness(Attack):
             codes_all = np.unique(groups[keep], return_inverse=True)[1]
             yt_k, yp_k = yt[keep], yp[keep]
             n_groups = int(codes_all.max()) + 1
-            strata = [np.where(codes_all == g)[0] for g in range(n_groups)]
-            sample = {"group": codes_all, "true": yt_k, "decision": yp_k}
-            statistic = partial(gap_statistic, metric=m, n_groups=n_groups)
-            ci = bootstrap_ci(lambda idx: statistic({k: v[idx] for k, v in sample.items()}), len(yt_k),
-                              reps=ctx.profile.bootstrap_reps, seed=ctx.seed, confidence=ctx.confidence, strata=strata)
+            sample = PairedSample(np.flatnonzero(keep), {"group": codes_all, "true": yt_k, "decision": yp_k},
+                                  partial(gap_statistic, metric=m, n_groups=n_groups), codes_all)  # within each group
+            ci = sample_ci(sample, reps=ctx.profile.bootstrap_reps, seed=ctx.seed, confidence=ctx.confidence)
             value = summary[m]
-            paired = PairedSample(np.flatnonzero(keep), sample, statistic, codes_all) if np.isfinite(value) else None
+            paired = sample if np.isfinite(value) else None
             metrics[m] = Measurement(value if np.isfinite(value) else None, ci if np.isfinite(value) else None, int(keep.sum()),
                                      "" if np.isfinite(value) else "no group receives the favourable outcome", paired)
             worst_attr[m] = pick

@@ -21,7 +21,7 @@ import numpy as np
 from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec, PairedSample
 from amulet_audit.risks.inference import cross_entropy, logits
 from amulet_audit.risks.params import Interval, OptionalOf, Options
-from amulet_audit.stats import binomial_ci, bootstrap_ci
+from amulet_audit.stats import binomial_ci, sample_ci
 
 AUC = MetricSpec("auc", "Area under the membership ROC curve; 0.5 is chance.", higher_is_worse=True)
 TPR_AT_FPR_001 = MetricSpec(
@@ -76,12 +76,12 @@ def membership_metrics(scores: np.ndarray, is_member: np.ndarray, records: np.nd
     n_in, n_out = int(is_member.sum()), int((~is_member).sum())
     fpr, tpr = roc_points(scores, is_member)
     sample = {"score": np.asarray(scores, dtype=np.float64), "member": is_member}
-    strata = [np.where(is_member)[0], np.where(~is_member)[0]]
+    strata = (~is_member).astype(np.int64)  # resampled apart: stratum 0 the members, 1 the non-members
 
     def measured(statistic, value: float, offset: int) -> Measurement:
-        ci = bootstrap_ci(lambda idx: statistic({k: v[idx] for k, v in sample.items()}), len(scores), reps=reps,
-                          seed=seed + offset, confidence=confidence, strata=strata)
-        return Measurement(value, ci, n_in + n_out, paired=PairedSample(records, sample, statistic, is_member))
+        paired = PairedSample(records, sample, statistic, strata)
+        return Measurement(value, sample_ci(paired, reps=reps, seed=seed + offset, confidence=confidence), n_in + n_out,
+                           paired=paired)
 
     out = {"auc": measured(auc_statistic, auc_statistic(sample), 0),
            "advantage": measured(advantage_statistic, float(np.max(tpr - fpr)), 1)}
@@ -93,7 +93,7 @@ def membership_metrics(scores: np.ndarray, is_member: np.ndarray, records: np.nd
             f"TPR at {target:.1%} FPR needs at least {need:,} non-members to be estimated; only {n_out:,} were available"
         )
         out[spec.name] = Measurement(value, binomial_ci(k, n_in, confidence), n_in, reason,
-                                     paired=PairedSample(records, sample, partial(tpr_statistic, target=target), is_member))
+                                     paired=PairedSample(records, sample, partial(tpr_statistic, target=target), strata))
     details = {"roc": _downsample_roc(fpr, tpr), "n_members": n_in, "n_nonmembers": n_out, "auc": out["auc"].value}
     return out, details
 

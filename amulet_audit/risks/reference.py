@@ -233,12 +233,19 @@ def _vectorised_forward(base, *, per_model_inputs: bool = False):
     return vmap(one, in_dims=(0, 0 if per_model_inputs else None))
 
 
+def _two_copies(module) -> dict:
+    """`module`'s parameters and buffers stacked twice (name -> (2, ...) tensor): a probe for the stacked paths."""
+    import torch
+
+    return {n: torch.stack([t.detach(), t.detach()]) for n, t in module.state_dict().items()}
+
+
 def _probe(module, param_names: list[str], x: np.ndarray) -> str:
     """'' if a vectorised forward and backward work for this module, else the reason they do not."""
     import torch
 
     try:
-        state = {n: torch.stack([t.detach(), t.detach()]).clone() for n, t in module.state_dict().items()}
+        state = _two_copies(module)
         for name in param_names:
             state[name].requires_grad_(True)
         out = _vectorised_forward(module)(state, torch.as_tensor(x, dtype=torch.float32))
@@ -254,7 +261,7 @@ def _chain_agrees(chain: StackedChain, module, x: np.ndarray) -> bool:
     import torch
 
     try:
-        state = {n: torch.stack([t.detach(), t.detach()]) for n, t in module.state_dict().items()}
+        state = _two_copies(module)
         xb = torch.as_tensor(x, dtype=torch.float32)
         with torch.no_grad():
             want = _vectorised_forward(module)(state, xb)

@@ -98,9 +98,9 @@ def _from_fx(graph_module) -> list[_Op] | None:
             ops.append(_Op("flatten", start_dim=int(args[1])))
         elif target in (aten.relu.default, aten.relu_.default) and len(args) == 1:
             ops.append(_Op("relu"))
-        elif target in (aten.tanh.default,) and len(args) == 1:
+        elif target == aten.tanh.default and len(args) == 1:
             ops.append(_Op("tanh"))
-        elif target in (aten.sigmoid.default,) and len(args) == 1:
+        elif target == aten.sigmoid.default and len(args) == 1:
             ops.append(_Op("sigmoid"))
         elif target == aten.leaky_relu.default and (len(args) == 1 or float(args[1]) >= 0):
             ops.append(_Op("leaky_relu", slope=float(args[1]) if len(args) > 1 else 0.01))

@@ -102,16 +102,14 @@ def evaluate(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: Pl
         timings[f"{label}attack:{job.key}"] = round(time.perf_counter() - t, 3)
         if progress:
             progress(name, 1.0)
-    paired = {}
-    for req in loaded.policy.requirements:
-        measured = outputs[plan.job_of[req.id].key].metrics.get(req.metric)
-        if measured is not None and measured.paired is not None:
-            paired[req.id] = measured.paired
-    return UnitResult(judge_requirements(loaded, plan, outputs), timings, paired=paired)
+    rows, paired = judge_requirements(loaded, plan, outputs)
+    return UnitResult(rows, timings, paired=paired)
 
 
-def judge_requirements(loaded: LoadedPolicy, plan: Plan, outputs: dict[str, AttackResult]) -> list[RequirementResult]:
-    rows = []
+def judge_requirements(loaded: LoadedPolicy, plan: Plan, outputs: dict[str, AttackResult]
+                       ) -> tuple[list[RequirementResult], dict[str, PairedSample]]:
+    """One judged row per requirement, and the per-record sample behind each measured value that has one."""
+    rows, paired = [], {}
     for req in loaded.policy.requirements:
         job = plan.job_of[req.id]
         out = outputs[job.key]
@@ -121,6 +119,8 @@ def judge_requirements(loaded: LoadedPolicy, plan: Plan, outputs: dict[str, Atta
         else:
             m = out.metrics[req.metric]
             value, ci, n, reason = m.value, m.ci, m.n, m.reason
+            if m.paired is not None:
+                paired[req.id] = m.paired
         verdict, why = judge(value, ci, threshold.op, threshold.value, reason)
         rows.append(RequirementResult(
             id=req.id, title=req.title, risk=req.risk, attack=job.attack, metric=req.metric,
@@ -128,7 +128,7 @@ def judge_requirements(loaded: LoadedPolicy, plan: Plan, outputs: dict[str, Atta
             reason=why, cite=req.cite, severity=req.severity, basis=req.basis, rationale=req.rationale,
             params=registry.attack_class(job.attack)(**job.params).get_params(), details=out.details,
         ))
-    return rows
+    return rows, paired
 
 
 def run_unit(unit: Unit, progress: Progress | None = None) -> UnitResult:
