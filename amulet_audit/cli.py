@@ -12,7 +12,7 @@ from enum import IntEnum
 from pathlib import Path
 
 from amulet_audit import __version__
-from amulet_audit.errors import InputError
+from amulet_audit.core.errors import InputError
 
 
 class ExitCode(IntEnum):
@@ -161,7 +161,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from amulet_audit.inputs.data import load_data
     from amulet_audit.inputs.model import load_model
     from amulet_audit.policy import load_policy
-    from amulet_audit.risks.base import PROFILES
+    from amulet_audit.core.attack import PROFILES
 
     if args.jobs < 1:
         raise InputError(f"--jobs {args.jobs}: must be at least 1.")
@@ -176,7 +176,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     model = load_model(model_path, arch=args.arch, trust_pickle=args.trust_pickle)
     import torch
 
-    from amulet_audit.threads import threads_for
+    from amulet_audit.core.threads import threads_for
 
     torch.set_num_threads(args.threads or threads_for(model.module))
     data = load_data(_data_path(model_path, args.data))
@@ -184,7 +184,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     baseline = _read_baseline(args.baseline)
 
     from amulet_audit.run import run_audit
-    from amulet_audit.run.cache import ModelCache, default_root
+    from amulet_audit.training.cache import ModelCache, default_root
     from amulet_audit.run.progress import progress_display
 
     cache = ModelCache(None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_root())

@@ -40,10 +40,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     from amulet_audit.inputs.data import load_data
     from amulet_audit.inputs.model import ModelHandle
-    from amulet_audit.inputs.training import train_model
-    from amulet_audit.risks.base import PROFILES, AttackContext
+    from amulet_audit.training.loop import train_model
+    from amulet_audit.core.attack import PROFILES, AttackContext
     from amulet_audit.risks.membership import LiRA
-    from amulet_audit.risks.reference import half_masks, train_reference_models
+    from amulet_audit.training.reference import half_masks, train_reference_models
 
     torch.set_num_threads(args.threads)
     spec = importlib.util.spec_from_file_location("digits_example", ROOT / "examples" / "digits" / "train.py")

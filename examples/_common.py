@@ -23,9 +23,9 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from amulet_audit.errors import InputError  # noqa: E402
+from amulet_audit.core.errors import InputError  # noqa: E402
 from amulet_audit.inputs.data import AuditData, DataSpec, TrainingRecipe, load_data  # noqa: E402
-from amulet_audit.inputs.training import train_model  # noqa: E402
+from amulet_audit.training.loop import train_model  # noqa: E402
 
 SPEC_FILE = "model.data.yaml"
 MODEL_FILE = "model.pt"

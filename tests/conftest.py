@@ -30,7 +30,7 @@ def make_tabular(folder: Path, *, n: int = 3000, bias: float = 0.8, seed: int = 
     import torch
 
     from amulet_audit.inputs.data import TrainingRecipe
-    from amulet_audit.inputs.training import train_model
+    from amulet_audit.training.loop import train_model
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -81,6 +81,6 @@ def tabular_inputs(tabular):
 
 
 def context(model, data, *, seed: int = 0, profile: str = "quick"):
-    from amulet_audit.risks.base import PROFILES, AttackContext
+    from amulet_audit.core.attack import PROFILES, AttackContext
 
     return AttackContext(model=model, data=data, seed=seed, profile=PROFILES[profile])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from amulet_audit import registry
+from amulet_audit.core import registry
 from amulet_audit.inputs.data import load_data
 from amulet_audit.inputs.model import load_model
-from amulet_audit.risks.conformance import check_attack
+from amulet_audit.core.conformance import check_attack
 from amulet_audit.risks.discrimination import GroupFairness, _summaries
 from amulet_audit.risks.evasion import PGD
 from amulet_audit.risks.membership import LossAttack
@@ -95,7 +95,7 @@ def test_model_biased_by_construction_has_low_impact_ratio_and_fast_path_matches
     groups = {g["group"]: g for g in out.details["by_attribute"]["sex"]["groups"]}
     assert groups["F"]["selection_rate"] < groups["M"]["selection_rate"]
     # the bootstrap's numpy path computes the same summaries as Fairlearn's MetricFrame
-    from amulet_audit.risks.inference import predict
+    from amulet_audit.ops.forward import predict
 
     yp = predict(model.module, data.x_holdout) == 1
     codes = np.unique(data.sensitive_holdout["sex"], return_inverse=True)[1]

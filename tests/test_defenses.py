@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from amulet_audit import registry
-from amulet_audit.defenses.base import DefenseContext
+from amulet_audit.core import registry
+from amulet_audit.core.defense import DefenseContext
 from amulet_audit.defenses.outlier_removal import OutlierRemoval
 from amulet_audit.defenses.output import OutputPerturbation, Watermarking
-from amulet_audit.risks.base import PROFILES
+from amulet_audit.core.attack import PROFILES
+from amulet_audit.training.copies import train_copy
 
 
 def _digest(module) -> str:
@@ -26,7 +27,7 @@ def ctx_for(model, data, seed=0):
 @pytest.mark.parametrize("name", ["outlier_removal", "output_perturbation", "watermarking", "dp_sgd", "adversarial_training"])
 def test_defense_contract(name, tabular_inputs):
     """Defaults satisfy their constraints; the audited model is unchanged; same seed, same defended weights."""
-    from amulet_audit.risks.params import validate_params
+    from amulet_audit.core.params import validate_params
 
     model, data = tabular_inputs
     cls = registry.defense_class(name)
@@ -38,7 +39,6 @@ def test_defense_contract(name, tabular_inputs):
     second = cls(**params).apply(ctx_for(model, data))
     assert _digest(model.module) == before
     assert first.model.sha256 == second.model.sha256 != model.sha256
-    assert 0.0 <= first.details["clean_accuracy"] <= 1.0
 
 
 def test_outlier_removal_finds_flipped_labels(tabular_inputs):
@@ -47,31 +47,29 @@ def test_outlier_removal_finds_flipped_labels(tabular_inputs):
     flipped = rng.choice(len(data.y_train), 75, replace=False)
     y = data.y_train.copy()
     y[flipped] = 1 - y[flipped]
-    plain = model.train_copy(data.x_train, y, data.spec.training, seed=0)
+    plain = train_copy(model, data.x_train, y, data.spec.training, seed=0)
     keep = OutlierRemoval(fraction=0.05).keep_mask(plain, data.x_train, y)
     removed = set(np.where(~keep)[0])
     caught = len(removed & set(flipped.tolist())) / len(flipped)
     assert caught > 0.3  # six times what dropping 5% at random would catch
 
 
-def test_defended_model_trains_copies_through_the_defense(tabular_inputs):
+def test_defended_model_trains_copies_through_the_defense(tabular_inputs, monkeypatch):
     """An attack that re-trains the defended model (poisoning) meets the defense: outlier removal drops records."""
+    from amulet_audit.training import copies
+
     model, data = tabular_inputs
     defended = OutlierRemoval(fraction=0.2).apply(ctx_for(model, data)).model
     calls = []
-    original = type(model).train_copy
+    original = copies.train_model
 
-    def spy(self, x, y, recipe, **kw):
+    def spy(module, x, y, recipe, **kw):
         calls.append(len(x))
-        return original(self, x, y, recipe, **kw)
+        return original(module, x, y, recipe, **kw)
 
-    pytest.MonkeyPatch().setattr(type(model), "train_copy", spy)
-    try:
-        defended.train_copy(data.x_train[:500], data.y_train[:500], data.spec.training, seed=1)
-    finally:
-        pytest.MonkeyPatch().undo()
-        type(model).train_copy = original
-    assert calls[-1] == 400  # the final copy trained on the 80% kept
+    monkeypatch.setattr(copies, "train_model", spy)
+    train_copy(defended, data.x_train[:500], data.y_train[:500], data.spec.training, seed=1)
+    assert calls == [500, 400]  # a plain copy finds the outliers; the final copy trains on the 80% kept
 
 
 def test_output_perturbation_reveals_only_labels(tabular_inputs):
@@ -93,7 +91,7 @@ def test_fairness_mitigation_narrows_the_parity_gap_and_retrains_copies_through_
     from fairlearn.metrics import demographic_parity_difference
 
     from amulet_audit.defenses.fairness import FairnessMitigation
-    from amulet_audit.risks.inference import predict
+    from amulet_audit.ops.forward import predict
 
     model, data = tabular_inputs
     outcome = FairnessMitigation(eps=0.01).apply(ctx_for(model, data))
@@ -105,7 +103,7 @@ def test_fairness_mitigation_narrows_the_parity_gap_and_retrains_copies_through_
     assert gap(outcome.model.module) < gap(model.module) - 0.05
     assert outcome.details["attribute"] == "sex" and outcome.details["mixture_size"] >= 1
     recipe = data.spec.training
-    copy = outcome.model.train_copy(data.x_train, data.y_train, recipe, seed=0, sensitive=data.sensitive_train)
+    copy = train_copy(outcome.model, data.x_train, data.y_train, recipe, seed=0, sensitive=data.sensitive_train)
     assert hasattr(copy, "members")  # a mixture: the mitigation ran on the copy
     with pytest.raises(ValueError, match="'sex' attribute"):
-        outcome.model.train_copy(data.x_train, data.y_train, recipe, seed=0)
+        train_copy(outcome.model, data.x_train, data.y_train, recipe, seed=0)

@@ -9,10 +9,10 @@ import pytest
 import torch
 import yaml
 
-from amulet_audit.errors import InputError
+from amulet_audit.core.errors import InputError
 from amulet_audit.inputs.data import load_data
 from amulet_audit.inputs.model import load_model
-from amulet_audit.inputs.training import train_model
+from amulet_audit.training.loop import train_model
 
 
 def _spec(tmp_path, **changes):

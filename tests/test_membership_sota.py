@@ -34,7 +34,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def overfit(tmp_path_factory):
     """An MLP that memorised 200 noisy members, its data, and a cache shared by the attacks run on it."""
-    from amulet_audit.run.cache import ModelCache
+    from amulet_audit.training.cache import ModelCache
 
     folder = tmp_path_factory.mktemp("overfit")
     path = make_tabular(folder, **OVERFIT)

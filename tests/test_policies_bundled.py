@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from amulet_audit.errors import InputError
+from amulet_audit.core.errors import InputError
 from amulet_audit.policy import bundled_policies, load_policy
 
 from conftest import ADULT, AMULET, ROOT, context
@@ -90,7 +90,7 @@ def test_bundled_policy_runs_on_a_real_model(adult, stem):
     from amulet_audit.inputs.data import load_data
     from amulet_audit.inputs.model import load_model
     from amulet_audit.report import render_html
-    from amulet_audit.risks.base import PROFILES
+    from amulet_audit.core.attack import PROFILES
     from amulet_audit.run import run_audit
 
     model, data = load_model(adult), load_data(adult.with_name("model.data.yaml"))

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from amulet_audit.errors import InputError
+from amulet_audit.core.errors import InputError
 from amulet_audit.plan import build_plan
 from amulet_audit.policy import bundled_policies, json_schema, load_policy
 

@@ -30,7 +30,7 @@ def _write_task(folder: Path, x: np.ndarray, y: np.ndarray, groups: np.ndarray, 
     import pandas as pd
     import torch
 
-    from amulet_audit.inputs.training import train_model
+    from amulet_audit.training.loop import train_model
 
     folder.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
@@ -203,7 +203,7 @@ def test_property_inference_refuses_what_it_cannot_measure(tabular_inputs, digit
     ctx = context(*tabular_inputs)
     assert "no holdout record" in PropertyInference(group="X").run(ctx).not_applicable
     assert PropertyInference().run(context(*digits_inputs)).not_applicable == "the data spec names no sensitive attribute"
-    from amulet_audit.risks.params import validate_params
+    from amulet_audit.core.params import validate_params
 
     problems = validate_params("property_inference", PropertyInference.parameter_constraints, {"ratios": [0.5, 0.5]})
     assert problems and "two different shares" in problems[0]

@@ -10,8 +10,8 @@ import pytest
 
 from amulet_audit.inputs.data import TrainingRecipe
 from amulet_audit.inputs.model import ModelHandle
-from amulet_audit.inputs.training import train_model
-from amulet_audit.risks.reference import architecture_id, half_masks, train_reference_models
+from amulet_audit.training.loop import train_model
+from amulet_audit.training.reference import architecture_id, half_masks, train_reference_models
 
 
 def _data(n: int = 90, d: int = 5, seed: int = 0):
@@ -131,7 +131,7 @@ def test_chain_gradient_equals_autograd_for_every_supported_layer():
     import torch.nn as nn
     import torch.nn.functional as F
 
-    from amulet_audit.risks.stacked import linear_chain
+    from amulet_audit.training.stacked import linear_chain
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(12, 9), nn.Tanh(), nn.Sequential(nn.Linear(9, 7), nn.LeakyReLU(0.1)),
@@ -191,7 +191,7 @@ def test_mode_dependent_layers_fall_back():
 
 
 def test_trained_sets_are_cached_by_content_and_reused(tmp_path):
-    from amulet_audit.run.cache import ModelCache
+    from amulet_audit.training.cache import ModelCache
 
     x, y = _data()
     recipe = TrainingRecipe(epochs=2, batch_size=16)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from amulet_audit.errors import InputError
+from amulet_audit.core.errors import InputError
 from amulet_audit.report import render_html, render_pdf, write_report
 from amulet_audit.report.document import Document, build_document
-from amulet_audit.resources import policies_dir, templates_dir
+from amulet_audit.core.resources import policies_dir, templates_dir
 from amulet_audit.results.model import AuditResult, Verdict
 
 CHROMIUM = Path("/usr/bin/chromium")

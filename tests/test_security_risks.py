@@ -155,7 +155,7 @@ def test_ten_percent_backdoor_succeeds_while_clean_accuracy_barely_moves(adult):
 
 
 def test_label_flips_cost_accuracy_and_a_clean_copy_is_the_reference(adult):
-    from amulet_audit.run.cache import ModelCache
+    from amulet_audit.training.cache import ModelCache
 
     model, data = adult
     ctx = context(model, data)

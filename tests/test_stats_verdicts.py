@@ -7,7 +7,7 @@ import pytest
 
 from amulet_audit.results.model import Verdict
 from amulet_audit.results.verdict import judge, overall
-from amulet_audit.stats import binomial_ci, bootstrap_ci
+from amulet_audit.core.stats import binomial_ci, bootstrap_ci
 
 
 def test_clopper_pearson_matches_known_values():
@@ -52,9 +52,9 @@ def test_audit_passes_only_if_every_requirement_passes():
 
 def test_paired_bootstrap_of_a_delta_is_far_tighter_than_independent_intervals_when_models_agree():
     """Two models right on mostly the same records: pairing cancels the record-to-record variation they share."""
-    from amulet_audit.risks.base import PairedSample, rate
+    from amulet_audit.core.attack import PairedSample, rate
     from amulet_audit.run.interactions import _z
-    from amulet_audit.stats import paired_delta_ci
+    from amulet_audit.core.stats import paired_delta_ci
 
     rng = np.random.default_rng(0)
     n = 1000

@@ -5,17 +5,9 @@ from __future__ import annotations
 
 from numbers import Integral, Real
 
-from amulet_audit.defenses.base import Defense, DefenseContext
-from amulet_audit.risks.params import Interval, OptionalOf, Options
-
-
-def pgd_examples(module, x, y, *, eps: float, norm: str, steps: int, step_size: float, bounds, gen):
-    """PGD adversarial examples for a batch (tensors in, tensor out), random start, no restarts."""
-    from amulet_audit.risks.evasion import _project, _random_delta, pgd_steps
-
-    adv, _ = pgd_steps(module, x, y, _project(x, x + _random_delta(x, eps, norm, gen), eps, norm, bounds),
-                       eps=eps, norm=norm, steps=steps, step_size=step_size, bounds=bounds)
-    return adv
+from amulet_audit.core.defense import Defense, DefenseContext
+from amulet_audit.core.params import Interval, OptionalOf, Options
+from amulet_audit.ops.perturb import pgd_examples
 
 
 class AdversarialTraining(Defense):
@@ -35,8 +27,8 @@ class AdversarialTraining(Defense):
         import torch
         import torch.nn.functional as F
 
-        from amulet_audit.inputs.training import make_optimizer
-        from amulet_audit.run.cache import ModelCache, content_key
+        from amulet_audit.training.loop import make_optimizer
+        from amulet_audit.training.cache import ModelCache, content_key
 
         p = self.get_params()
         epochs = p["epochs"] or recipe.epochs

@@ -13,8 +13,8 @@ from __future__ import annotations
 import warnings
 from numbers import Integral, Real
 
-from amulet_audit.defenses.base import Defense, DefenseContext, DefenseNotApplicable
-from amulet_audit.risks.params import Interval, OptionalOf
+from amulet_audit.core.defense import Defense, DefenseContext, DefenseNotApplicable
+from amulet_audit.core.params import Interval, OptionalOf
 
 
 # Rényi orders for the accountant: Opacus's defaults stop at 63, which is not enough for small epsilons with
@@ -60,8 +60,8 @@ class DPSGD(Defense):
         from opacus.optimizers import DPOptimizer
         from torch.func import functional_call, grad, vmap
 
-        from amulet_audit.inputs.training import make_optimizer
-        from amulet_audit.run.cache import ModelCache, content_key
+        from amulet_audit.training.loop import make_optimizer
+        from amulet_audit.training.cache import ModelCache, content_key
 
         p = self.get_params()
         x = torch.tensor(x_np, dtype=torch.float32)

@@ -15,8 +15,9 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from amulet_audit.defenses.base import Defense, DefenseContext, DefenseNotApplicable, DefenseOutcome
-from amulet_audit.risks.params import Interval, OptionalOf, Options, Text
+from amulet_audit.core.defense import Defense, DefenseContext, DefenseNotApplicable, DefenseOutcome
+from amulet_audit.core.params import Interval, OptionalOf, Options, Text
+from amulet_audit.training.copies import train_copy
 
 
 def mixture_module(members, weights):
@@ -49,7 +50,7 @@ class _Trainer:
 
     def fit(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None):
         self.trained += 1
-        return self.ctx.model.train_copy(x, y, self.recipe, seed=self.seed + self.trained, cache=self.ctx.cache,
+        return train_copy(self.ctx.model, x, y, self.recipe, seed=self.seed + self.trained, cache=self.ctx.cache,
                                          sample_weight=w)
 
 
@@ -76,7 +77,7 @@ class _TorchClassifier:
         return self
 
     def predict(self, X):
-        from amulet_audit.risks.inference import predict
+        from amulet_audit.ops.forward import predict
 
         return predict(self.module_, self._shape(X))
 

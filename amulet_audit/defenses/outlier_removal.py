@@ -13,8 +13,9 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from amulet_audit.defenses.base import Defense, DefenseContext, plain_model
-from amulet_audit.risks.params import Interval, Options
+from amulet_audit.core.defense import Defense, DefenseContext
+from amulet_audit.training.copies import plain_model, train_copy
+from amulet_audit.core.params import Interval, Options
 
 
 def outlier_scores(z: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
@@ -44,7 +45,7 @@ class OutlierRemoval(Defense):
     }
 
     def keep_mask(self, module, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        from amulet_audit.risks.inference import logits
+        from amulet_audit.ops.forward import logits
 
         p = self.get_params()
         z = logits(module, x) if p["space"] == "outputs" else x.reshape(len(x), -1)
@@ -60,7 +61,7 @@ class OutlierRemoval(Defense):
         keep = self.keep_mask(plain_model(ctx, x, y, recipe, seed), x, y)
         if x is ctx.data.x_train:
             self._removed = {ctx.data.classes[c]: int(((~keep) & (y == c)).sum()) for c in np.unique(y)}
-        return ctx.model.train_copy(x[keep], y[keep], recipe, seed=seed, cache=ctx.cache)
+        return train_copy(ctx.model, x[keep], y[keep], recipe, seed=seed, cache=ctx.cache)
 
     def evidence(self, ctx, module):
         removed = getattr(self, "_removed", {})

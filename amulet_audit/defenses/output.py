@@ -12,8 +12,9 @@ from numbers import Integral
 
 import numpy as np
 
-from amulet_audit.defenses.base import Defense, DefenseContext, plain_model
-from amulet_audit.risks.params import Interval, Options
+from amulet_audit.core.defense import Defense, DefenseContext
+from amulet_audit.training.copies import plain_model, train_copy
+from amulet_audit.core.params import Interval, Options
 
 
 def perturbed_outputs(module, mode: str, decimals: int):
@@ -75,11 +76,11 @@ class Watermarking(Defense):
     def fit(self, ctx: DefenseContext, x, y, recipe, seed):
         repeat = self.get_params()["repeat"]
         triggers, labels = self._triggers(ctx)
-        return ctx.model.train_copy(np.concatenate([x] + [triggers] * repeat), np.concatenate([y] + [labels] * repeat),
+        return train_copy(ctx.model, np.concatenate([x] + [triggers] * repeat), np.concatenate([y] + [labels] * repeat),
                                     recipe, seed=seed, cache=ctx.cache)
 
     def evidence(self, ctx, module):
-        from amulet_audit.risks.inference import predict
+        from amulet_audit.ops.forward import predict
 
         triggers, labels = self._triggers(ctx)
         return {**self.get_params(), "trigger_accuracy": float((predict(module, triggers) == labels).mean()),

@@ -10,8 +10,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from amulet_audit.errors import InputError
-from amulet_audit.yamlio import describe_validation_error, load_yaml
+from amulet_audit.core.errors import InputError
+from amulet_audit.core.yamlio import describe_validation_error, load_yaml
 
 
 class _Strict(BaseModel):

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from amulet_audit.errors import InputError
+from amulet_audit.core.errors import InputError
 from amulet_audit.inputs.data import sha256_file
 
 # Layers whose behaviour differs between train() and eval(); a traced module freezes them in one mode.
-_MODE_DEPENDENT = ("BatchNorm", "Dropout", "InstanceNorm", "AlphaDropout")
+MODE_DEPENDENT = ("BatchNorm", "Dropout", "InstanceNorm", "AlphaDropout")
 
 
 @dataclass
@@ -32,31 +32,13 @@ class ModelHandle:
     architecture: str
     warnings: list[str] = field(default_factory=list)
     _source_bytes: bytes | None = None  # TorchScript archive, for faithful copies
-    # How a defended model trains: (x, y, recipe, seed, cache, sensitive) -> trained module. None: plain `train_model`.
+    # How a defended model trains: (x, y, recipe, seed, cache, sensitive) -> trained module. None: plain training
+    # (`amulet_audit.training.copies.train_copy`).
     trainer: Any = None
 
     @property
     def parameters(self) -> int:
         return int(sum(p.numel() for p in self.module.parameters()))
-
-    def train_copy(self, x, y, recipe, *, seed: int, cache=None, epochs: int | None = None, sample_weight=None,
-                   sensitive: dict | None = None):
-        """A fresh copy trained on (x, y) the way this model was trained: with the data spec's recipe, and with the
-        defense's procedure for a defended model (e.g. poisoned data passes through outlier removal first).
-        `sensitive`: the records' sensitive attributes (name -> array aligned with x), which a defended model's
-        procedure may need (fairness mitigation does). Cached by content (architecture, procedure, recipe, seed,
-        data) when `cache` is given."""
-        if epochs is not None:
-            recipe = recipe.model_copy(update={"epochs": epochs})
-        if self.trainer is not None:
-            return self.trainer(x, y, recipe, seed, cache, sensitive)
-        from amulet_audit.inputs.training import train_model
-        from amulet_audit.run.cache import ModelCache, content_key
-
-        key = content_key("train_copy", self.architecture_digest(), seed, recipe.model_dump(), x, y,
-                          sample_weight if sample_weight is not None else "unweighted")
-        return (cache or ModelCache(None)).get_or_train(
-            key, self.fresh_copy(seed), lambda m: train_model(m, x, y, recipe, seed=seed, sample_weight=sample_weight))
 
     def architecture_digest(self) -> str:
         """Identifies the architecture, not the weights: TorchScript code and every tensor's name and shape."""
@@ -146,7 +128,7 @@ def reinitialise(module, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, sub in module.named_modules():
-            kind = _kind(sub)
+            kind = layer_kind(sub)
             params = dict(sub.named_parameters(recurse=False))
             buffers = dict(sub.named_buffers(recurse=False))
             if any(k in kind for k in ("BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm")):
@@ -182,7 +164,7 @@ def reinitialise(module, seed: int) -> None:
                 weight.normal_(generator=gen)
 
 
-def _kind(sub) -> str:
+def layer_kind(sub) -> str:
     return getattr(sub, "original_name", None) or type(sub).__name__
 
 
@@ -190,13 +172,13 @@ def _traced_mode_layers(module) -> list[str]:
     """Names of BatchNorm/Dropout layers of a *traced* TorchScript module (frozen in their traced mode)."""
     found = []
     for name, sub in module.named_modules():
-        if any(k in _kind(sub) for k in _MODE_DEPENDENT):
+        if any(k in layer_kind(sub) for k in MODE_DEPENDENT):
             try:
                 code = sub.code
             except Exception:
                 continue
             if "training" not in code:
-                found.append(name or _kind(sub))
+                found.append(name or layer_kind(sub))
     return found
 
 
@@ -236,7 +218,7 @@ def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool 
                 "tracing froze them in eval mode, so reference and defended copies do not train as the audited model did "
                 "and membership attacks built on them are weaker. Re-save with torch.jit.script, or give a state_dict with --arch."
             )
-        return ModelHandle(path, digest, "torchscript", module, _kind(module), warnings, raw)
+        return ModelHandle(path, digest, "torchscript", module, layer_kind(module), warnings, raw)
 
     try:
         obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)

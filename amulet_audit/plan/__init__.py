@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from amulet_audit.policy.schema import Policy
-from amulet_audit.risks.base import DEFAULT_ATTACK
+from amulet_audit.core.attack import DEFAULT_ATTACK
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Plan:
 def _defense_jobs(policy: Policy) -> list[DefenseJob]:
     """The policy's defenses, with parameters a defense takes from the policy's own requirements filled in
     (declared by the defense as `policy_params`, e.g. adversarial training at the policy's evasion budget)."""
-    from amulet_audit import registry
+    from amulet_audit.core import registry
 
     out = []
     for ref in policy.interactions.refs() if policy.interactions else []:

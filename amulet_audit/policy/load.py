@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from amulet_audit.errors import InputError
+from amulet_audit.core.errors import InputError
 from amulet_audit.policy.schema import Policy
-from amulet_audit.yamlio import describe_validation_error, line_of, load_yaml
+from amulet_audit.core.yamlio import describe_validation_error, line_of, load_yaml
 
 
 @dataclass
@@ -26,7 +26,7 @@ class LoadedPolicy:
 
 def bundled_policies() -> dict[str, Path]:
     """Bundled policy file stem -> path."""
-    from amulet_audit.resources import policies_dir
+    from amulet_audit.core.resources import policies_dir
 
     return {p.stem: p for p in sorted(policies_dir().glob("*.yaml"))}
 
@@ -131,9 +131,9 @@ def _suggest(name: str, known: list[str]) -> str:
 
 def check_names(policy: Policy) -> list[tuple[tuple, str]]:
     """Registry names (risk, attack, metric, attack parameters) the policy uses; (location, message) per problem."""
-    from amulet_audit import registry
-    from amulet_audit.risks.base import DEFAULT_ATTACK, RISKS
-    from amulet_audit.risks.params import validate_params
+    from amulet_audit.core import registry
+    from amulet_audit.core.attack import DEFAULT_ATTACK, RISKS
+    from amulet_audit.core.params import validate_params
 
     attacks = registry.attacks()
     problems: list[tuple[tuple, str]] = []

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amulet_audit import __version__
-from amulet_audit.atomic import write_text_atomic
+from amulet_audit.core.atomic import write_text_atomic
 from amulet_audit.inputs.data import sha256_file
-from amulet_audit.errors import InputError
+from amulet_audit.core.errors import InputError
 
 MANIFEST_NAME = "manifest.json"
 RECORDED = ("results.json", "report.html", "report.pdf")

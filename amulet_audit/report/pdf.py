@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from amulet_audit.atomic import write_bytes_atomic
+from amulet_audit.core.atomic import write_bytes_atomic
 
 _LOCAL_PROTOCOLS = ("data", "file")
 

@@ -22,9 +22,9 @@ from jinja2 import (
 )
 from markupsafe import Markup
 
-from amulet_audit.errors import InputError
+from amulet_audit.core.errors import InputError
 from amulet_audit.report.document import build_document
-from amulet_audit.resources import templates_dir as packaged_templates_dir
+from amulet_audit.core.resources import templates_dir as packaged_templates_dir
 from amulet_audit.results.model import AuditResult
 
 MAIN_TEMPLATE = "report.html.j2"

@@ -6,7 +6,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from amulet_audit.atomic import write_text_atomic
+from amulet_audit.core.atomic import write_text_atomic
 from amulet_audit.report.pdf import render_pdf
 from amulet_audit.report.templating import render_html
 from amulet_audit.results.model import AuditResult

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from amulet_audit.atomic import write_text_atomic
-from amulet_audit.errors import InputError
+from amulet_audit.core.atomic import write_text_atomic
+from amulet_audit.core.errors import InputError
 from amulet_audit.results.model import SCHEMA_VERSION, AuditResult
 
 

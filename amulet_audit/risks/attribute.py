@@ -19,10 +19,10 @@ from numbers import Integral
 
 import numpy as np
 
-from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec, PairedSample
-from amulet_audit.risks.inference import logits
-from amulet_audit.risks.params import Interval, OptionalOf, Options, Text
-from amulet_audit.stats import sample_ci
+from amulet_audit.core.attack import Attack, AttackContext, AttackResult, Measurement, MetricSpec, PairedSample
+from amulet_audit.ops.forward import logits
+from amulet_audit.core.params import Interval, OptionalOf, Options, Text
+from amulet_audit.core.stats import sample_ci
 
 BALANCED_ACCURACY = MetricSpec(
     "balanced_accuracy",

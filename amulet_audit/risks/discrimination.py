@@ -7,10 +7,10 @@ from numbers import Integral
 
 import numpy as np
 
-from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec, PairedSample
-from amulet_audit.risks.inference import predict
-from amulet_audit.risks.params import Interval, OptionalOf, Options, Text
-from amulet_audit.stats import sample_ci
+from amulet_audit.core.attack import Attack, AttackContext, AttackResult, Measurement, MetricSpec, PairedSample
+from amulet_audit.ops.forward import predict
+from amulet_audit.core.params import Interval, OptionalOf, Options, Text
+from amulet_audit.core.stats import sample_ci
 
 DEMOGRAPHIC_PARITY_DIFFERENCE = MetricSpec(
     "demographic_parity_difference", "Largest difference in favourable-outcome (selection) rate between groups.", higher_is_worse=True

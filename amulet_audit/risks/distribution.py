@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from amulet_audit.risks.base import Attack, AttackContext, AttackResult, MetricSpec, rate
-from amulet_audit.risks.inference import logits as model_logits
-from amulet_audit.risks.params import Interval, OptionalOf, Text
+from amulet_audit.core.attack import Attack, AttackContext, AttackResult, MetricSpec, rate
+from amulet_audit.ops.forward import logits as model_logits
+from amulet_audit.core.params import Interval, OptionalOf, Text
 
 DISTINGUISHING_ACCURACY = MetricSpec(
     "distinguishing_accuracy",
@@ -152,7 +152,7 @@ class PropertyInference(Attack):
         x_pool, y_pool, x_query = data.x_holdout[pool], data.y_holdout[pool], data.x_holdout[query]
 
         progress = (lambda f: ctx.progress(0.9 * f)) if ctx.progress else None
-        from amulet_audit.risks.reference import train_reference_models
+        from amulet_audit.training.reference import train_reference_models
 
         refs = train_reference_models(ctx.model, x_pool, y_pool, masks, recipe.model_copy(update={"epochs": int(epochs)}),
                                       seed=ctx.seed + 1, cache=ctx.cache, progress=progress)

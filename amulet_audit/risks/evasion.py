@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from amulet_audit.risks.base import Attack, AttackContext, AttackResult, MetricSpec, rate
-from amulet_audit.risks.params import Interval, OptionalOf, Options
-from amulet_audit.stats import binomial_ci
+from amulet_audit.core.attack import Attack, AttackContext, AttackResult, MetricSpec, rate
+from amulet_audit.core.params import Interval, OptionalOf, Options
+from amulet_audit.core.stats import binomial_ci
+from amulet_audit.ops.perturb import direction, loss_grad, pgd_steps, project, random_delta, view
 
 CLEAN_ACCURACY = MetricSpec("clean_accuracy", "Accuracy on unperturbed holdout records.", higher_is_worse=False, kind="rate")
 ROBUST_ACCURACY = MetricSpec(
@@ -35,30 +36,6 @@ _CURVE = {4: (0, 0.5, 1, 2), 6: (0, 0.25, 0.5, 1, 2, 4), 8: (0, 0.125, 0.25, 0.5
 # "On Evaluating Adversarial Robustness", §5: an unbounded attack must reach 100% success).
 NEAR_ZERO = 0.05
 BATCH = 512
-
-
-def _view(v, like):
-    """Per-record values `v` (shape (n,)) broadcast against a batch `like` (shape (n, ...))."""
-    return v.view(-1, *([1] * (like.dim() - 1)))
-
-
-def _direction(grad, norm: str):
-    """Steepest-ascent direction of unit norm: sign for L-inf, normalised gradient for L2."""
-    if norm == "linf":
-        return grad.sign()
-    return grad / _view(grad.flatten(1).norm(dim=1).clamp_min(1e-12), grad)
-
-
-def _loss_grad(module, adv, y):
-    """Per-record cross-entropy (nats), its gradient w.r.t. the input, and whether the record is misclassified."""
-    import torch
-    import torch.nn.functional as F
-
-    adv = adv.detach().requires_grad_(True)
-    out = module(adv)
-    loss = F.cross_entropy(out, y, reduction="none")
-    (grad,) = torch.autograd.grad(loss.sum(), adv)
-    return loss.detach(), grad.detach(), (out.argmax(1) != y).detach()
 
 
 def _clean_correct(module, xb, yb):
@@ -86,8 +63,8 @@ def fgsm_attack(module, x, y, *, eps: float, norm: str, bounds: tuple[float, flo
     for start, xb, yb in _batches(x, y, batch_size):
         ok = _clean_correct(module, xb, yb)
         if ok.any() and eps > 0:
-            _, grad, _ = _loss_grad(module, xb, yb)
-            adv = _project(xb, xb + eps * _direction(grad, norm), eps, norm, bounds)
+            _, grad, _ = loss_grad(module, xb, yb)
+            adv = project(xb, xb + eps * direction(grad, norm), eps, norm, bounds)
             ok &= _clean_correct(module, adv, yb)
         robust[start:start + len(xb)] = ok.numpy()
     return robust
@@ -110,19 +87,6 @@ def _worst_case(module, x, y, *, restarts: int, eps: float, batch_size: int, run
     return robust
 
 
-def pgd_steps(module, x, y, adv, *, eps: float, norm: str, steps: int, step_size: float, bounds):
-    """`steps` projected gradient-ascent steps on cross-entropy from `adv` (tensors). Returns the final iterate and,
-    per record, whether some iterate was misclassified. Shared by the attack and adversarial training."""
-    import torch
-
-    fooled = torch.zeros(len(x), dtype=torch.bool)
-    for _ in range(steps):
-        _, grad, wrong = _loss_grad(module, adv, y)
-        fooled |= wrong
-        adv = _project(x, adv + step_size * _direction(grad, norm), eps, norm, bounds)
-    return adv.detach(), fooled
-
-
 def pgd_attack(module, x, y, *, eps: float, norm: str, steps: int, step_size: float, restarts: int,
                random_start: bool, bounds: tuple[float, float] | None, seed: int, batch_size: int = BATCH) -> np.ndarray:
     """Untargeted PGD on cross-entropy (Madry et al. 2018); `eps` and `step_size` in input units. Returns a boolean
@@ -132,8 +96,8 @@ def pgd_attack(module, x, y, *, eps: float, norm: str, steps: int, step_size: fl
     gen = torch.Generator().manual_seed(seed)
 
     def run(xa, ya):
-        delta = _random_delta(xa, eps, norm, gen) if random_start else torch.zeros_like(xa)
-        adv, fooled = pgd_steps(module, xa, ya, _project(xa, xa + delta, eps, norm, bounds), eps=eps, norm=norm,
+        delta = random_delta(xa, eps, norm, gen) if random_start else torch.zeros_like(xa)
+        adv, fooled = pgd_steps(module, xa, ya, project(xa, xa + delta, eps, norm, bounds), eps=eps, norm=norm,
                                 steps=steps, step_size=step_size, bounds=bounds)
         return fooled | ~_clean_correct(module, adv, ya)
 
@@ -164,7 +128,7 @@ def apgd_attack(module, x, y, *, eps: float, norm: str, steps: int, restarts: in
     checkpoints = set(apgd_checkpoints(steps))
 
     def run(xa, ya):
-        x0 = _project(xa, xa + _random_delta(xa, eps, norm, gen), eps, norm, bounds)
+        x0 = project(xa, xa + random_delta(xa, eps, norm, gen), eps, norm, bounds)
         return _apgd_run(module, xa, ya, x0, eps=eps, norm=norm, steps=steps, bounds=bounds,
                          checkpoints=checkpoints, rho=rho, alpha=alpha)
 
@@ -178,7 +142,7 @@ def _apgd_run(module, x, y, x0, *, eps, norm, steps, bounds, checkpoints, rho, a
     n = len(x)
     eta = torch.full((n,), 2.0 * eps)
     cur = x0
-    f, g, fooled = _loss_grad(module, cur, y)
+    f, g, fooled = loss_grad(module, cur, y)
     prev = cur.clone()
     best_x, best_g, best_f = cur.clone(), g.clone(), f.clone()
     best_f_last = best_f.clone()
@@ -186,9 +150,9 @@ def _apgd_run(module, x, y, x0, *, eps, norm, steps, bounds, checkpoints, rho, a
     rises = torch.zeros(n)
     last = 0
     for k in range(steps):
-        z = _project(x, cur + _view(eta, cur) * _direction(g, norm), eps, norm, bounds)
-        new = z if k == 0 else _project(x, cur + alpha * (z - cur) + (1 - alpha) * (cur - prev), eps, norm, bounds)
-        f_new, g_new, wrong = _loss_grad(module, new, y)
+        z = project(x, cur + view(eta, cur) * direction(g, norm), eps, norm, bounds)
+        new = z if k == 0 else project(x, cur + alpha * (z - cur) + (1 - alpha) * (cur - prev), eps, norm, bounds)
+        f_new, g_new, wrong = loss_grad(module, new, y)
         fooled |= wrong
         rises += (f_new > f).float()
         better = f_new > best_f
@@ -206,31 +170,6 @@ def _apgd_run(module, x, y, x0, *, eps, norm, steps, bounds, checkpoints, rho, a
             rises.zero_()
             last = k + 1
     return fooled
-
-
-def _random_delta(x, eps: float, norm: str, gen):
-    import torch
-
-    if norm == "linf":
-        return (torch.rand(x.shape, generator=gen) * 2 - 1) * eps
-    direction = torch.randn(x.shape, generator=gen)
-    direction = direction / _view(direction.flatten(1).norm(dim=1).clamp_min(1e-12), x)
-    radius = _view(torch.rand(len(x), generator=gen), x) * eps
-    return direction * radius
-
-
-def _project(x, adv, eps: float, norm: str, bounds):
-    """Project `adv` onto the eps-ball around `x` (L-inf or L2), then onto the input range `bounds`."""
-    delta = adv - x
-    if norm == "linf":
-        delta = delta.clamp(-eps, eps)
-    else:
-        n = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-        delta = delta * _view((eps / n).clamp(max=1.0), x)
-    adv = x + delta
-    if bounds is not None:
-        adv = adv.clamp(bounds[0], bounds[1])
-    return adv.detach()
 
 
 # --- the shared evaluation ----------------------------------------------------------------------
@@ -331,7 +270,7 @@ class _Evasion(Attack):
         curve, robust_main = robustness_curve(
             lambda e, main: self._robust(p, module, x, y, e, main, ctx), eps=eps, multiples=multiples, large_eps=big,
             confidence=ctx.confidence, progress=ctx.progress)
-        from amulet_audit.risks.inference import predict
+        from amulet_audit.ops.forward import predict
 
         clean_ok = predict(module, x) == y
         robust_main &= clean_ok

@@ -10,9 +10,9 @@ from numbers import Integral
 
 import numpy as np
 
-from amulet_audit.risks.base import Attack, AttackContext, AttackResult, MetricSpec, rate
-from amulet_audit.risks.params import Interval, OptionalOf, Options
-from amulet_audit.stats import binomial_ci
+from amulet_audit.core.attack import Attack, AttackContext, AttackResult, MetricSpec, rate
+from amulet_audit.core.params import Interval, OptionalOf, Options
+from amulet_audit.core.stats import binomial_ci
 
 FIDELITY = MetricSpec(
     "fidelity", "Share of unseen holdout records on which the extracted surrogate predicts the same class as the model.",
@@ -34,7 +34,7 @@ def soft_train(module, x: np.ndarray, targets: np.ndarray, recipe, *, seed: int,
     targets give ordinary cross-entropy. Mini-batches and optimiser follow the data spec's `recipe`."""
     import torch
 
-    from amulet_audit.inputs.training import make_optimizer
+    from amulet_audit.training.loop import make_optimizer
 
     gen = torch.Generator().manual_seed(seed)
     xt = torch.as_tensor(x, dtype=torch.float32)
@@ -84,7 +84,7 @@ class Extraction(Attack):
     }
 
     def run(self, ctx: AttackContext) -> AttackResult:
-        from amulet_audit.risks.inference import logits
+        from amulet_audit.ops.forward import logits
 
         p = self.get_params()
         data = ctx.data
@@ -150,7 +150,7 @@ class Extraction(Attack):
 
         if ctx.cache is None:
             return fit(module)
-        from amulet_audit.run.cache import content_key
+        from amulet_audit.training.cache import content_key
 
         key = content_key("extraction-surrogate", ctx.model.architecture_digest(), ctx.seed, recipe.model_dump(), epochs, x, answers)
         return ctx.cache.get_or_train(key, module, fit)

@@ -8,7 +8,7 @@ Carlini et al., S&P 2022):
   Attacks", ICML 2024), pairwise likelihood ratios against population records.
 
 LiRA and RMIA train reference models (re-initialised copies of the audited architecture, the data spec's
-recipe) on random halves of the attacked records (`amulet_audit.risks.reference`)."""
+recipe) on random halves of the attacked records (`amulet_audit.training.reference`)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec, PairedSample
-from amulet_audit.risks.inference import cross_entropy, logits
-from amulet_audit.risks.params import Interval, OptionalOf, Options
-from amulet_audit.stats import binomial_ci, sample_ci
+from amulet_audit.core.attack import Attack, AttackContext, AttackResult, Measurement, MetricSpec, PairedSample
+from amulet_audit.ops.forward import cross_entropy, logits
+from amulet_audit.core.params import Interval, OptionalOf, Options
+from amulet_audit.core.stats import binomial_ci, sample_ci
 
 AUC = MetricSpec("auc", "Area under the membership ROC curve; 0.5 is chance.", higher_is_worse=True)
 TPR_AT_FPR_001 = MetricSpec(
@@ -274,7 +274,7 @@ _RMIA_POPULATION = {"quick": 1000, "standard": 5000, "thorough": 20000}
 def _reference_pool(ctx: AttackContext, samples: int | None, n_reference: int):
     """The attacked records (a balanced sample: members, then non-members), and reference models trained on
     random halves of them (complementary pairs, so each record is IN for n_reference // 2 models)."""
-    from amulet_audit.risks.reference import half_masks, train_reference_models
+    from amulet_audit.training.reference import half_masks, train_reference_models
 
     data = ctx.data
     i_in, i_out = balanced_indices(ctx, samples)

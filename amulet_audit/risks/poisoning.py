@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec, PairedSample, rate
-from amulet_audit.risks.params import Interval, OptionalOf
-from amulet_audit.stats import bootstrap_ci, mean_of
+from amulet_audit.core.attack import Attack, AttackContext, AttackResult, Measurement, MetricSpec, PairedSample, rate
+from amulet_audit.core.params import Interval, OptionalOf
+from amulet_audit.core.stats import bootstrap_ci, mean_of
+from amulet_audit.training.copies import train_copy
 
 ACCURACY_DROP = MetricSpec(
     "accuracy_drop", "Holdout accuracy of a copy trained on clean data minus that of the same copy trained on poisoned "
@@ -78,19 +79,19 @@ class _Poisoning(Attack):
             return AttackResult({}, {}, f"target class {p['target']} does not exist (the data has {data.n_classes} classes)")
         rng = np.random.default_rng(ctx.seed)
         x_p, y_p, description, poisoned_idx = self._poison(p, ctx, rng)
-        # Both copies are trained as the audited model was (ModelHandle.train_copy: the data spec's recipe, and a
+        # Both copies are trained as the audited model was (`train_copy`: the data spec's recipe, and a
         # defended model's own procedure, so e.g. outlier removal sees the poisoned data), with the same
         # initialisation and batch order; cached through ctx.cache when there is one. Poisoned record i is training
         # record i altered, so the records keep their sensitive attributes (fairness mitigation reads them).
         recipe, sensitive = data.spec.training, data.sensitive_train
-        clean = ctx.model.train_copy(data.x_train, data.y_train, recipe, seed=ctx.seed, cache=ctx.cache, epochs=p["epochs"],
+        clean = train_copy(ctx.model, data.x_train, data.y_train, recipe, seed=ctx.seed, cache=ctx.cache, epochs=p["epochs"],
                                      sensitive=sensitive)
-        poisoned = ctx.model.train_copy(x_p, y_p, recipe, seed=ctx.seed, cache=ctx.cache, epochs=p["epochs"],
+        poisoned = train_copy(ctx.model, x_p, y_p, recipe, seed=ctx.seed, cache=ctx.cache, epochs=p["epochs"],
                                         sensitive=sensitive)
         if ctx.progress:
             ctx.progress(0.9)
 
-        from amulet_audit.risks.inference import predict
+        from amulet_audit.ops.forward import predict
 
         right_clean = predict(clean, data.x_holdout) == data.y_holdout
         right_poisoned = predict(poisoned, data.x_holdout) == data.y_holdout
@@ -149,7 +150,7 @@ class LabelFlip(_Poisoning):
         return data.x_train, y, {"target": p["target"], "flips": "to target" if p["target"] is not None else "uniform"}, idx
 
     def _success(self, p, ctx, poisoned, clean, description):
-        from amulet_audit.risks.inference import predict
+        from amulet_audit.ops.forward import predict
 
         data = ctx.data
         pc, pp = predict(clean, data.x_holdout), predict(poisoned, data.x_holdout)
@@ -205,7 +206,7 @@ class Backdoor(_Poisoning):
         return x, y, {"target": target, "target_class": data.classes[target], **desc}, idx
 
     def _success(self, p, ctx, poisoned, clean, description):
-        from amulet_audit.risks.inference import predict
+        from amulet_audit.ops.forward import predict
 
         data, target = ctx.data, _target(p, ctx.data)
         xt = apply_trigger(data.x_holdout, self._trigger_cache)

@@ -23,9 +23,9 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement, MetricSpec
-from amulet_audit.risks.params import Interval, OptionalOf, Options
-from amulet_audit.stats import bootstrap_ci
+from amulet_audit.core.attack import Attack, AttackContext, AttackResult, Measurement, MetricSpec
+from amulet_audit.core.params import Interval, OptionalOf, Options
+from amulet_audit.core.stats import bootstrap_ci
 
 RECONSTRUCTION_SIMILARITY = MetricSpec(
     "reconstruction_similarity",

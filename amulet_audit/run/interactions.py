@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from amulet_audit import registry
+from amulet_audit.core import registry
 from amulet_audit.results.model import Interaction, RequirementResult, Verdict
-from amulet_audit.stats import paired_delta_ci
+from amulet_audit.core.stats import paired_delta_ci
 
 # How much worse a verdict is; a move to a higher rank is a worsening.
 _RANK = {Verdict.PASS: 0, Verdict.NOT_APPLICABLE: 0, Verdict.INDETERMINATE: 1, Verdict.FAIL: 2}

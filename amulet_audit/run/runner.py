@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from amulet_audit import __version__, registry
+from amulet_audit import __version__
+from amulet_audit.core import registry
 from amulet_audit.inputs.data import AuditData
 from amulet_audit.inputs.model import ModelHandle
 from amulet_audit.plan import DefenseJob, Plan, build_plan
@@ -19,7 +20,7 @@ from amulet_audit.results.model import (
     AuditResult, DataInfo, DefenseResult, ModelInfo, PolicyInfo, RequirementResult, Threshold, ToolInfo,
 )
 from amulet_audit.results.verdict import judge, overall
-from amulet_audit.risks.base import PROFILES, AttackContext, AttackResult, PairedSample, Profile
+from amulet_audit.core.attack import PROFILES, AttackContext, AttackResult, PairedSample, Profile
 from amulet_audit.run.environment import environment
 from amulet_audit.run.executor import LocalExecutor
 from amulet_audit.run.interactions import compare
@@ -79,7 +80,7 @@ def _inputs(inputs: Inputs) -> tuple[ModelHandle, AuditData, LoadedPolicy]:
 
 
 def _cache(inputs: Inputs):
-    from amulet_audit.run.cache import ModelCache
+    from amulet_audit.training.cache import ModelCache
 
     return ModelCache(Path(inputs.cache_root) if inputs.cache_root else None)
 
@@ -138,7 +139,8 @@ def run_unit(unit: Unit, progress: Progress | None = None) -> UnitResult:
     if unit.defense is None:
         return evaluate(model, data, loaded, plan, unit.inputs, progress=progress)
 
-    from amulet_audit.defenses.base import DefenseContext, DefenseNotApplicable, clean_accuracy
+    from amulet_audit.core.defense import DefenseContext, DefenseNotApplicable
+    from amulet_audit.ops.forward import clean_accuracy
 
     job = unit.defense
     reg = registry.defenses()[job.name]

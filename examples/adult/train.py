@@ -5,7 +5,7 @@
 
 Without --data-file the data comes from $AMULET_AUDIT_DATA_HOME/adult/adult.data, a cached download, or a
 download from the UCI archive (see load_adult.py). The model is trained with
-`amulet_audit.inputs.training.train_model` on the arrays `load_data` reads back from the written spec, with the
+`amulet_audit.training.loop.train_model` on the arrays `load_data` reads back from the written spec, with the
 recipe written into that spec, so the copies the audit re-trains match it.
 Tests import this file by path and use `load_adult`, `prepare`, `build_model`, `fit`, `spec_dict`, `write_spec`,
 `save_scripted` and `main`.

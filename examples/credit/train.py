@@ -3,7 +3,7 @@
     python examples/credit/train.py                  # writes into examples/credit/
     python examples/credit/train.py --out /tmp/credit --seed 1 --epochs 10 --n 2000
 
-The model is trained with `amulet_audit.inputs.training.train_model` on the arrays `load_data` reads back from
+The model is trained with `amulet_audit.training.loop.train_model` on the arrays `load_data` reads back from
 the written spec, with the recipe written into that spec, so the copies the audit re-trains match it.
 Tests import this file by path and use `generate`, `prepare`, `build_model`, `fit`, `spec_dict`, `write_spec`,
 `save_scripted` and `main`.

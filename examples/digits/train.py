@@ -4,7 +4,7 @@
     python examples/digits/train.py --out /tmp/digits --seed 1 --epochs 10
 
 The images ship with scikit-learn (no download). The model is trained with
-`amulet_audit.inputs.training.train_model` on the arrays `load_data` reads back from the written spec, with the
+`amulet_audit.training.loop.train_model` on the arrays `load_data` reads back from the written spec, with the
 recipe written into that spec, so the copies the audit re-trains match it.
 Tests import this file by path and use `load_images`, `prepare`, `build_model`, `fit`, `spec_dict`, `write_spec`,
 `save_scripted` and `main`.

@@ -24,6 +24,11 @@ def predict(module, x: np.ndarray) -> np.ndarray:
     return logits(module, x).argmax(axis=1)
 
 
+def clean_accuracy(module, data) -> float:
+    """Accuracy of `module` on the holdout records of `data` (an AuditData), a fraction in [0, 1]."""
+    return float((predict(module, data.x_holdout) == data.y_holdout).mean())
+
+
 def cross_entropy(z: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Per-example cross-entropy loss (nats) of logits `z` against class indices `y`."""
     zmax = z.max(axis=1, keepdims=True)

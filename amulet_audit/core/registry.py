@@ -36,7 +36,7 @@ def _load(group: str) -> dict[str, Registered]:
 
 @lru_cache(maxsize=None)
 def attacks() -> dict[str, Registered]:
-    from amulet_audit.risks.base import RISKS, Attack
+    from amulet_audit.core.attack import RISKS, Attack
 
     out = _load(ATTACKS_GROUP)
     for name, reg in out.items():
@@ -55,7 +55,7 @@ def attacks() -> dict[str, Registered]:
 
 @lru_cache(maxsize=None)
 def metrics() -> dict[str, Registered]:
-    from amulet_audit.risks.base import MetricSpec
+    from amulet_audit.core.attack import MetricSpec
 
     out = _load(METRICS_GROUP)
     for name, reg in out.items():
@@ -75,8 +75,8 @@ def attack_class(name: str):
 
 @lru_cache(maxsize=None)
 def defenses() -> dict[str, Registered]:
-    from amulet_audit.defenses.base import Defense
-    from amulet_audit.risks.base import RISKS
+    from amulet_audit.core.defense import Defense
+    from amulet_audit.core.attack import RISKS
 
     out = _load(DEFENSES_GROUP)
     for name, reg in out.items():

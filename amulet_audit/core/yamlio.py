@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from amulet_audit.errors import InputError
+from amulet_audit.core.errors import InputError
 
 
 def load_yaml(path: Path, what: str) -> tuple[Any, yaml.Node | None]:

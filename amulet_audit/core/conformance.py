@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from amulet_audit.risks.base import Attack, AttackContext, AttackResult, Measurement
+from amulet_audit.core.attack import Attack, AttackContext, AttackResult, Measurement
 
 
 def _digest_model(module) -> str:
@@ -42,7 +42,7 @@ def check_attack(attack_cls: type[Attack], ctx: AttackContext) -> AttackResult:
     - the result is JSON-serialisable and identical for the same seed;
     - the model's parameters and the data are unchanged (hashes before and after).
     """
-    from amulet_audit.risks.params import validate_params
+    from amulet_audit.core.params import validate_params
 
     assert issubclass(attack_cls, Attack) and attack_cls.name and attack_cls.risk, "attack must declare name and risk"
     assert attack_cls(probe=1).params == {"probe": 1}, "__init__ must store keyword arguments unchanged"

@@ -11,7 +11,7 @@ from pathlib import Path
 import amulet_audit
 
 _PACKAGE_DIR = Path(amulet_audit.__file__).resolve().parent
-_CHECKOUT_DIR = Path(__file__).resolve().parents[1]
+_CHECKOUT_DIR = _PACKAGE_DIR.parent
 
 
 def _packaged(name: str) -> Path:

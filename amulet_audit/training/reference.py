@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from amulet_audit.inputs.data import TrainingRecipe
-from amulet_audit.inputs.model import _MODE_DEPENDENT, _kind
-from amulet_audit.risks.stacked import StackedChain, linear_chain
-from amulet_audit.threads import model_threads
+from amulet_audit.inputs.model import MODE_DEPENDENT, layer_kind
+from amulet_audit.training.stacked import StackedChain, linear_chain
+from amulet_audit.core.threads import model_threads
 
 _KEY_VERSION = "amulet-audit/reference-model/v1"
 _BETAS = (0.9, 0.999)  # torch.optim.Adam / AdamW defaults, as make_optimizer uses them
@@ -55,7 +55,7 @@ class ReferenceModels:
         import torch
 
         if self._modules:
-            from amulet_audit.risks.inference import logits
+            from amulet_audit.ops.forward import logits
 
             return np.stack([logits(m, x, batch_size) for m in self._modules])
         forward = _vectorised_forward(self._base)
@@ -95,7 +95,7 @@ def architecture_id(model) -> str:
     module = model.module
     h = hashlib.sha256(f"{model.format}|{model.architecture}".encode())
     for name, sub in module.named_modules():
-        h.update(f"|{name}:{_kind(sub)}".encode())
+        h.update(f"|{name}:{layer_kind(sub)}".encode())
         try:
             code = sub.code  # ScriptModules: the forward's source, weights excluded
         except Exception:
@@ -113,7 +113,7 @@ def vectorisable(module) -> str:
     if isinstance(module, torch.jit.ScriptModule):
         return ("TorchScript modules cannot be called with substituted parameters (torch.func.functional_call "
                 "refuses jitted modules), so each reference model was trained on its own")
-    mode = sorted({_kind(sub) for _, sub in module.named_modules() if any(k in _kind(sub) for k in _MODE_DEPENDENT)})
+    mode = sorted({layer_kind(sub) for _, sub in module.named_modules() if any(k in layer_kind(sub) for k in MODE_DEPENDENT)})
     if mode:
         return (f"the architecture has layers that behave differently in training ({', '.join(mode)}): batch "
                 "statistics and random draws would differ from one-at-a-time training, so each reference model "
@@ -176,7 +176,7 @@ def _train(model, x, y, masks, recipe, *, seed, cache, progress, keys, cached, t
                 module.load_state_dict(cached[k])
                 module.eval()
             else:
-                from amulet_audit.inputs.training import train_model
+                from amulet_audit.training.loop import train_model
 
                 train_model(module, x[masks[k]], y[masks[k]], recipe, seed=seed + k)
                 if cache is not None:
@@ -211,13 +211,13 @@ def _train(model, x, y, masks, recipe, *, seed, cache, progress, keys, cached, t
 
 
 def _digest(x: np.ndarray, y: np.ndarray) -> str:
-    from amulet_audit.run.cache import content_key
+    from amulet_audit.training.cache import content_key
 
     return content_key(np.ascontiguousarray(x), np.ascontiguousarray(y))
 
 
 def _model_key(arch: str, seed: int, recipe: TrainingRecipe, mask: np.ndarray, data_digest: str) -> str:
-    from amulet_audit.run.cache import content_key
+    from amulet_audit.training.cache import content_key
 
     return content_key(_KEY_VERSION, arch, seed, recipe.model_dump(), np.packbits(mask), len(mask), data_digest)
 

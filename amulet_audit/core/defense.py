@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from amulet_audit.risks.base import Profile
+from amulet_audit.core.attack import Profile
 
 
 class DefenseNotApplicable(Exception):
@@ -78,15 +78,7 @@ class Defense:
             return self.fit(dataclasses.replace(ctx, cache=cache, progress=None, sensitive=sensitive), x, y, recipe, seed)
 
         handle = defended_handle(ctx.model, module, f"{self.name}:{self.get_params()}", trainer)
-        return DefenseOutcome(handle, {**self.evidence(ctx, module), "clean_accuracy": clean_accuracy(module, data)})
-
-
-def plain_model(ctx: DefenseContext, x: np.ndarray, y: np.ndarray, recipe, seed: int):
-    """The model trained without the defense on (x, y): the audited model itself when (x, y) is the audited
-    training split, else a plain copy (e.g. trained on a poisoned training set)."""
-    if x is ctx.data.x_train and y is ctx.data.y_train:
-        return ctx.model.module
-    return ctx.model.train_copy(x, y, recipe, seed=seed, cache=ctx.cache)
+        return DefenseOutcome(handle, self.evidence(ctx, module))
 
 
 def defended_handle(model, module, label: str, trainer=None):
@@ -99,9 +91,3 @@ def defended_handle(model, module, label: str, trainer=None):
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     module.eval()
     return dataclasses.replace(model, module=module, sha256=h.hexdigest(), warnings=list(model.warnings), trainer=trainer)
-
-
-def clean_accuracy(module, data) -> float:
-    from amulet_audit.risks.inference import predict
-
-    return float((predict(module, data.x_holdout) == data.y_holdout).mean())

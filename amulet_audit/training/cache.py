@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from amulet_audit.atomic import write_bytes_atomic
+from amulet_audit.core.atomic import write_bytes_atomic
 
 
 def default_root() -> Path:

@@ -72,7 +72,7 @@ def rate(hits, records, *, confidence: float, of=None, empty: str = "") -> Measu
     reason, when no record is counted."""
     import numpy as np
 
-    from amulet_audit.stats import binomial_ci, share
+    from amulet_audit.core.stats import binomial_ci, share
 
     hits = np.asarray(hits, dtype=bool)
     of = np.ones_like(hits) if of is None else np.asarray(of, dtype=bool)
@@ -121,7 +121,7 @@ class AttackContext:
     profile: Profile
     confidence: float = 0.95
     progress: Callable[[float], None] | None = None  # fraction done, 0..1
-    cache: Any = None  # amulet_audit.run.cache.ModelCache for trained copies (None: train every time)
+    cache: Any = None  # amulet_audit.training.cache.ModelCache for trained copies (None: train every time)
 
 
 class Attack:
@@ -143,7 +143,7 @@ class Attack:
 
     def validated_params(self) -> dict[str, Any]:
         """`get_params()`, checked against `parameter_constraints` (ValueError naming every problem)."""
-        from amulet_audit.risks.params import validate_params
+        from amulet_audit.core.params import validate_params
 
         params = self.get_params()
         problems = validate_params(self.name, self.parameter_constraints, params)

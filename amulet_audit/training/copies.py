@@ -1,0 +1,34 @@
+"""Trained copies of the audited architecture: a fresh copy trained the way the audited (or defended) model was."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from amulet_audit.core.defense import DefenseContext
+from amulet_audit.training.cache import ModelCache, content_key
+from amulet_audit.training.loop import train_model
+
+
+def train_copy(model, x: np.ndarray, y: np.ndarray, recipe, *, seed: int, cache: ModelCache | None = None,
+               epochs: int | None = None, sample_weight: np.ndarray | None = None, sensitive: dict | None = None):
+    """A fresh copy of `model` (a ModelHandle) trained on (x, y) the way `model` was trained: with the data spec's
+    recipe, and with the defense's procedure for a defended model (e.g. poisoned data passes through outlier
+    removal first). `sensitive`: the records' sensitive attributes (name -> array aligned with x), which a
+    defended model's procedure may need (fairness mitigation does). Cached by content (architecture, procedure,
+    recipe, seed, data) when `cache` is given. Returns the trained module in eval mode."""
+    if epochs is not None:
+        recipe = recipe.model_copy(update={"epochs": epochs})
+    if model.trainer is not None:
+        return model.trainer(x, y, recipe, seed, cache, sensitive)
+    key = content_key("train_copy", model.architecture_digest(), seed, recipe.model_dump(), x, y,
+                      sample_weight if sample_weight is not None else "unweighted")
+    return (cache or ModelCache(None)).get_or_train(
+        key, model.fresh_copy(seed), lambda m: train_model(m, x, y, recipe, seed=seed, sample_weight=sample_weight))
+
+
+def plain_model(ctx: DefenseContext, x: np.ndarray, y: np.ndarray, recipe, seed: int):
+    """The model trained without the defense on (x, y): the audited model itself when (x, y) is the audited
+    training split, else a plain copy (e.g. trained on a poisoned training set)."""
+    if x is ctx.data.x_train and y is ctx.data.y_train:
+        return ctx.model.module
+    return train_copy(ctx.model, x, y, recipe, seed=seed, cache=ctx.cache)
