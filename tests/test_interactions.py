@@ -81,8 +81,10 @@ def test_matrix_rows_directions_and_audited_model_untouched(adult_overfit, tmp_p
             worst = [x["details"]["worst_attribute"][x["metric"]] for x in (baseline[r["id"]], r)] if r["id"] == "parity" else []
             paired = not worst or worst[0] == worst[1]
             assert row["delta_ci_method"] == ("paired bootstrap" if paired else "normal approximation")
-            if row["flagged"]:
-                assert row["worse"] and not row["intended"]
+            rank = {"pass": 0, "not_applicable": 0, "indeterminate": 1, "fail": 2}
+            verdict_worse = rank[row["defended_verdict"]] > rank[row["baseline_verdict"]]
+            assert row["flagged"] == (row["worse"] and not row["intended"]
+                                      and (abs(row["delta"]) > row["tolerance"] or verdict_worse))
     assert result["defenses"][0]["details"]["spent_epsilon"] <= 1.0 + 1e-6
 
     html = (tmp_path / "report" / "report.html").read_text()
