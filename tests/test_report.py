@@ -270,7 +270,7 @@ def test_broken_user_template_is_input_error(tmp_path: Path, result: AuditResult
 
 def test_packaged_resources_are_found() -> None:
     assert (templates_dir() / "report.html.j2").is_file()
-    assert policies_dir().name == "policies"
+    assert (policies_dir() / "eu_ai_act.yaml").is_file()
 
 
 def test_import_is_light() -> None:
