@@ -11,7 +11,7 @@ import pytest
 from amulet_audit.inputs.data import TrainingRecipe
 from amulet_audit.inputs.model import ModelHandle
 from amulet_audit.training.loop import train_model
-from amulet_audit.training.reference import architecture_id, half_masks, train_reference_models
+from amulet_audit.training.reference import half_masks, train_reference_models
 
 
 def _data(n: int = 90, d: int = 5, seed: int = 0):
@@ -200,7 +200,7 @@ def test_trained_sets_are_cached_by_content_and_reused(tmp_path):
     assert first.details["from_cache"] == 0
     # another model of the same architecture (other trained weights): the same reference models
     other = _handle(_mlp(seed=9))
-    assert architecture_id(other) == architecture_id(_handle(_mlp(seed=0)))
+    assert other.architecture_digest() == _handle(_mlp(seed=0)).architecture_digest()
     again = train_reference_models(other, x, y, half_masks(len(x), 4, 0), recipe, seed=0, cache=cache)
     assert again.details["from_cache"] == 4
     np.testing.assert_array_equal(again.logits(x), first.logits(x))
@@ -211,7 +211,7 @@ def test_trained_sets_are_cached_by_content_and_reused(tmp_path):
     changed = train_reference_models(other, x, y, half_masks(len(x), 2, 0), recipe.model_copy(update={"lr": 0.01}),
                                      seed=0, cache=cache)
     assert changed.details["from_cache"] == 0
-    assert architecture_id(_handle(_mlp(hidden=17))) != architecture_id(other)
+    assert _handle(_mlp(hidden=17)).architecture_digest() != other.architecture_digest()
 
 
 def test_half_masks_are_complementary_pairs():

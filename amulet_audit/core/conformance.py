@@ -8,14 +8,7 @@ import json
 import numpy as np
 
 from amulet_audit.core.attack import Attack, AttackContext, AttackResult, Measurement
-
-
-def _digest_model(module) -> str:
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().numpy().tobytes())
-    return h.hexdigest()
+from amulet_audit.core.digest import weights_digest
 
 
 def _digest_data(data) -> str:
@@ -50,10 +43,10 @@ def check_attack(attack_cls: type[Attack], ctx: AttackContext) -> AttackResult:
     assert not problems, f"defaults violate their own constraints: {problems}"
     assert set(attack_cls.defaults) == set(attack_cls.parameter_constraints), "every parameter needs a default and a constraint"
 
-    before_model, before_data = _digest_model(ctx.model.module), _digest_data(ctx.data)
+    before_model, before_data = weights_digest(ctx.model.module), _digest_data(ctx.data)
     first = attack_cls().run(ctx)
     second = attack_cls().run(ctx)
-    assert _digest_model(ctx.model.module) == before_model, "the attack modified the audited model"
+    assert weights_digest(ctx.model.module) == before_model, "the attack modified the audited model"
     assert _digest_data(ctx.data) == before_data, "the attack modified the data"
     assert isinstance(first, AttackResult)
     if not first.not_applicable:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
 from amulet_audit.core.attack import Profile
+from amulet_audit.core.digest import weights_digest
 
 
 class DefenseNotApplicable(Exception):
@@ -85,9 +85,5 @@ def defended_handle(model, module, label: str, trainer=None):
     """A ModelHandle for `module`, a defended version of the audited `model` (same architecture for copies).
 
     Its sha256 is the hash of the defended weights, so results name exactly what was attacked."""
-    h = hashlib.sha256(label.encode())
-    for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
     module.eval()
-    return dataclasses.replace(model, module=module, sha256=h.hexdigest(), warnings=list(model.warnings), trainer=trainer)
+    return dataclasses.replace(model, module=module, sha256=weights_digest(module, label), warnings=list(model.warnings), trainer=trainer)

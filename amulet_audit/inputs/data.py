@@ -10,6 +10,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from amulet_audit.core.digest import sha256_file
 from amulet_audit.core.errors import InputError
 from amulet_audit.core.yamlio import describe_validation_error, load_yaml
 
@@ -122,14 +123,6 @@ class AuditData:
         for name in sorted(self.files):
             h.update(f"{name}:{self.files[name]}".encode())
         return h.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_spec(path: str | Path) -> DataSpec:

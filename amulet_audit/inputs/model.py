@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from amulet_audit.core.errors import InputError
-from amulet_audit.inputs.data import sha256_file
+from amulet_audit.core.digest import architecture_digest, layer_kind, sha256_file
 
 # Layers whose behaviour differs between train() and eval(); a traced module freezes them in one mode.
 MODE_DEPENDENT = ("BatchNorm", "Dropout", "InstanceNorm", "AlphaDropout")
@@ -41,16 +41,8 @@ class ModelHandle:
         return int(sum(p.numel() for p in self.module.parameters()))
 
     def architecture_digest(self) -> str:
-        """Identifies the architecture, not the weights: TorchScript code and every tensor's name and shape."""
-        import hashlib
-
-        code = ""
-        try:
-            code = self.module.code
-        except Exception:  # plain nn.Modules and exported graphs have no TorchScript code
-            pass
-        shapes = ";".join(f"{k}:{tuple(v.shape)}" for k, v in sorted(self.module.state_dict().items()))
-        return hashlib.sha256((self.architecture + code + shapes).encode()).hexdigest()
+        """Identifies the architecture, not the weights (`core.digest.architecture_digest`)."""
+        return architecture_digest(self.module, f"{self.format}|{self.architecture}")
 
     def fresh_copy(self, seed: int):
         """A re-initialised copy of the audited architecture, in train mode, ready for `train_model`."""
@@ -162,10 +154,6 @@ def reinitialise(module, seed: int) -> None:
                         p.normal_(0.0, 0.02, generator=gen) if p.dim() == 1 and pname != "bias" else p.zero_()
             if "Embedding" in kind and weight is not None:
                 weight.normal_(generator=gen)
-
-
-def layer_kind(sub) -> str:
-    return getattr(sub, "original_name", None) or type(sub).__name__
 
 
 def _traced_mode_layers(module) -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from amulet_audit import __version__
 from amulet_audit.core.atomic import write_text_atomic
-from amulet_audit.inputs.data import sha256_file
+from amulet_audit.core.digest import sha256_file
 from amulet_audit.core.errors import InputError
 
 MANIFEST_NAME = "manifest.json"

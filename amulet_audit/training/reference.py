@@ -16,7 +16,6 @@ torch is imported inside the functions: the registry imports this module's users
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,23 +88,6 @@ def half_masks(n: int, k: int, seed: int) -> np.ndarray:
     return masks
 
 
-def architecture_id(model) -> str:
-    """A digest of the audited architecture that does not depend on its trained weights: module kinds,
-    TorchScript code where there is some, and parameter/buffer names, shapes and dtypes."""
-    module = model.module
-    h = hashlib.sha256(f"{model.format}|{model.architecture}".encode())
-    for name, sub in module.named_modules():
-        h.update(f"|{name}:{layer_kind(sub)}".encode())
-        try:
-            code = sub.code  # ScriptModules: the forward's source, weights excluded
-        except Exception:
-            code = type(sub).__module__ + "." + type(sub).__qualname__ + ":" + sub.extra_repr()
-        h.update(code.encode())
-    for name, t in module.state_dict().items():
-        h.update(f"|{name}:{tuple(t.shape)}:{t.dtype}".encode())
-    return h.hexdigest()
-
-
 def vectorisable(module) -> str:
     """Why `module` cannot be trained with its siblings in one vectorised loop ('' when it can)."""
     import torch
@@ -136,7 +118,7 @@ def train_reference_models(model, x: np.ndarray, y: np.ndarray, masks: np.ndarra
     if (masks.sum(axis=1) == 0).any():
         raise ValueError("every reference model needs at least one training record")
     k_models = masks.shape[0]
-    arch = architecture_id(model)
+    arch = model.architecture_digest()
     data_digest = _digest(x, y)
     keys = [_model_key(arch, seed + k, recipe, masks[k], data_digest) for k in range(k_models)]
     cached = [cache.load(key) if cache is not None else None for key in keys]
