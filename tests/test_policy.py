@@ -120,3 +120,17 @@ def test_json_schema_refuses_unknown_keys():
     json.dumps(schema)
     assert schema["additionalProperties"] is False
     assert "requirements" in schema["properties"]
+
+
+def test_schema_describes_every_key_and_lists_registered_names():
+    """`validate --schema` gives an editor real help: every key has a description, names come from the registry."""
+    from amulet_audit.policy import json_schema
+
+    schema = json_schema()
+    undescribed = [f"{name}.{key}" for name, node in [("Policy", schema), *schema["$defs"].items()]
+                   for key, prop in node.get("properties", {}).items() if not prop.get("description")]
+    assert undescribed == []
+    req = schema["$defs"]["Requirement"]["properties"]
+    assert "membership_inference" in req["risk"]["enum"] and "tpr_at_fpr_0.01" in req["metric"]["enum"]
+    assert "lira" in schema["$defs"]["AttackRef"]["properties"]["name"]["enum"]
+    assert "dp_sgd" in schema["$defs"]["DefenseRef"]["properties"]["name"]["enum"]

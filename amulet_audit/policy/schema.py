@@ -31,20 +31,29 @@ class _Strict(BaseModel):
 
 
 class Regulation(_Strict):
-    name: str
-    status: Literal["in-force", "adopted", "proposed", "guidance", "standard", "repealed"] = "in-force"
-    effective: dt.date | None = None
-    url: str | None = None
+    """The law, standard or guidance the policy implements."""
+
+    name: str = Field(description="Official name, e.g. 'Regulation (EU) 2024/1689 (Artificial Intelligence Act)'.")
+    status: Literal["in-force", "adopted", "proposed", "guidance", "standard", "repealed"] = Field(
+        "in-force", description="Legal status of the text on the audit date.")
+    effective: dt.date | None = Field(None, description="Date (YYYY-MM-DD) from which the obligations apply.")
+    url: str | None = Field(None, description="Where the official text is published.")
 
 
 class AttackRef(_Strict):
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    """The attack that measures a requirement, by registry name."""
+
+    name: str = Field(description="Registry name of the attack, e.g. 'pgd', 'lira', 'attribute_inference'.")
+    params: dict[str, Any] = Field(default_factory=dict, description=(
+        "The attack's parameters (e.g. eps, norm, steps for pgd); unknown names and out-of-range values are refused "
+        "by `validate`. Omitted parameters take the attack's defaults."))
 
 
 class ThresholdSpec(_Strict):
-    min: float | None = None
-    max: float | None = None
+    """The acceptable side of the metric: exactly one of `min` or `max`, in the metric's own units."""
+
+    min: float | None = Field(None, description="The metric must be at least this (e.g. robust accuracy).")
+    max: float | None = Field(None, description="The metric must be at most this (e.g. membership-inference AUC).")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "ThresholdSpec":
@@ -62,50 +71,67 @@ class ThresholdSpec(_Strict):
 
 
 class Requirement(_Strict):
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
-    title: str = ""
-    risk: str
-    attack: AttackRef | None = None  # None: the risk's default attack
-    metric: str
-    threshold: ThresholdSpec
-    severity: Literal["low", "medium", "high", "critical"] = "medium"
-    cite: list[str] = Field(default_factory=list)
-    basis: Literal["legal_rule", "benchmark"] = "benchmark"  # is the threshold set by law, or a recommended benchmark?
-    rationale: str = ""
+    """One risk the regulation requires to be assessed, with its metric, threshold and legal source."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", description=(
+        "Stable identifier (lower case, digits, '-', '_', '.'); overlays (`extends`) override requirements by id, and "
+        "recertification diffs compare by id."))
+    title: str = Field("", description="One line for the report.")
+    risk: str = Field(description=(
+        "The risk measured: evasion, poisoning, model_extraction, membership_inference, attribute_inference, "
+        "data_reconstruction, distribution_inference or discrimination."))
+    attack: AttackRef | None = Field(None, description="The attack that measures it; omitted: the risk's default attack.")
+    metric: str = Field(description=(
+        "The metric compared with the threshold, reported by the attack (e.g. robust_accuracy, auc, "
+        "tpr_at_fpr_0.01, impact_ratio)."))
+    threshold: ThresholdSpec = Field(description="The acceptable side of the metric: {min: x} or {max: x}.")
+    severity: Literal["low", "medium", "high", "critical"] = Field("medium", description="How serious a failure is.")
+    cite: list[str] = Field(default_factory=list, description="Articles or clauses the requirement comes from.")
+    basis: Literal["legal_rule", "benchmark"] = Field("benchmark", description=(
+        "Whether the threshold is set by law (legal_rule) or is a recommended benchmark the organisation may change."))
+    rationale: str = Field("", description="Why this metric and threshold stand for the cited obligation.")
 
 
 class Recertification(_Strict):
     """How often the audit must be repeated: `amulet-audit diff` and the report compare the audit's age
     (days between the previous and this audit, or up to today) with `period_days`."""
 
-    period_days: int = Field(ge=1)
+    period_days: int = Field(ge=1, description="Days after which the audit must be repeated.")
 
 
 class DefenseRef(_Strict):
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    """A defense by registry name, with parameters."""
+
+    name: str = Field(description="Registry name, e.g. 'dp_sgd', 'adversarial_training', 'fairness_mitigation'.")
+    params: dict[str, Any] = Field(default_factory=dict, description="The defense's parameters (e.g. target_epsilon).")
 
 
 class Interactions(_Strict):
     """Defenses to apply one at a time; every requirement is measured again on each defended model."""
 
-    defenses: list[str | DefenseRef] = Field(default_factory=list)  # a registry name, or {name, params}
-    tolerance: float = Field(0.02, ge=0)  # a defense that worsens an unintended risk's metric by more is flagged
+    defenses: list[str | DefenseRef] = Field(default_factory=list, description=(
+        "Defenses applied one at a time to a copy of the model: a registry name, or {name, params}."))
+    tolerance: float = Field(0.02, ge=0, description=(
+        "A defense that worsens an unintended risk's metric by more than this (in the metric's units) is flagged."))
 
     def refs(self) -> list[DefenseRef]:
         return [DefenseRef(name=d) if isinstance(d, str) else d for d in self.defenses]
 
 
 class Policy(_Strict):
-    policy: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
-    title: str
-    version: str = "1"
-    description: str = ""
-    regulation: Regulation | None = None
-    extends: str | None = None
-    requirements: list[Requirement] = Field(min_length=1)
-    interactions: Interactions | None = None
-    recertification: Recertification | None = None
+    """An amulet-audit policy: the risks a regulation requires to be assessed, with thresholds and citations."""
+
+    policy: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="Policy id, e.g. 'eu-ai-act'.")
+    title: str = Field(description="Title shown on the report's cover.")
+    version: str = Field("1", description="The policy's own version, recorded in results.json.")
+    description: str = Field("", description="What the regulation requires, in a few sentences.")
+    regulation: Regulation | None = Field(None, description="The law, standard or guidance implemented.")
+    extends: str | None = Field(None, description=(
+        "Another policy (bundled name or path) whose requirements this one inherits; requirements merge by id."))
+    requirements: list[Requirement] = Field(min_length=1, description="The requirements, at least one.")
+    interactions: Interactions | None = Field(None, description=(
+        "Defenses to apply, each measured against every requirement (unintended interactions)."))
+    recertification: Recertification | None = Field(None, description="How often the audit must be repeated.")
 
     @model_validator(mode="after")
     def _unique_ids(self) -> "Policy":
@@ -119,7 +145,16 @@ class Policy(_Strict):
 
 def json_schema() -> dict[str, Any]:
     """JSON Schema of a policy file, for editors (`amulet-audit validate --schema`)."""
+    from amulet_audit.core import registry
+    from amulet_audit.core.attack import RISKS
+
     schema = Policy.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "amulet-audit policy"
+    # the registered names, so an editor completes and checks them (plugins included)
+    defs = schema["$defs"]
+    defs["Requirement"]["properties"]["risk"]["enum"] = sorted(RISKS)
+    defs["Requirement"]["properties"]["metric"]["enum"] = sorted(registry.metrics())
+    defs["AttackRef"]["properties"]["name"]["enum"] = sorted(registry.attacks())
+    defs["DefenseRef"]["properties"]["name"]["enum"] = sorted(registry.defenses())
     return schema
