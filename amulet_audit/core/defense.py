@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from amulet_audit.core.attack import Profile
+from amulet_audit.core.mode import set_mode
 from amulet_audit.core.digest import weights_digest
 
 
@@ -54,6 +55,8 @@ class Defense:
     parameter_constraints: ClassVar[dict[str, Any]] = {}
     # parameter -> (risk, attack parameter): taken from the policy's first requirement of that risk naming it
     policy_params: ClassVar[dict[str, tuple[str, str]]] = {}
+    # whether `fit` trains copies of the audited architecture (then a format's frozen train/eval mode matters)
+    trains_copies: ClassVar[bool] = True
 
     def __init__(self, **params: Any) -> None:
         self.params = params
@@ -78,12 +81,18 @@ class Defense:
             return self.fit(dataclasses.replace(ctx, cache=cache, progress=None, sensitive=sensitive), x, y, recipe, seed)
 
         handle = defended_handle(ctx.model, module, f"{self.name}:{self.get_params()}", trainer)
-        return DefenseOutcome(handle, self.evidence(ctx, module))
+        details = self.evidence(ctx, module)
+        fixed = getattr(ctx.model, "fixed_mode_layers", None)
+        if fixed and self.trains_copies:
+            details["training_mode"] = (
+                f"{', '.join(fixed[:5])} keep the train/eval behaviour frozen in the model file (traced or exported): "
+                "the defended model trained with them as frozen, not as in training mode")
+        return DefenseOutcome(handle, details)
 
 
 def defended_handle(model, module, label: str, trainer=None):
     """A ModelHandle for `module`, a defended version of the audited `model` (same architecture for copies).
 
     Its sha256 is the hash of the defended weights, so results name exactly what was attacked."""
-    module.eval()
+    set_mode(module, False)
     return dataclasses.replace(model, module=module, sha256=weights_digest(module, label), warnings=list(model.warnings), trainer=trainer)

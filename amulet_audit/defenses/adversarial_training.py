@@ -6,6 +6,7 @@ from __future__ import annotations
 from numbers import Integral, Real
 
 from amulet_audit.core.defense import Defense, DefenseContext
+from amulet_audit.core.mode import set_mode
 from amulet_audit.core.params import Interval, OptionalOf, Options
 from amulet_audit.ops.perturb import pgd_examples
 
@@ -43,16 +44,16 @@ class AdversarialTraining(Defense):
                 order = torch.randperm(len(xt), generator=gen)
                 for start in range(0, len(xt), recipe.batch_size):
                     idx = order[start:start + recipe.batch_size]
-                    module.eval()  # craft examples against the current weights without updating batch statistics
+                    set_mode(module, False)  # craft examples against the current weights without updating batch statistics
                     adv = pgd_examples(module, xt[idx], yt[idx], eps=p["eps"], norm=p["norm"], steps=p["steps"],
                                        step_size=step_size, bounds=bounds, gen=gen)
-                    module.train()
+                    set_mode(module, True)
                     opt.zero_grad(set_to_none=True)
                     F.cross_entropy(module(adv), yt[idx]).backward()
                     opt.step()
                 if ctx.progress:
                     ctx.progress((epoch + 1) / epochs)
-            return module.eval()
+            return set_mode(module, False)
 
         key = content_key("adversarial_training", ctx.model.architecture_digest(), seed, recipe.model_dump(), p, x, y)
         return (ctx.cache or ModelCache(None)).get_or_train(key, ctx.model.fresh_copy(seed), train)

@@ -3,9 +3,17 @@
 Opacus supplies the DP optimizer (clipping, noise, scaling), the noise calibration for a target epsilon
 (`get_noise_multiplier`, the same calibration `make_private_with_epsilon` performs) and the RDP accountant.
 Per-example gradients come from `torch.func` (as Opacus's functorch mode computes them) because the default
-model format, TorchScript, cannot carry the module hooks Opacus's GradSampleModule relies on. Batches are
-Poisson-sampled, as the accountant assumes. The trained weights are loaded back into a plain copy of the
-audited architecture before any attack runs on it.
+model format, TorchScript, cannot carry the module hooks Opacus's GradSampleModule relies on; where the model
+cannot be called functionally with its training-mode behaviour (a scripted GroupNorm the converter refuses, a
+scripted Dropout, which the converted graph runs in eval mode), they come from a loop over the batch, one backward
+pass per record, on the copy itself in training mode. Batches are Poisson-sampled, as the accountant assumes.
+The trained weights are loaded back into a plain copy of the audited architecture before any attack runs on it.
+
+Only layers whose training output for one record depends on other records are refused, as Opacus refuses them:
+BatchNorm (batch statistics: per-example gradients do not exist) and InstanceNorm tracking running statistics
+(statistics over every record, released without noise). Where the architecture is a Python class (`--arch`, or
+a trusted pickle), `replace_batchnorm: true` swaps BatchNorm for GroupNorm with Opacus's `ModuleValidator.fix`;
+the defended model's architecture then differs from the audited one, and the evidence says so.
 """
 
 from __future__ import annotations
@@ -14,12 +22,57 @@ import warnings
 from numbers import Integral, Real
 
 from amulet_audit.core.defense import Defense, DefenseContext, DefenseNotApplicable
-from amulet_audit.core.params import Interval, OptionalOf
+from amulet_audit.core.mode import set_mode
+from amulet_audit.core.params import Interval, OptionalOf, Options
+from amulet_audit.inputs.model import layers, mode_dependent_layers
 
 
 # Rényi orders for the accountant: Opacus's defaults stop at 63, which is not enough for small epsilons with
 # few steps (its "optimal order is the largest alpha" warning); a wider range gives the tighter bound.
 ALPHAS = [1 + x / 10.0 for x in range(1, 100)] + list(range(11, 64)) + [80, 96, 128, 192, 256, 384, 512, 1024]
+ROUTES = ("torch.func.vmap", "a loop over the batch")  # how per-example gradients were computed
+
+
+def refused_layers(module) -> list[str]:
+    """"Kind at path" (e.g. "BatchNorm1d at 1") for each layer Opacus refuses for DP-SGD: BatchNorm, whose output
+    for a record in training depends on the whole batch, and InstanceNorm tracking running statistics. Works for
+    nn.Modules, TorchScript and torch.export programs (`inputs.model.layers`)."""
+    buffers = {name for name, _ in module.named_buffers()}
+    return [f"{kind} at {path}" for path, kind in layers(module)
+            if "BatchNorm" in kind or ("InstanceNorm" in kind and f"{path}.running_mean" in buffers)]
+
+
+def _per_example_route(model, seed: int, example):
+    """(route, params, buffers, per_example) for a re-initialised copy of `model` (a ModelHandle):
+    `per_example(x, y)` gives each record's gradient of the loss (name -> tensor (B, *param.shape)) at the current
+    `params` (leaf tensors, the ones the optimizer steps), with the copy in training mode where its format allows.
+    torch.func's vmap when the copy can be called functionally as it trains, else a loop over the batch."""
+    import torch
+    import torch.nn.functional as F
+    from torch.func import functional_call, grad, vmap
+
+    func = model.functional_copy(seed, example)
+    switchable = set(mode_dependent_layers(model.module)) - set(model.fixed_mode_layers)  # Dropout that trains
+    if func is not None and not (func.eval_only and switchable):
+        params = {k: v.clone().requires_grad_(True) for k, v in func.params.items()}
+        buffers = func.buffers
+
+        def loss_one(prm, xi, yi):
+            return F.cross_entropy(functional_call(func.module, {**prm, **buffers}, (xi.unsqueeze(0),)), yi.unsqueeze(0))
+
+        # randomness="different": each record draws its own Dropout mask, as one-at-a-time training would
+        vectorised = vmap(grad(loss_one), in_dims=(None, 0, 0), randomness="different")
+        return ROUTES[0], params, buffers, lambda xb, yb: vectorised({k: v.detach() for k, v in params.items()}, xb, yb)
+
+    copy = model.fresh_copy(seed)  # train mode (exported programs keep the mode fixed at export)
+    params = dict(copy.named_parameters())
+
+    def per_example(xb, yb):
+        rows = [torch.autograd.grad(F.cross_entropy(copy(xb[i:i + 1]), yb[i:i + 1]), list(params.values()))
+                for i in range(len(xb))]
+        return {k: torch.stack([row[j] for row in rows]) for j, k in enumerate(params)}
+
+    return ROUTES[1], params, dict(copy.named_buffers()), per_example
 
 
 class DPSGD(Defense):
@@ -28,8 +81,11 @@ class DPSGD(Defense):
     description = "Differentially private training (DP-SGD via Opacus)"
     # epochs / batch_size None: the recipe's, with batches of at least 256 and at most 10 (quick) or 20 (standard)
     # epochs: DP-SGD trains best with large batches and few epochs, and costs one per-example gradient per record.
-    defaults = {"epsilon": 3.0, "delta": None, "max_grad_norm": 1.0, "epochs": None, "batch_size": None}
+    # replace_batchnorm: swap BatchNorm for GroupNorm (Opacus ModuleValidator.fix) where the architecture is a class
+    defaults = {"epsilon": 3.0, "delta": None, "max_grad_norm": 1.0, "epochs": None, "batch_size": None,
+                "replace_batchnorm": False}
     parameter_constraints = {
+        "replace_batchnorm": Options(frozenset({True, False})),
         "epsilon": Interval(Real, 0, None, closed="neither"),
         "delta": OptionalOf(Interval(Real, 0, 1, closed="neither")),
         "max_grad_norm": Interval(Real, 0, None, closed="neither"),
@@ -53,12 +109,42 @@ class DPSGD(Defense):
                                          accountant="rdp", alphas=ALPHAS)
         return {"delta": delta, "epochs": epochs, "sample_rate": q, "steps": steps, "noise_multiplier": float(sigma)}
 
+    def _trainable(self, model):
+        """(the model DP-SGD trains copies of, the architecture change made or ""); DefenseNotApplicable when
+        Opacus refuses a layer and it cannot or may not be replaced."""
+        import dataclasses
+
+        refused = refused_layers(model.module)
+        if not refused:
+            return model, ""
+        causes = [c for kind, c in (("BatchNorm", "BatchNorm mixes the records of a batch"),
+                                    ("InstanceNorm", "running statistics are not private")) if any(kind in r for r in refused)]
+        why = f"DP-SGD needs per-example gradients, and Opacus refuses {', '.join(refused[:5])} ({'; '.join(causes)})"
+        python_class = model.format in ("state_dict", "pickle")
+        if not self.get_params()["replace_batchnorm"]:
+            raise DefenseNotApplicable(why + ("; set the dp_sgd parameter replace_batchnorm: true to train it with "
+                                              "GroupNorm instead" if python_class else
+                                              "; a GroupNorm version of the model (or its state_dict with --arch "
+                                              "and replace_batchnorm: true) can be trained with DP-SGD"))
+        if not python_class:
+            raise DefenseNotApplicable(why + f"; replace_batchnorm needs the architecture as a Python class (a "
+                                             f"state_dict with --arch), and a {model.format} model's layers cannot "
+                                             "be swapped")
+        from opacus.validators import ModuleValidator
+
+        fixed = ModuleValidator.fix(model.module)
+        left = refused_layers(fixed)
+        if left:
+            raise DefenseNotApplicable(why + f"; Opacus's replacement left {', '.join(left[:5])}")
+        kinds = dict(layers(fixed))
+        change = "; ".join(f"{r} replaced by {kinds.get(r.rsplit(' at ', 1)[1], 'another layer')}"
+                           for r in refused) + " (Opacus ModuleValidator.fix): the defended architecture differs"
+        return dataclasses.replace(model, module=fixed, architecture=f"{model.architecture} (BatchNorm -> GroupNorm)"), change
+
     def fit(self, ctx: DefenseContext, x_np, y_np, recipe, seed):
         import torch
-        import torch.nn.functional as F
         from opacus.accountants import RDPAccountant
         from opacus.optimizers import DPOptimizer
-        from torch.func import functional_call, grad, vmap
 
         from amulet_audit.training.loop import make_optimizer
         from amulet_audit.training.cache import ModelCache, content_key
@@ -69,24 +155,13 @@ class DPSGD(Defense):
         n = len(x)
         sched = self._schedule(ctx, n, recipe)
         q, steps, sigma = sched["sample_rate"], sched["steps"], sched["noise_multiplier"]
-        func = ctx.model.functional_copy(seed, x[:8])
-        if func is None:
-            raise DefenseNotApplicable(
-                "DP-SGD needs per-example gradients, which this architecture does not allow (e.g. BatchNorm mixes "
-                "examples; GroupNorm does not)"
-            )
-        key = content_key("dp_sgd", ctx.model.architecture_digest(), seed, recipe.model_dump(), p, sched, x_np, y_np)
+        model, self._change = self._trainable(ctx.model)
+        key = content_key("dp_sgd", model.architecture_digest(), seed, recipe.model_dump(), p, sched, x_np, y_np)
         cache = ctx.cache or ModelCache(None)
-        copy = ctx.model.fresh_copy(seed)
+        copy = model.fresh_copy(seed)
         state = cache.load(key)
         if state is None:
-            params = {k: v.clone().requires_grad_(True) for k, v in func.params.items()}
-            buffers = func.buffers
-
-            def loss_one(prm, xi, yi):
-                return F.cross_entropy(functional_call(func.module, {**prm, **buffers}, (xi.unsqueeze(0),)), yi.unsqueeze(0))
-
-            per_example = vmap(grad(loss_one), in_dims=(None, 0, 0))
+            route, params, buffers, per_example = _per_example_route(model, seed, x[:8])
             optimizer = DPOptimizer(make_optimizer(list(params.values()), recipe), noise_multiplier=sigma,
                                     max_grad_norm=p["max_grad_norm"], expected_batch_size=max(1, int(round(q * n))))
             gen = torch.Generator().manual_seed(seed)
@@ -97,7 +172,7 @@ class DPSGD(Defense):
                 if len(idx) == 0:  # an empty Poisson batch still counts as a step: clipped sum 0, noise only
                     grads = {k: torch.zeros((1, *v.shape)) for k, v in params.items()}
                 else:
-                    grads = per_example({k: v.detach() for k, v in params.items()}, x[idx], y[idx])
+                    grads = per_example(x[idx], y[idx])
                 for k, v in params.items():
                     v.grad_sample = grads[k]
                 optimizer.step()
@@ -106,13 +181,19 @@ class DPSGD(Defense):
                 if ctx.progress and step % 20 == 0:
                     ctx.progress(step / steps)
             state = {**{k: v.detach() for k, v in params.items()}, **buffers,
-                     "__spent_epsilon__": torch.tensor(accountant.get_epsilon(sched["delta"], alphas=ALPHAS))}
+                     "__spent_epsilon__": torch.tensor(accountant.get_epsilon(sched["delta"], alphas=ALPHAS)),
+                     "__route__": torch.tensor(ROUTES.index(route))}
             cache.save(key, state)
         self._spent = float(state["__spent_epsilon__"])
-        copy.load_state_dict({k: v for k, v in state.items() if k != "__spent_epsilon__"})
-        return copy.eval()
+        self._route = ROUTES[int(state["__route__"])]
+        copy.load_state_dict({k: v for k, v in state.items() if not k.startswith("__")})
+        return set_mode(copy, False)
 
     def evidence(self, ctx, module):
         p = self.get_params()
-        return {"target_epsilon": p["epsilon"], "spent_epsilon": self._spent, "max_grad_norm": p["max_grad_norm"],
-                **self._schedule(ctx, len(ctx.data.x_train), ctx.data.spec.training)}
+        out = {"target_epsilon": p["epsilon"], "spent_epsilon": self._spent, "max_grad_norm": p["max_grad_norm"],
+               **self._schedule(ctx, len(ctx.data.x_train), ctx.data.spec.training),
+               "per_example_gradients": self._route}
+        if self._change:
+            out["architecture_change"] = self._change
+        return out

@@ -16,6 +16,7 @@ from numbers import Integral, Real
 import numpy as np
 
 from amulet_audit.core.defense import Defense, DefenseContext, DefenseNotApplicable, DefenseOutcome
+from amulet_audit.core.mode import set_mode
 from amulet_audit.core.params import Interval, OptionalOf, Options, Text
 from amulet_audit.training.copies import train_copy
 
@@ -34,7 +35,7 @@ def mixture_module(members, weights):
             probs = torch.stack([torch.softmax(m(x), dim=1) for m in self.members])
             return torch.log((self.weights.view(-1, 1, 1) * probs).sum(0).clamp_min(1e-12))
 
-    return Mixture().eval()
+    return set_mode(Mixture(), False)  # members may be exported graphs, whose mode is fixed
 
 
 class _Trainer:

@@ -13,6 +13,7 @@ from numbers import Integral
 import numpy as np
 
 from amulet_audit.core.defense import Defense, DefenseContext
+from amulet_audit.core.mode import set_mode
 from amulet_audit.training.copies import plain_model, train_copy
 from amulet_audit.core.params import Interval, Options
 
@@ -36,13 +37,14 @@ def perturbed_outputs(module, mode: str, decimals: int):
             probs = probs.clamp_min(10.0 ** -(decimals + 2))
             return torch.log(probs / probs.sum(1, keepdim=True))
 
-    return Perturbed().eval()
+    return set_mode(Perturbed(), False)  # the wrapped model may be an exported graph, whose mode is fixed
 
 
 class OutputPerturbation(Defense):
     name = "output_perturbation"
     intended = ("model_extraction",)
     description = "Output perturbation (top-1 labels or rounded probabilities)"
+    trains_copies = False  # wraps the audited model
     defaults = {"mode": "round", "decimals": 1}
     parameter_constraints = {"mode": Options(frozenset({"labels", "round"})), "decimals": Interval(Integral, 0, 6)}
 

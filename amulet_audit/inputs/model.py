@@ -16,6 +16,7 @@ from typing import Any
 
 from amulet_audit.core.errors import InputError
 from amulet_audit.core.digest import architecture_digest, layer_kind, sha256_file
+from amulet_audit.core.mode import mode_fixed, set_mode
 
 # Layers whose behaviour differs between train() and eval(); a traced module freezes them in one mode.
 MODE_DEPENDENT = ("BatchNorm", "Dropout", "InstanceNorm", "AlphaDropout")
@@ -35,6 +36,9 @@ class ModelHandle:
     # How a defended model trains: (x, y, recipe, seed, cache, sensitive) -> trained module. None: plain training
     # (`amulet_audit.training.copies.train_copy`).
     trainer: Any = None
+    # Train/eval-dependent layers ("Dropout at 2") whose mode the format fixed (a traced module, a torch.export
+    # program): copies trained from this model run them as they were frozen, whatever the trainer asks.
+    fixed_mode_layers: list[str] = field(default_factory=list)
 
     @property
     def parameters(self) -> int:
@@ -59,18 +63,18 @@ class ModelHandle:
 
             copy = _copy.deepcopy(self.module)
         reinitialise(copy, seed)
-        if self.format != "export":  # exported programs refuse train(); their mode is fixed at export
-            copy.train()
-        return copy
+        return set_mode(copy, True)  # exported programs keep the mode fixed at export
 
 
     def functional_copy(self, seed: int, example) -> "FunctionalModel | None":
         """A re-initialised copy usable with `torch.func` (functional_call, vmap, per-sample gradients), or None.
 
         TorchScript modules refuse the stateless API, so a scripted copy is converted to an equivalent FX
-        GraphModule (same tensor names) through torch.export's TorchScript converter. Returns None when the
-        architecture cannot be converted (e.g. a scripted `if self.training` branch in BatchNorm); callers then
-        fall back to one-at-a-time training and say so. `example`: a small input batch (tensor).
+        GraphModule (same tensor names) through torch.export's TorchScript converter. The conversion is made and
+        checked in eval mode, so the graph's Dropout/BatchNorm behave as in eval mode (its mode is then fixed; see
+        `FunctionalModel.eval_only`). Returns None when the architecture cannot be converted (e.g. a scripted
+        GroupNorm: `prim::Loop` with a dynamic trip count); callers then fall back to another route (one model at a
+        time, a loop over the batch) and say so. `example`: a small input batch (tensor).
         """
         import torch
 
@@ -79,6 +83,7 @@ class ModelHandle:
         buffers = {k: v.detach().clone() for k, v in copy.named_buffers()}
         if self.format != "torchscript":
             return FunctionalModel(copy, params, buffers)
+        set_mode(copy, False)  # a scripted Dropout converted in train mode is random: no comparison could pass
         import warnings
 
         from torch._export.converter import TS2EPConverter
@@ -95,22 +100,25 @@ class ModelHandle:
                 probe = example[: min(len(example), 4)]
                 with torch.no_grad():
                     same = torch.allclose(torch.func.functional_call(graph, {**params, **buffers}, (probe,)),
-                                          copy.eval()(probe), atol=1e-5)
+                                          copy(probe), atol=1e-5)
         except Exception:
             return None
         finally:
             quiet.setLevel(level)
-        return FunctionalModel(graph, params, buffers) if same else None
+        return FunctionalModel(graph, params, buffers, eval_only=True) if same else None
 
 
 @dataclass
 class FunctionalModel:
     """A stateless view of a model copy: call `torch.func.functional_call(module, {**params, **buffers}, (x,))`.
-    `params` are the trainable tensors (same names as the audited model's state_dict), `buffers` the rest."""
+    `params` are the trainable tensors (same names as the audited model's state_dict), `buffers` the rest.
+    `eval_only`: the module is a graph converted in eval mode (a TorchScript model's copy), so its Dropout and
+    BatchNorm never behave as in training."""
 
     module: Any
     params: dict
     buffers: dict
+    eval_only: bool = False
 
 
 def reinitialise(module, seed: int) -> None:
@@ -156,8 +164,28 @@ def reinitialise(module, seed: int) -> None:
                 weight.normal_(generator=gen)
 
 
+def layers(module) -> list[tuple[str, str]]:
+    """(path, kind) of every layer below the root, e.g. ("1", "BatchNorm1d"), for nn.Modules, TorchScript and
+    torch.export programs. An exported graph keeps no layer objects: its layers are read from the nodes'
+    `nn_module_stack` metadata (the modules the exporter traced through)."""
+    if mode_fixed(module) and hasattr(module, "graph"):
+        seen: dict[str, str] = {}
+        for node in module.graph.nodes:
+            for path, kind in (node.meta.get("nn_module_stack") or {}).values():
+                name = kind if isinstance(kind, str) else getattr(kind, "__qualname__", str(kind))
+                seen.setdefault(str(path), name.rsplit(".", 1)[-1])
+        return [(path, kind) for path, kind in seen.items() if path]
+    return [(name, layer_kind(sub)) for name, sub in module.named_modules() if name]
+
+
+def mode_dependent_layers(module) -> list[str]:
+    """"Kind at path" for each layer that behaves differently in training and in eval (MODE_DEPENDENT)."""
+    return [f"{kind} at {path}" for path, kind in layers(module) if any(k in kind for k in MODE_DEPENDENT)]
+
+
 def _traced_mode_layers(module) -> list[str]:
-    """Names of BatchNorm/Dropout layers of a *traced* TorchScript module (frozen in their traced mode)."""
+    """"Kind at path" for the BatchNorm/Dropout layers of a *traced* TorchScript module (frozen in their traced
+    mode)."""
     found = []
     for name, sub in module.named_modules():
         if any(k in layer_kind(sub) for k in MODE_DEPENDENT):
@@ -166,7 +194,7 @@ def _traced_mode_layers(module) -> list[str]:
             except Exception:
                 continue
             if "training" not in code:
-                found.append(name or layer_kind(sub))
+                found.append(f"{layer_kind(sub)} at {name}" if name else layer_kind(sub))
     return found
 
 
@@ -187,11 +215,15 @@ def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool 
         except Exception as exc:
             raise InputError(f"{path}: not a torch.export program ({_first_line(exc)}); save it with torch.export.save.") from None
         module = program.module()
-        warnings.append(
-            "torch.export programs fix train/eval behaviour at export time: copies trained for reference and defended "
-            "models may not learn as the audited model did; prefer TorchScript (torch.jit.script) or --arch."
-        )
-        return ModelHandle(path, digest, "export", module, "torch.export program", warnings, raw)
+        fixed = mode_dependent_layers(module)
+        if fixed:
+            warnings.append(
+                f"The model is a torch.export program with train/eval-dependent layers ({', '.join(fixed[:5])}), whose "
+                "behaviour was fixed at export time: reference and defended copies train with them as exported, so "
+                "they may not learn as the audited model did; prefer TorchScript (torch.jit.script) or --arch."
+            )
+        return ModelHandle(path, digest, "export", module, "torch.export program", warnings, raw,
+                           fixed_mode_layers=fixed)
 
     if _is_torchscript(raw):
         try:
@@ -206,7 +238,8 @@ def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool 
                 "tracing froze them in eval mode, so reference and defended copies do not train as the audited model did "
                 "and membership attacks built on them are weaker. Re-save with torch.jit.script, or give a state_dict with --arch."
             )
-        return ModelHandle(path, digest, "torchscript", module, layer_kind(module), warnings, raw)
+        return ModelHandle(path, digest, "torchscript", module, layer_kind(module), warnings, raw,
+                           fixed_mode_layers=traced)
 
     try:
         obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)

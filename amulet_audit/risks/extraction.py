@@ -11,6 +11,7 @@ from numbers import Integral
 import numpy as np
 
 from amulet_audit.core.attack import Attack, AttackContext, AttackResult, MetricSpec, rate
+from amulet_audit.core.mode import set_mode
 from amulet_audit.core.params import Interval, OptionalOf, Options
 from amulet_audit.core.stats import binomial_ci
 
@@ -40,7 +41,7 @@ def soft_train(module, x: np.ndarray, targets: np.ndarray, recipe, *, seed: int,
     xt = torch.as_tensor(x, dtype=torch.float32)
     tt = torch.as_tensor(targets, dtype=torch.float32)
     opt = make_optimizer(module.parameters(), recipe)
-    module.train()
+    set_mode(module, True)
     n = len(xt)
     for _ in range(epochs):
         order = torch.randperm(n, generator=gen)
@@ -50,8 +51,7 @@ def soft_train(module, x: np.ndarray, targets: np.ndarray, recipe, *, seed: int,
             loss = -(tt[idx] * torch.log_softmax(module(xt[idx]), dim=1)).sum(1).mean()
             loss.backward()
             opt.step()
-    module.eval()
-    return module
+    return set_mode(module, False)
 
 
 def synthetic_queries(pool: np.ndarray, m: int, bounds, rng) -> tuple[np.ndarray, str]:

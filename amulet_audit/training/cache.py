@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from amulet_audit.core.atomic import write_bytes_atomic
+from amulet_audit.core.mode import set_mode
 
 
 def default_root() -> Path:
@@ -82,8 +83,7 @@ class ModelCache:
         state = self.load(key)
         if state is not None:
             module.load_state_dict(state)
-            module.eval()
-            return module
+            return set_mode(module, False)
         module = train(module)
         self.save(key, module.state_dict())
         return module

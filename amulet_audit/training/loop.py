@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from amulet_audit.core.mode import set_mode
 from amulet_audit.inputs.data import TrainingRecipe
 
 
@@ -32,7 +33,7 @@ def train_model(module, x: np.ndarray, y: np.ndarray, recipe: TrainingRecipe, *,
     yt = torch.tensor(np.asarray(y), dtype=torch.long)
     wt = torch.tensor(np.asarray(sample_weight), dtype=torch.float32) if sample_weight is not None else None
     opt = make_optimizer(module.parameters(), recipe)
-    module.train()
+    set_mode(module, True)
     n = len(xt)
     for _ in range(epochs if epochs is not None else recipe.epochs):
         order = torch.randperm(n, generator=gen)
@@ -47,5 +48,4 @@ def train_model(module, x: np.ndarray, y: np.ndarray, recipe: TrainingRecipe, *,
                 loss = (F.cross_entropy(out, yt[idx], reduction="none") * w).sum() / w.sum().clamp_min(1e-12)
             loss.backward()
             opt.step()
-    module.eval()
-    return module
+    return set_mode(module, False)

@@ -26,6 +26,7 @@ import numpy as np
 from amulet_audit.inputs.data import TrainingRecipe
 from amulet_audit.inputs.model import MODE_DEPENDENT, layer_kind
 from amulet_audit.training.stacked import StackedChain, linear_chain
+from amulet_audit.core.mode import set_mode
 from amulet_audit.core.threads import model_threads
 
 _KEY_VERSION = "amulet-audit/reference-model/v1"
@@ -156,7 +157,7 @@ def _train(model, x, y, masks, recipe, *, seed, cache, progress, keys, cached, t
             module = copies[k]
             if cached[k] is not None:
                 module.load_state_dict(cached[k])
-                module.eval()
+                set_mode(module, False)
             else:
                 from amulet_audit.training.loop import train_model
 
@@ -188,7 +189,7 @@ def _train(model, x, y, masks, recipe, *, seed, cache, progress, keys, cached, t
     if progress:
         progress(1.0)
     if functional is None:
-        base.eval()
+        set_mode(base, False)
     return ReferenceModels(masks, details, _base=base, _stacked=stacked)
 
 
@@ -287,8 +288,7 @@ def _train_vectorised(base, param_names: list[str], state: dict, x: np.ndarray, 
         flat.grad = torch.zeros_like(flat)
         grads = {n: t.view(k_models, *sh) for n, t, sh in zip(param_names, flat.grad.split(numels, dim=1), shapes)}
     forward = _vectorised_forward(base, per_model_inputs=True)
-    if not hasattr(base, "graph"):  # an exported graph (TorchScript's functional copy) has its mode fixed
-        base.train()
+    set_mode(base, True)  # an exported graph (TorchScript's functional copy) keeps its fixed mode
 
     # per step: 0/1 row weights (K, bs), which models step, and whether all do (the same every epoch)
     col = torch.arange(bs)
