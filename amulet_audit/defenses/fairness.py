@@ -7,6 +7,10 @@ wrapper honours `sample_weight`). The mixture is itself a torch module (its outp
 weighted average of the members' probabilities), so every attack runs on it unchanged; it does not need the
 sensitive attribute at prediction time. An attack that re-trains the defended model (poisoning) gets a mitigated
 copy too: the mitigation runs again on the altered records, with their sensitive attributes.
+
+It mitigates for one sensitive attribute (or an intersection of several): the one the policy names, else the one
+the audit's discrimination requirements found worst on the audited model (`FairnessMitigation.baseline_params`);
+an attribute with fewer than two groups of the minimum size is never used. The details say which and why.
 """
 
 from __future__ import annotations
@@ -83,51 +87,143 @@ class _TorchClassifier:
         return predict(self.module_, self._shape(X))
 
 
+# How the discrimination measurement names an intersection of sensitive attributes ("sex × race").
+INTERSECTION = " × "
+
+
+def _components(attribute: str) -> list[str]:
+    """The sensitive attributes an attribute name stands for: itself, or each part of an intersection."""
+    return attribute.split(INTERSECTION)
+
+
+def _labels(sensitive: dict[str, np.ndarray], attribute: str) -> np.ndarray:
+    """Group label per record (str, shape (n,)) of `attribute`, an attribute or an intersection of several."""
+    if attribute in sensitive:
+        return np.asarray(sensitive[attribute]).astype(str)
+    parts = [np.asarray(sensitive[a]).astype(str) for a in _components(attribute)]
+    return np.array([INTERSECTION.join(v) for v in zip(*parts)], dtype=str)
+
+
+def _too_few_groups(labels: np.ndarray, min_group_size: int) -> str:
+    """Why these labels give no two groups to compare ("has a single group", ...), or "" when they do."""
+    values, counts = np.unique(labels, return_counts=True)
+    if len(values) < 2:
+        return "has a single group"
+    if (counts >= min_group_size).sum() < 2:
+        return f"has fewer than two groups of at least {min_group_size} training records"
+    return ""
+
+
+class _Finding:
+    """Constraint of the `finding` parameter: a mapping naming at least the attribute found worst."""
+
+    def check(self, v) -> bool:
+        return isinstance(v, dict) and isinstance(v.get("attribute"), str) and bool(v["attribute"])
+
+    def __str__(self) -> str:
+        return "a mapping with the attribute the audit found worst ({'attribute': ..., 'requirement': ..., ...})"
+
+
 class FairnessMitigation(Defense):
     name = "fairness_mitigation"
     intended = ("discrimination",)
     description = "Fairness mitigation (Fairlearn ExponentiatedGradient)"
-    defaults = {"constraint": "demographic_parity", "attribute": None, "eps": 0.02, "max_iter": None}
+    needs = frozenset({"sensitive", "trained_copies"})
+    # ExponentiatedGradient iterations when `max_iter` is None
+    budgets = {"quick": {"max_iter": 5}, "standard": {"max_iter": 10}, "thorough": {"max_iter": 30}}
+    defaults = {"constraint": "demographic_parity", "attribute": None, "eps": 0.02, "max_iter": None,
+                "min_group_size": 30, "finding": None}
     parameter_constraints = {
         "constraint": Options(frozenset({"demographic_parity", "equalized_odds"})),
         "attribute": OptionalOf(Text()),
         "eps": Interval(Real, 0, 1, closed="neither"),
         "max_iter": OptionalOf(Interval(Integral, 1, 200)),
+        "min_group_size": Interval(Integral, 1, None),
+        "finding": OptionalOf(_Finding()),
     }
+    # the discrimination measurement's smallest compared group, so both agree on which attributes have groups
+    policy_params = {"min_group_size": ("discrimination", "min_group_size")}
 
-    def _setup(self, data) -> tuple[dict, str]:
-        """The parameters and the attribute mitigated for; DefenseNotApplicable when it cannot apply."""
+    @classmethod
+    def baseline_params(cls, findings: list[dict]) -> dict:
+        """`finding`: the attribute the audit's discrimination requirements found worst on the audited model.
+
+        The runner calls this with the baseline evaluation's requirements (each a dict: id, risk, metric, value,
+        verdict, details of its run) before it applies the defense. Route: the plan fills what the policy states
+        (`policy_params`) before anything is measured, and defense units may run in parallel processes, so only
+        the runner knows what the baseline found; it evaluates the audited model first when a policy's defense
+        declares `baseline_params`, and passes the finding as a plain parameter (recorded with the defense's
+        parameters in results.json). Of the discrimination requirements with a value, the first failing one
+        counts (else the first indeterminate, else the first); its attribute is the one its run found worst for
+        its metric (`worst_attribute`, e.g. "sex", or an intersection "sex × race"). Empty when none has one."""
+        rank = {"fail": 0, "indeterminate": 1, "pass": 2}
+        candidates = [f for f in findings if f.get("risk") == "discrimination" and f.get("value") is not None
+                      and ((f.get("details") or {}).get("worst_attribute") or {}).get(f.get("metric"))]
+        if not candidates:
+            return {}
+        f = min(candidates, key=lambda f: rank.get(str(f.get("verdict")), 3))  # min keeps policy order among equals
+        return {"finding": {"requirement": f["id"], "metric": f["metric"], "value": float(f["value"]),
+                            "verdict": str(f["verdict"]), "attribute": f["details"]["worst_attribute"][f["metric"]]}}
+
+    def _setup(self, data) -> tuple[dict, str, str]:
+        """The parameters, the attribute mitigated for and why it was chosen (one sentence).
+
+        The attribute is the one the policy names (`attribute`), else the one the audit found worst (`finding`),
+        else the first sensitive attribute of the data spec that has groups to compare. An attribute may be an
+        intersection ("sex × race"): its groups are the combinations of the component attributes. An attribute
+        with fewer than two groups of at least `min_group_size` training records is never used (there is no
+        disparity between groups to mitigate; a constraint on one group is vacuous).
+
+        Raises DefenseNotApplicable (one sentence) when no attribute qualifies."""
         p = self.get_params()
         if not data.sensitive_train:
             raise DefenseNotApplicable("the data spec names no sensitive attribute to mitigate for")
         if data.n_classes != 2:
             raise DefenseNotApplicable("ExponentiatedGradient supports binary classification only")
-        attribute = p["attribute"] or next(iter(data.sensitive_train))
-        if attribute not in data.sensitive_train:
+        m = p["min_group_size"]
+        if p["attribute"]:
+            attribute, why = p["attribute"], "named by the policy (the defense's `attribute` parameter)"
+        elif p["finding"]:
+            f = p["finding"]
+            attribute = f["attribute"]
+            why = (f"the attribute requirement '{f.get('requirement', '?')}' found worst on the audited model "
+                   f"({f.get('metric', '?')} {f.get('value', float('nan')):.3f}, {f.get('verdict', '?')})")
+        else:
+            eligible = [a for a in data.sensitive_train if not _too_few_groups(_labels(data.sensitive_train, a), m)]
+            if not eligible:
+                raise DefenseNotApplicable(f"no sensitive attribute has two groups of at least {m} training records")
+            attribute = eligible[0]
+            why = ("no discrimination requirement found a worst attribute: the first sensitive attribute of the data "
+                   f"spec with two groups of at least {m} training records")
+        if any(a not in data.sensitive_train for a in _components(attribute)):
             raise DefenseNotApplicable(f"'{attribute}' is not a sensitive attribute of the data spec")
-        return p, attribute
+        problem = _too_few_groups(_labels(data.sensitive_train, attribute), m)
+        if problem:
+            raise DefenseNotApplicable(f"'{attribute}' {problem}")
+        return p, attribute, why
 
     def _max_iter(self, ctx: DefenseContext) -> int:
-        return self.get_params()["max_iter"] or {"quick": 5, "standard": 10}.get(ctx.profile.name, 30)
+        return self.get_params()["max_iter"] or self.budget(ctx.profile, "max_iter")
 
-    def apply(self, ctx: DefenseContext) -> DefenseOutcome:
+    def _apply(self, ctx: DefenseContext) -> DefenseOutcome:
         self._setup(ctx.data)  # refuse before any training
-        return super().apply(ctx)
+        return super()._apply(ctx)
 
     def fit(self, ctx: DefenseContext, x, y, recipe, seed):
         """The mixture ExponentiatedGradient finds on (x, y) with the records' sensitive attribute (`ctx.sensitive`:
         the training split's for the defended model, the poisoned records' for an attack's re-trained copy)."""
         from fairlearn.reductions import DemographicParity, EqualizedOdds, ExponentiatedGradient
 
-        p, attribute = self._setup(ctx.data)
-        if not ctx.sensitive or attribute not in ctx.sensitive or len(ctx.sensitive[attribute]) != len(x):
+        p, attribute, _ = self._setup(ctx.data)
+        if not ctx.sensitive or any(a not in ctx.sensitive or len(ctx.sensitive[a]) != len(x)
+                                    for a in _components(attribute)):
             raise ValueError(f"fairness mitigation needs the '{attribute}' attribute of each of the {len(x)} records "
                              "it trains on; the caller of train_copy must pass them as `sensitive`")
         constraint = DemographicParity() if p["constraint"] == "demographic_parity" else EqualizedOdds()
         trainer = _Trainer(ctx, recipe, seed)
         mitigator = ExponentiatedGradient(_TorchClassifier(trainer), constraints=constraint, eps=p["eps"],
                                           max_iter=self._max_iter(ctx))
-        mitigator.fit(x.reshape(len(x), -1), y, sensitive_features=ctx.sensitive[attribute])
+        mitigator.fit(x.reshape(len(x), -1), y, sensitive_features=_labels(ctx.sensitive, attribute))
         weights = np.asarray(mitigator.weights_, dtype=float)
         keep = weights > 1e-6
         members = [est.module_ for est, k in zip(mitigator.predictors_, keep) if k]
@@ -136,7 +232,9 @@ class FairnessMitigation(Defense):
         return module
 
     def evidence(self, ctx: DefenseContext, module) -> dict:
-        p, attribute = self._setup(ctx.data)
+        p, attribute, why = self._setup(ctx.data)
+        labels, counts = np.unique(_labels(ctx.data.sensitive_train, attribute), return_counts=True)
         return {"algorithm": "ExponentiatedGradient", "constraint": p["constraint"], "attribute": attribute,
+                "attribute_basis": why, "groups": {str(g): int(c) for g, c in zip(labels, counts)},
                 "constraint_slack": p["eps"], "max_iter": self._max_iter(ctx), "models_trained": module.models_trained,
                 "mixture_size": len(module.members), "needs_sensitive_attribute_at_prediction": False}

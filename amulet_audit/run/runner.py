@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from amulet_audit.inputs.model import ModelHandle
 from amulet_audit.plan import DefenseJob, Plan, build_plan
 from amulet_audit.policy.load import LoadedPolicy
 from amulet_audit.results.model import (
-    AuditResult, DataInfo, DefenseResult, ModelInfo, PolicyInfo, RequirementResult, Threshold, ToolInfo,
+    AuditResult, DataInfo, DefenseResult, MetricInfo, ModelInfo, PolicyInfo, RequirementResult, Run, Threshold, ToolInfo,
 )
 from amulet_audit.results.verdict import judge, overall
 from amulet_audit.core.attack import PROFILES, AttackContext, AttackResult, PairedSample, Profile
@@ -52,12 +52,13 @@ class Inputs:
 class Unit:
     inputs: Inputs
     defense: DefenseJob | None = None  # None: the baseline evaluation of the audited model
+    scope: str = ""  # prefix of this unit's run ids: "" for the baseline, "<defense>/" for a defended model
 
 
 @dataclass
 class UnitResult:
     requirements: list[RequirementResult]
-    timings: dict[str, float] = field(default_factory=dict)
+    runs: list[Run] = field(default_factory=list)
     defense: DefenseResult | None = None
     # requirement id -> the per-record sample behind its value, for paired comparisons (not written out)
     paired: dict[str, PairedSample] = field(default_factory=dict)
@@ -73,9 +74,12 @@ def _inputs(inputs: Inputs) -> tuple[ModelHandle, AuditData, LoadedPolicy]:
         from amulet_audit.inputs.model import load_model
         from amulet_audit.policy import load_policy
 
+        from amulet_audit.ops.scores import attach
+
         model = load_model(inputs.model_path, arch=inputs.architecture if inputs.model_format == "state_dict" else None,
                            trust_pickle=inputs.model_format == "pickle")
-        _LOADED[inputs] = (model, load_data(inputs.data_path), load_policy(inputs.policy_path))
+        data = load_data(inputs.data_path)
+        _LOADED[inputs] = (attach(model, data), data, load_policy(inputs.policy_path))
     return _LOADED[inputs]
 
 
@@ -86,48 +90,60 @@ def _cache(inputs: Inputs):
 
 
 def evaluate(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: Plan, inputs: Inputs, *,
-             label: str = "", progress: Progress | None = None) -> UnitResult:
-    """Run every attack job of the plan on `model` (the audited or a defended one) and judge each requirement."""
+             defense: str | None = None, scope: str = "", progress: Progress | None = None) -> UnitResult:
+    """Run every attack job of the plan on `model` (the audited one, or the copy `defense` produced), record each
+    run once (ids `<scope>r1`, `<scope>r2`, ... in plan order) and judge each requirement against its run."""
     import torch
 
     profile = PROFILES[inputs.profile]
-    outputs: dict[str, AttackResult] = {}
-    timings: dict[str, float] = {}
-    for job in plan.jobs:
+    label = f"{defense}: " if defense else ""
+    outputs: dict[str, tuple[str, AttackResult]] = {}
+    runs: list[Run] = []
+    for i, job in enumerate(plan.jobs):
         name = f"{label}{job.attack} ({', '.join(job.requirements)})"
         torch.manual_seed(inputs.seed)
         ctx = AttackContext(model=model, data=data, seed=inputs.seed, profile=profile, confidence=inputs.confidence,
                             progress=(lambda f, name=name: progress(name, f)) if progress else None, cache=_cache(inputs))
+        attack = registry.attack_class(job.attack)(**job.params)
         t = time.perf_counter()
-        outputs[job.key] = registry.attack_class(job.attack)(**job.params).run(ctx)
-        timings[f"{label}attack:{job.key}"] = round(time.perf_counter() - t, 3)
+        out = attack.run(ctx)
+        run = Run(id=f"{scope}r{i + 1}", attack=job.attack, params=attack.get_params(),
+                  provider=registry.attacks()[job.attack].provider, seconds=round(time.perf_counter() - t, 3),
+                  defense=defense, not_applicable=out.not_applicable, details=out.details)
+        runs.append(run)
+        outputs[job.key] = (run.id, out)
         if progress:
             progress(name, 1.0)
     rows, paired = judge_requirements(loaded, plan, outputs)
-    return UnitResult(rows, timings, paired=paired)
+    return UnitResult(rows, runs, paired=paired)
 
 
-def judge_requirements(loaded: LoadedPolicy, plan: Plan, outputs: dict[str, AttackResult]
+def judge_requirements(loaded: LoadedPolicy, plan: Plan, outputs: dict[str, tuple[str, AttackResult]]
                        ) -> tuple[list[RequirementResult], dict[str, PairedSample]]:
-    """One judged row per requirement, and the per-record sample behind each measured value that has one."""
+    """One judged row per requirement, pointing to the run (`outputs`: job key -> run id and what the attack
+    returned) that measured it, and the per-record sample behind each measured value that has one."""
     rows, paired = [], {}
     for req in loaded.policy.requirements:
         job = plan.job_of[req.id]
-        out = outputs[job.key]
+        run_id, out = outputs[job.key]
         threshold = Threshold(op=req.threshold.op, value=req.threshold.value)
         if out.not_applicable or req.metric not in out.metrics:
             value, ci, n, reason = None, None, 0, out.not_applicable or f"{job.attack} did not report {req.metric}"
+            ci_method = ""
         else:
             m = out.metrics[req.metric]
             value, ci, n, reason = m.value, m.ci, m.n, m.reason
+            ci_method = "" if value is None else m.ci_method or "not stated by the attack"
             if m.paired is not None:
                 paired[req.id] = m.paired
         verdict, why = judge(value, ci, threshold.op, threshold.value, reason)
+        spec = registry.metric(req.metric)
         rows.append(RequirementResult(
             id=req.id, title=req.title, risk=req.risk, attack=job.attack, metric=req.metric,
-            value=value, ci=list(ci) if ci is not None else None, n=n, threshold=threshold, verdict=verdict,
-            reason=why, cite=req.cite, severity=req.severity, basis=req.basis, rationale=req.rationale,
-            params=registry.attack_class(job.attack)(**job.params).get_params(), details=out.details,
+            value=value, ci=list(ci) if ci is not None else None, ci_method=ci_method, n=n, threshold=threshold,
+            verdict=verdict, reason=why, cite=req.cite, severity=req.severity, basis=req.basis,
+            rationale=req.rationale, run=run_id,
+            metric_info=MetricInfo(higher_is_worse=spec.higher_is_worse, unit=spec.unit),
         ))
     return rows, paired
 
@@ -137,7 +153,7 @@ def run_unit(unit: Unit, progress: Progress | None = None) -> UnitResult:
     model, data, loaded = _inputs(unit.inputs)
     plan = build_plan(loaded.policy)
     if unit.defense is None:
-        return evaluate(model, data, loaded, plan, unit.inputs, progress=progress)
+        return evaluate(model, data, loaded, plan, unit.inputs, scope=unit.scope, progress=progress)
 
     from amulet_audit.core.defense import DefenseContext, DefenseNotApplicable
     from amulet_audit.ops.forward import clean_accuracy
@@ -153,17 +169,18 @@ def run_unit(unit: Unit, progress: Progress | None = None) -> UnitResult:
     try:
         outcome = defense.apply(ctx)
     except DefenseNotApplicable as exc:
-        return UnitResult([], {}, DefenseResult(
+        return UnitResult([], [], DefenseResult(
             name=job.name, description=reg.obj.description, params=defense.get_params(), intended=list(reg.obj.intended),
             provider=reg.provider, not_applicable=str(exc)))
     trained = round(time.perf_counter() - t, 3)
-    measured = evaluate(outcome.model, data, loaded, plan, unit.inputs, label=label, progress=progress)
-    measured.timings[f"defense:{job.name}"] = trained
+    measured = evaluate(outcome.model, data, loaded, plan, unit.inputs, defense=job.name, scope=unit.scope,
+                        progress=progress)
     measured.defense = DefenseResult(
         name=job.name, description=reg.obj.description, params=defense.get_params(), intended=list(reg.obj.intended),
         model_sha256=outcome.model.sha256, clean_accuracy_before=clean_accuracy(model.module, data),
         clean_accuracy_after=clean_accuracy(outcome.model.module, data), details=outcome.details,
-        requirements=measured.requirements, provider=reg.provider, seconds=round(time.perf_counter() - t, 3),
+        requirements=measured.requirements, provider=reg.provider, training_seconds=trained,
+        seconds=round(time.perf_counter() - t, 3),
     )
     return measured
 
@@ -172,8 +189,11 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
               confidence: float = 0.95, progress: Progress | None = None, cache=None, jobs: int = 1) -> AuditResult:
     """Evaluate every requirement on `model`, then on a copy defended by each of the policy's defenses, and
     compare. `cache`: a ModelCache for trained copies (or None); `jobs`: local processes for independent units."""
+    from amulet_audit.ops.scores import attach
+
     started = _now()
     t0 = time.perf_counter()
+    model = attach(model, data)  # a no-op when the CLI has read the model's output convention already
     inputs = Inputs(
         model_path=str(model.path), model_format=model.format, architecture=model.architecture,
         data_path=str(data.spec_path), policy_path=str(loaded.path), seed=seed, profile=profile.name,
@@ -181,29 +201,34 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
     )
     _LOADED[inputs] = (model, data, loaded)
     plan = build_plan(loaded.policy)
-    units = [Unit(inputs)] + [Unit(inputs, d) for d in plan.defenses]
+    units = [Unit(inputs)] + [Unit(inputs, d, _scope(d, plan)) for d in plan.defenses]
     results: list[UnitResult | None] = [None] * len(units)
-    if jobs > 1 and len(units) > 1:
-        for i, res in LocalExecutor(jobs).map(run_unit, units):
+    if any(_takes_baseline(d) for d in plan.defenses):  # e.g. fairness mitigation aims at the worst attribute
+        results[0] = run_unit(units[0], progress)
+        units = [units[0]] + [replace(u, defense=_aimed(u.defense, results[0])) for u in units[1:]]
+    pending = [i for i, r in enumerate(results) if r is None]
+    if jobs > 1 and len(pending) > 1:
+        for k, res in LocalExecutor(jobs).map(run_unit, [units[i] for i in pending]):
+            i = pending[k]
             results[i] = res
             if progress:
                 progress(units[i].defense.name if units[i].defense else "baseline", 1.0)
     else:
-        for i, unit in enumerate(units):
-            results[i] = run_unit(unit, progress)
+        for i in pending:
+            results[i] = run_unit(units[i], progress)
 
     baseline, baseline_paired = results[0].requirements, results[0].paired
-    timings: dict[str, float] = {}
+    runs: list[Run] = []
     interactions, defenses = [], []
     tolerance = loaded.policy.interactions.tolerance if loaded.policy.interactions else 0.0
     for res in results:
-        timings.update(res.timings)
+        runs += res.runs
         if res.defense is not None:
             defenses.append(res.defense)
             interactions += compare(res.defense.name, tuple(res.defense.intended), baseline, res.requirements,
                                     tolerance=tolerance, confidence=confidence, paired=(baseline_paired, res.paired),
                                     reps=profile.bootstrap_reps, seed=seed)
-    timings["total"] = round(time.perf_counter() - t0, 3)
+    timings = {"total": round(time.perf_counter() - t0, 3)}
     return AuditResult(
         tool=ToolInfo(version=__version__),
         verdict=overall([r.verdict for r in baseline]),
@@ -211,6 +236,8 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
         data=_data_info(data),
         policy=_policy_info(loaded),
         requirements=baseline,
+        model_output=model.output,
+        runs=runs,
         interactions=interactions,
         defenses=defenses,
         seed=seed,
@@ -223,6 +250,32 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
     )
 
 
+def _takes_baseline(defense: DefenseJob) -> bool:
+    return callable(getattr(registry.defense_class(defense.name), "baseline_params", None))
+
+
+def _aimed(defense: DefenseJob, baseline: UnitResult) -> DefenseJob:
+    """`defense` with the parameters its class takes from the baseline evaluation (`baseline_params(findings)`,
+    e.g. the attribute fairness mitigation aims at); the policy's own parameters win. Findings: one dict per
+    baseline requirement (id, risk, metric, value, verdict, details of the run that measured it). Only the runner
+    can do this: the plan is built before anything is measured, and defense units may run in other processes."""
+    hook = getattr(registry.defense_class(defense.name), "baseline_params", None)
+    if not callable(hook):
+        return defense
+    details = {r.id: r.details for r in baseline.runs}
+    findings = [{"id": r.id, "risk": r.risk, "metric": r.metric, "value": r.value,
+                 "verdict": getattr(r.verdict, "value", r.verdict), "details": details.get(r.run) or {}}
+                for r in baseline.requirements]
+    return DefenseJob(defense.name, {**hook(findings), **defense.params})
+
+
+def _scope(defense: DefenseJob, plan: Plan) -> str:
+    """The run-id prefix of a defended model's runs: the defense's name, numbered when the policy applies the same
+    defense more than once (with other parameters)."""
+    same = [d for d in plan.defenses if d.name == defense.name]
+    return f"{defense.name}/" if len(same) == 1 else f"{defense.name}#{[d is defense for d in same].index(True) + 1}/"
+
+
 def _plugins(plan: Plan) -> dict[str, str]:
     out = {job.attack: registry.attacks()[job.attack].provider for job in plan.jobs}
     out.update({d.name: registry.defenses()[d.name].provider for d in plan.defenses})
@@ -231,7 +284,7 @@ def _plugins(plan: Plan) -> dict[str, str]:
 
 def _model_info(model: ModelHandle) -> ModelInfo:
     return ModelInfo(path=str(model.path), sha256=model.sha256, format=model.format, parameters=model.parameters,
-                     architecture=model.architecture, warnings=model.warnings)
+                     architecture=model.architecture, warnings=model.warnings, output_note=model.output_note)
 
 
 def _data_info(data: AuditData) -> DataInfo:
