@@ -113,6 +113,8 @@ class AuditData:
         return tuple(self.spec.input_range) if self.spec.input_range is not None else None
 
     @property
+    # what the model outputs (amulet_audit.ops.scores); None: detected from its outputs on probe records
+    output: Literal["logits", "log_probabilities", "probabilities", "single_logit", "labels"] | None = None
     def n_features(self) -> int:
         return int(np.prod(self.x_train.shape[1:]))
 

@@ -39,6 +39,12 @@ class ModelHandle:
     # Train/eval-dependent layers ("Dropout at 2") whose mode the format fixed (a traced module, a torch.export
     # program): copies trained from this model run them as they were frozen, whatever the trainer asks.
     fixed_mode_layers: list[str] = field(default_factory=list)
+    # The output convention (`amulet_audit.ops.scores.CONVENTIONS`) of the architecture, and how it was read;
+    # `module` returns per-class scores whatever it is (`ops.scores.attach`), `raw` is the model as loaded when
+    # `module` wraps it (None: `module` is the model as loaded). Fresh copies are copies of the raw architecture.
+    output: str = "logits"
+    output_note: str = ""
+    raw: Any = None
 
     @property
     def parameters(self) -> int:
@@ -46,7 +52,18 @@ class ModelHandle:
 
     def architecture_digest(self) -> str:
         """Identifies the architecture, not the weights (`core.digest.architecture_digest`)."""
-        return architecture_digest(self.module, f"{self.format}|{self.architecture}")
+        suffix = f"|output={self.output}" if self.output != "logits" else ""  # copies train by the convention
+        return architecture_digest(self.arch_module, f"{self.format}|{self.architecture}{suffix}")
+
+    @property
+    def arch_module(self):
+        """The model as loaded (its raw output), whose architecture copies are made of."""
+        return self.raw if self.raw is not None else self.module
+
+    @property
+    def trainable(self) -> bool:
+        """Whether copies of the architecture can be trained: not for a label-only output (no gradient)."""
+        return self.output != "labels"
 
     def fresh_copy(self, seed: int):
         """A re-initialised copy of the audited architecture, in train mode, ready for `train_model`."""
@@ -61,7 +78,7 @@ class ModelHandle:
         else:
             import copy as _copy
 
-            copy = _copy.deepcopy(self.module)
+            copy = _copy.deepcopy(self.arch_module)
         reinitialise(copy, seed)
         return set_mode(copy, True)  # exported programs keep the mode fixed at export
 

@@ -170,6 +170,7 @@ class Document:
     signoff: SignOff
     contents: tuple[tuple[str, str], ...]  # (anchor, title) of each chapter
     traceability: "compliance.Traceability | None" = None
+        *((Field("Model output", m.output_note or result.model_output),) if result.model_output else ()),
     test_log: "compliance.TestLog | None" = None
     recertification: "compliance.RecertificationView | None" = None
 

@@ -15,15 +15,26 @@ def train_copy(model, x: np.ndarray, y: np.ndarray, recipe, *, seed: int, cache:
     recipe, and with the defense's procedure for a defended model (e.g. poisoned data passes through outlier
     removal first). `sensitive`: the records' sensitive attributes (name -> array aligned with x), which a
     defended model's procedure may need (fairness mitigation does). Cached by content (architecture, procedure,
-    recipe, seed, data) when `cache` is given. Returns the trained module in eval mode."""
+    recipe, seed, data) when `cache` is given. Trained with the loss of `model.output` (`loop.loss_for`); returns
+    the trained module in eval mode, returning per-class scores (`scored`), as `model.module` does."""
     if epochs is not None:
         recipe = recipe.model_copy(update={"epochs": epochs})
     if model.trainer is not None:
         return model.trainer(x, y, recipe, seed, cache, sensitive)
     key = content_key("train_copy", model.architecture_digest(), seed, recipe.model_dump(), x, y,
                       sample_weight if sample_weight is not None else "unweighted")
-    return (cache or ModelCache(None)).get_or_train(
-        key, model.fresh_copy(seed), lambda m: train_model(m, x, y, recipe, seed=seed, sample_weight=sample_weight))
+    trained = (cache or ModelCache(None)).get_or_train(
+        key, model.fresh_copy(seed),
+        lambda m: train_model(m, x, y, recipe, seed=seed, sample_weight=sample_weight, output=model.output))
+    return scored(model, trained)
+
+
+def scored(model, raw):
+    """A trained copy `raw` of `model`'s architecture (its raw output) as a module returning per-class scores, as
+    `model.module` does (`amulet_audit.ops.scores.scores_module` for `model.output`)."""
+    from amulet_audit.ops.scores import scores_module
+
+    return scores_module(raw, model.output)
 
 
 def plain_model(ctx: DefenseContext, x: np.ndarray, y: np.ndarray, recipe, seed: int):

@@ -30,6 +30,8 @@ from amulet_audit.core.mode import set_mode
 from amulet_audit.core.threads import model_threads
 
 _KEY_VERSION = "amulet-audit/reference-model/v1"
+# Output conventions whose loss gradient the chain kernel writes out (`StackedChain.gradient`).
+CHAIN_OUTPUTS = ("logits", "single_logit")
 _BETAS = (0.9, 0.999)  # torch.optim.Adam / AdamW defaults, as make_optimizer uses them
 _ADAM_EPS = 1e-8
 
@@ -46,19 +48,22 @@ class ReferenceModels:
     _base: Any = None  # vectorised: the module whose forward is called with each model's tensors
     _stacked: dict[str, Any] = field(default_factory=dict)  # vectorised: name -> tensor (K, ...)
     _modules: list[Any] = field(default_factory=list)  # sequential: one trained module per model
+    output: str = "logits"  # the models' output convention (`amulet_audit.ops.scores`), as the audited model's
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])
 
     def logits(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """Every model's outputs (pre-softmax scores) on `x`: float64, shape (K, n, classes)."""
+        """Every model's per-class scores on `x` (logits, or log-probabilities read from the models' output
+        convention, as the audited model's are read): float64, shape (K, n, classes)."""
         import torch
 
         if self._modules:
             from amulet_audit.ops.forward import logits
+            from amulet_audit.ops.scores import scores_module
 
-            return np.stack([logits(m, x, batch_size) for m in self._modules])
-        forward = _vectorised_forward(self._base)
+            return np.stack([logits(scores_module(m, self.output), x, batch_size) for m in self._modules])
+        forward = _vectorised_forward(self._base, output=self.output)
         out = []
         with torch.no_grad():
             for start in range(0, len(x), batch_size):
@@ -142,7 +147,9 @@ def _train(model, x, y, masks, recipe, *, seed, cache, progress, keys, cached, t
     reason = vectorisable(base)
     if not reason:
         reason = _probe(base, names, x[:2])
-    chain = None if reason else linear_chain(base, names)
+    # the chain's hand-written gradient is that of cross-entropy on logits or of BCE on a single logit; models of
+    # other output conventions (a final Softmax, Sigmoid or LogSoftmax) train through autograd (vmap) instead
+    chain = None if reason or model.output not in CHAIN_OUTPUTS else linear_chain(base, names)
     if chain is not None and not _chain_agrees(chain, base, x[:4]):
         chain = None  # e.g. a Linear applied to every position of a 3-D input: batched matrix products do not fit
     details: dict[str, Any] = {"trainer": "sequential" if reason else "vectorised", "reason": reason,
@@ -161,13 +168,13 @@ def _train(model, x, y, masks, recipe, *, seed, cache, progress, keys, cached, t
             else:
                 from amulet_audit.training.loop import train_model
 
-                train_model(module, x[masks[k]], y[masks[k]], recipe, seed=seed + k)
+                train_model(module, x[masks[k]], y[masks[k]], recipe, seed=seed + k, output=model.output)
                 if cache is not None:
                     cache.save(keys[k], module.state_dict())
             modules.append(module)
             if progress:
                 progress((k + 1) / k_models)
-        return ReferenceModels(masks, details, _modules=modules)
+        return ReferenceModels(masks, details, _modules=modules, output=model.output)
 
     stacked: dict[str, torch.Tensor] = {}
     states = [c.state_dict() for c in copies]
@@ -180,7 +187,7 @@ def _train(model, x, y, masks, recipe, *, seed, cache, progress, keys, cached, t
     if todo:
         sub = {name: t[todo].clone() for name, t in stacked.items()}
         trained = _train_vectorised(base, names, sub, x, y, masks[todo], recipe, [seed + k for k in todo], chain,
-                                    progress=(lambda f: progress(f * len(todo) / k_models)) if progress else None)
+                                    output=model.output, progress=(lambda f: progress(f * len(todo) / k_models)) if progress else None)
         for i, k in enumerate(todo):
             for name in stacked:
                 stacked[name][k] = trained[name][i]
@@ -190,7 +197,7 @@ def _train(model, x, y, masks, recipe, *, seed, cache, progress, keys, cached, t
         progress(1.0)
     if functional is None:
         set_mode(base, False)
-    return ReferenceModels(masks, details, _base=base, _stacked=stacked)
+    return ReferenceModels(masks, details, _base=base, _stacked=stacked, output=model.output)
 
 
 def _digest(x: np.ndarray, y: np.ndarray) -> str:
@@ -205,13 +212,17 @@ def _model_key(arch: str, seed: int, recipe: TrainingRecipe, mask: np.ndarray, d
     return content_key(_KEY_VERSION, arch, seed, recipe.model_dump(), np.packbits(mask), len(mask), data_digest)
 
 
-def _vectorised_forward(base, *, per_model_inputs: bool = False):
+def _vectorised_forward(base, *, per_model_inputs: bool = False, output: str = "logits"):
     """f(stacked, x) -> (K, n, classes): every model's forward on the same inputs x (n, ...), or with
-    `per_model_inputs` on its own inputs x[k] (x: (K, n, ...))."""
+    `per_model_inputs` on its own inputs x[k] (x: (K, n, ...)). The raw outputs for `output` "logits" (and for
+    training); per-class log-probabilities (`ops.scores.to_log_probabilities`) for any other convention."""
     from torch.func import functional_call, vmap
 
+    from amulet_audit.ops.scores import to_log_probabilities
+
     def one(state, xb):
-        return functional_call(base, state, (xb,))
+        out = functional_call(base, state, (xb,))
+        return out if output == "logits" else to_log_probabilities(out, output)
 
     return vmap(one, in_dims=(0, 0 if per_model_inputs else None))
 
@@ -255,18 +266,24 @@ def _chain_agrees(chain: StackedChain, module, x: np.ndarray) -> bool:
 
 
 def _train_vectorised(base, param_names: list[str], state: dict, x: np.ndarray, y: np.ndarray, masks: np.ndarray,
-                      recipe: TrainingRecipe, seeds: list[int], chain: StackedChain | None, *, progress=None) -> dict:
-    """Mini-batch cross-entropy training of the stacked models in `state` (name -> (K, ...) tensors): through
-    `chain`'s hand-written gradient when the architecture is a Linear/activation chain, else by autograd through
-    `torch.func.vmap`.
+                      recipe: TrainingRecipe, seeds: list[int], chain: StackedChain | None, *, output: str = "logits",
+                      progress=None) -> dict:
+    """Mini-batch training of the stacked models in `state` (name -> (K, ...) tensors) with the loss of their
+    output convention (`training.loop.loss_for(output)`: cross-entropy for logits): through `chain`'s hand-written
+    gradient when the architecture is a Linear/activation chain (logits or a single logit only, CHAIN_OUTPUTS),
+    else by autograd through `torch.func.vmap`.
 
     Per epoch, model k draws `torch.randperm(n_k, generator=gen_k)` over its own n_k records and takes batches of
     `recipe.batch_size` (the last one shorter), exactly as `train_model` does; models with fewer records pad their
     batches with zero-weight rows and skip optimizer steps once their epoch is done. All parameters live in one
     (K, P) tensor, so the optimizer runs a handful of operations per step whatever the number of layers."""
     import torch
-    import torch.nn.functional as F
 
+    from amulet_audit.training.loop import loss_for
+
+    if chain is not None and output not in CHAIN_OUTPUTS:
+        raise ValueError(f"the chain kernel's gradient does not fit output {output!r}")
+    record_loss = loss_for(output)
     k_models = masks.shape[0]
     bs = recipe.batch_size
     xt = torch.as_tensor(x, dtype=torch.float32)
@@ -308,11 +325,11 @@ def _train_vectorised(base, param_names: list[str], state: dict, x: np.ndarray, 
         for s, (row_scale, active, every) in enumerate(plan):
             xb, yb = xe[:, s * bs:(s + 1) * bs], ye[:, s * bs:(s + 1) * bs]
             if chain is not None:
-                chain.gradient(params, grads, xb, yb, row_scale)
+                chain.gradient(params, grads, xb, yb, row_scale, output=output)
             else:
                 live = {n: t.view(k_models, *sh) for n, t, sh in zip(param_names, flat.split(numels, dim=1), shapes)}
                 out = forward({**live, **buffers}, xb)
-                ce = F.cross_entropy(out.reshape(k_models * bs, -1), yb.reshape(-1), reduction="none")
+                ce = record_loss(out.reshape(k_models * bs, -1), yb.reshape(-1))
                 loss = (ce.reshape(k_models, bs) * row_scale).sum()
                 flat.grad = None
                 loss.backward()

@@ -141,16 +141,23 @@ class StackedChain:
                 h = h.sigmoid()
         return h
 
-    def gradient(self, params: dict[str, Any], grads: dict[str, Any], x, y, row_scale) -> None:
-        """Write into `grads` (name -> (K, ...) tensors) the gradient of sum_k sum_i row_scale[k, i] * CE_k,i:
-        with row_scale = weight / count, each model's mean cross-entropy over its real rows, as in `train_model`.
-        x: (K, n, ...) float inputs; y: (K, n) class indices; row_scale: (K, n)."""
+    def gradient(self, params: dict[str, Any], grads: dict[str, Any], x, y, row_scale, *, output: str = "logits") -> None:
+        """Write into `grads` (name -> (K, ...) tensors) the gradient of sum_k sum_i row_scale[k, i] * L_k,i:
+        with row_scale = weight / count, each model's mean loss over its real rows, as in `train_model`. L is
+        cross-entropy on logits (`output` "logits"), or binary cross-entropy with logits on a single logit z, the
+        logit of class 1 ("single_logit"; d BCE / dz = sigmoid(z) - y). x: (K, n, ...) float inputs; y: (K, n)
+        class indices; row_scale: (K, n)."""
         import torch
 
         saved: list = []
         out = self.forward(params, x, keep=saved)
-        g = out.softmax(dim=-1)  # d CE / d logits = softmax - one_hot
-        g.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(g[..., :1], -1.0))
+        if output == "single_logit":
+            g = out.sigmoid() - y.unsqueeze(-1).to(out.dtype)
+        elif output == "logits":
+            g = out.softmax(dim=-1)  # d CE / d logits = softmax - one_hot
+            g.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(g[..., :1], -1.0))
+        else:
+            raise ValueError(f"no hand-written gradient for output {output!r}")
         g.mul_(row_scale.unsqueeze(-1))
         first = next(i for i, op in enumerate(self.ops) if op.kind == "linear")
         for i in range(len(self.ops) - 1, first - 1, -1):
