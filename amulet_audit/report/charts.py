@@ -1,7 +1,9 @@
 """Report charts: matplotlib figures (no pyplot, no GUI backend) returned as inline SVG markup.
 
 Text is drawn as paths, so an SVG needs no font and references nothing outside itself; ids are
-prefixed per chart, so several charts can sit in one HTML page. Output is deterministic for the
+prefixed per chart, so several charts can sit in one HTML page. Text is set in the report's fonts, with installed
+fonts that have the characters the data brings (CJK, Arabic, Hebrew names) as fallbacks (report/fonts.py); names
+from the data are wrapped and, when too long, shortened in the middle (the report's tables give them in full). Output is deterministic for the
 same input (fixed hash salt, no date), so re-rendering a results file gives the same report.
 Matplotlib is imported inside the functions: importing the report package stays cheap.
 """
@@ -12,6 +14,8 @@ import hashlib
 import io
 import math
 import re
+import unicodedata
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -65,8 +69,12 @@ def _figure(size: tuple[float, float] = _SIZE) -> Iterator[tuple[Figure, Axes]]:
 
 def _to_svg(fig: Figure, label: str) -> Markup:
     """Serialise `fig` to an `<svg>` element for inline HTML, labelled for screen readers."""
+    _set_fonts(fig)
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
+    with warnings.catch_warnings():
+        # A character no installed font has is named once, in the results' report warnings (report/fonts.py).
+        warnings.filterwarnings("ignore", message=r"Glyph .* missing from (current )?font", category=UserWarning)
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
     svg = buf.getvalue()
     svg = svg[svg.index("<svg") :]
     # The <style> would apply to the whole HTML page; its two properties go on the root instead.
@@ -83,6 +91,113 @@ def _to_svg(fig: Figure, label: str) -> Markup:
     svg = svg.replace("<svg", f'<svg class="chart" role="img" aria-label="{escape(label)}" '
                       'stroke-linejoin="round" stroke-linecap="butt"', 1)
     return Markup(svg.strip())
+
+
+_REGISTERED: set[str] = set()
+
+
+def _set_fonts(fig: Figure) -> None:
+    """Every text of `fig` in the report's fonts followed by installed fonts that have its other characters."""
+    import matplotlib
+    from matplotlib import font_manager
+    from matplotlib.text import Text
+
+    from amulet_audit.report.fonts import fallback_fonts
+
+    for ax in fig.axes:  # tick labels are made on demand: make them now, so they are found and set too
+        ax.get_xticklabels(which="both")
+        ax.get_yticklabels(which="both")
+    texts = [t for t in fig.findobj(Text) if t.get_text()]
+    chars = {c for t in texts for c in t.get_text() if not c.isascii()}
+    known = {f.name for f in font_manager.fontManager.ttflist}
+    families = []
+    for font in fallback_fonts(chars):
+        if font.family not in known and font.file not in _REGISTERED:
+            _REGISTERED.add(font.file)  # matplotlib's font cache may predate the font's installation
+            try:
+                font_manager.fontManager.addfont(font.file)
+            except (OSError, RuntimeError, ValueError):
+                continue
+            known = {f.name for f in font_manager.fontManager.ttflist}
+        if font.family in known and font.family not in families:
+            families.append(font.family)
+    families = families or ["DejaVu Sans"]
+    matplotlib.rcParams["font.family"] = families  # inside _figure's rc_context: texts made while drawing
+    for text in texts:
+        text.set_fontfamily(families)
+
+
+def _width(text: str) -> int:
+    """Display width in Latin characters: East Asian wide characters count two, combining marks none."""
+    return sum(0 if unicodedata.combining(c) or unicodedata.category(c) == "Cf"
+               else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _cut(text: str, width: int, *, tail: bool = False) -> str:
+    """The longest start (or end) of `text` no wider than `width`."""
+    chars = reversed(text) if tail else iter(text)
+    kept, used = [], 0
+    for c in chars:
+        used += _width(c)
+        if used > width:
+            break
+        kept.append(c)
+    return "".join(reversed(kept) if tail else kept)
+
+
+def fit_label(text: str, width: int, lines: int = 1) -> str:
+    """`text` in at most `lines` lines of about `width` characters, broken at spaces where it can be and inside a
+    word where it must; a name longer than that keeps its start and end around "…"."""
+    text = " ".join(str(text).split())
+    budget = width * lines
+    while True:
+        short = text
+        if _width(text) > budget:
+            head = _cut(text, (budget - 1) * 3 // 5)
+            short = head + "…" + _cut(text, budget - 1 - _width(head), tail=True)
+        out = _wrap(short, width)
+        if len(out) <= lines or budget <= width:
+            return "\n".join(out[:lines])
+        budget -= max(1, width // 3)  # breaking at spaces left lines short: shorten more
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    out: list[str] = []
+    line = ""
+    for word in text.split(" "):
+        candidate = f"{line} {word}" if line else word
+        if _width(candidate) <= width:
+            line = candidate
+            continue
+        if line:
+            out.append(line)
+        while _width(word) > width:
+            piece = _cut(word, width) or word[0]
+            out.append(piece)
+            word = word[len(piece):]
+        line = word
+    out.append(line)
+    return out
+
+
+def fit_labels(names: Sequence[Any], width: int, lines: int = 1) -> tuple[list[str], bool]:
+    """Each name fitted (`fit_label`), kept apart: a different name that fits to the same text as an earlier one
+    gets a number. Also whether any name was shortened."""
+    fitted: list[str] = []
+    owner: dict[str, str] = {}
+    shortened = False
+    for name in map(str, names):
+        text = fit_label(name, width, lines)
+        shortened |= "…" in text and "…" not in name
+        candidate, k = text, 2
+        while owner.get(candidate, name) != name:
+            candidate, k = f"{text} ({k})", k + 1
+        owner[candidate] = name
+        fitted.append(candidate)
+    return fitted, shortened
+
+
+SHORTENED_NOTE = "“…”: a long name shortened; the table gives it in full"
 
 
 def _presentation_attributes(match: re.Match[str]) -> str:
@@ -181,6 +296,10 @@ def grouped_bars(categories: Sequence[str], series: Sequence[tuple[str, Sequence
     labelled horizontal line (e.g. chance level). `label` is the chart's accessible name."""
     width = 0.8 / max(len(series), 1)
     many = len(categories) > 6
+    # About 8 characters of 9 pt text per inch of figure fit under the axes with a gap between labels: shared by
+    # the categories (three lines each), or one rotated line each when there are many.
+    names, shortened = fit_labels(categories, 20, 1) if many else fit_labels(
+        categories, max(8, int(8 * size[0]) // max(len(categories), 1)), 3)
     with _figure(size) as (fig, ax):
         for i, (name, ys) in enumerate(series):
             xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(categories))]
@@ -191,12 +310,15 @@ def grouped_bars(categories: Sequence[str], series: Sequence[tuple[str, Sequence
                 ax.bar_label(bars, labels=[f"{v:.3f}" if _is_number(v) else "–" for v in ys], fontsize=7, padding=2)
         if reference is not None:
             ax.axhline(reference[0], color=MUTED, linestyle=(0, (1, 2)), linewidth=1.2, label=reference[1])
-        ax.set_xticks(range(len(categories)), [str(c) for c in categories], rotation=30 if many else 0,
-                      ha="right" if many else "center")
+        ax.set_xticks(range(len(categories)), names, rotation=30 if many else 0, ha="right" if many else "center",
+                      rotation_mode="anchor" if many else "default")
         ax.set_ylim(0, top)
         ax.set_ylabel(ylabel)
-        if xlabel:
-            ax.set_xlabel(xlabel)
+        note = [fit_label(xlabel, 80, 2)] if xlabel else []
+        if shortened:
+            note.append(SHORTENED_NOTE)
+        if note:
+            ax.set_xlabel("\n".join(note))
         ax.grid(False, axis="x")
         entries = len(series) + (reference is not None)
         ax.legend(loc="upper center", ncols=min(entries, 4), bbox_to_anchor=(0.5, 1.16))
@@ -275,8 +397,9 @@ def interaction_heatmap(defenses: Sequence[str], rows: Sequence[str], cells: dic
             if cell["intended"]:
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=INK, linewidth=1.6))
         ax.xaxis.tick_top()
-        ax.set_xticks(range(len(defenses)), defenses, fontsize=7.5)
-        ax.set_yticks(range(len(rows)), rows, fontsize=7.5)
+        ax.set_xticks(range(len(defenses)), fit_labels(defenses, max(6, 80 // max(len(defenses), 1)), 2)[0],
+                      fontsize=7.5)
+        ax.set_yticks(range(len(rows)), fit_labels(rows, 32, 1)[0], fontsize=7.5)
         ax.tick_params(length=0)
         for side in ("left", "bottom"):
             ax.spines[side].set_visible(False)
