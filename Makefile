@@ -10,11 +10,13 @@ SYSSTAMP := build/.system-packages
 
 setup: $(STAMP)
 
-# System packages: WeasyPrint's pango/harfbuzz/fontconfig, fonts, Chromium and poppler for the report tests.
-$(SYSSTAMP):
+# System packages: WeasyPrint's pango/harfbuzz/fontconfig (fc-list checks the report's glyph coverage), fonts for
+# names in any script (DejaVu: Latin, Greek, Cyrillic, Arabic, Hebrew; Noto CJK: Chinese, Japanese, Korean), Chromium
+# and poppler for the report tests. Re-checked when this file changes, so a new package reaches existing checkouts.
+$(SYSSTAMP): Makefile
 	@mkdir -p build
 	@need=""; \
-	for pkg in libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b libfontconfig1 fonts-dejavu-core chromium poppler-utils; do \
+	for pkg in libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b libfontconfig1 fontconfig fonts-dejavu-core fonts-noto-cjk chromium poppler-utils; do \
 	  dpkg -s $$pkg >/dev/null 2>&1 || need="$$need $$pkg"; \
 	done; \
 	if [ -n "$$need" ]; then \

@@ -192,7 +192,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         result = run_audit(model, data, loaded, seed=args.seed, profile=PROFILES[args.profile],
                            confidence=args.confidence, progress=progress, cache=cache, jobs=args.jobs)
         result = _with_recertification(result, baseline, args.baseline)
-        _write_outputs(result, out, templates=templates, pdf=not args.no_pdf, progress=progress)
+        warned = _write_outputs(result, out, templates=templates, pdf=not args.no_pdf, progress=progress)
+    _print_warnings(warned)
     if not args.quiet:
         _summary(result, out)
     if args.exit_zero or result.verdict == "pass":
@@ -229,14 +230,18 @@ def _out_dir(value: str) -> Path:
     return out
 
 
-def _write_outputs(result, out: Path, *, templates: Path | None, pdf: bool, results_json: bool = True, progress=None) -> None:
-    """Render everything first, then move the files into place, so a failure leaves nothing half-written."""
+def _write_outputs(result, out: Path, *, templates: Path | None, pdf: bool, results_json: bool = True,
+                   progress=None) -> list[str]:
+    """Render everything first, then move the files into place, so a failure leaves nothing half-written.
+    Returns the report's warnings (characters no installed font has, reordered text), also recorded in the results."""
     import shutil
     import tempfile
 
     from amulet_audit.report import write_report
+    from amulet_audit.report.fonts import report_warnings
     from amulet_audit.results import write_results
 
+    result = result.model_copy(update={"report_warnings": report_warnings(result)})
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".amulet-", dir=out))
     try:
@@ -254,6 +259,12 @@ def _write_outputs(result, out: Path, *, templates: Path | None, pdf: bool, resu
             progress("report", 1.0)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return result.report_warnings
+
+
+def _print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        print(f"amulet-audit: warning: {warning}", file=sys.stderr)
 
 
 def _summary(result, out: Path) -> None:
@@ -315,7 +326,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     result = read_results(args.results)
     templates = _templates(args.templates)
     out = _out_dir(args.out)
-    _write_outputs(result, out, templates=templates, pdf=not args.no_pdf, results_json=False)
+    _print_warnings(_write_outputs(result, out, templates=templates, pdf=not args.no_pdf, results_json=False))
     print(f"Report written to {out}/")
     return ExitCode.OK
 

@@ -782,7 +782,7 @@ def build_document(result: AuditResult) -> Document:
         running_title=f"{model_name} · {result.policy.id}",
         generator=f"{result.tool.name} {result.tool.version}",
         cover=_cover(result),
-        warnings=tuple(result.model.warnings),
+        warnings=tuple(result.model.warnings) + tuple(result.report_warnings),
         summary=_summary(result),
         sections=sections,
         interactions=interactions,

@@ -186,3 +186,6 @@ class AuditResult(_Strict):
     finished_at: str
     timings: dict[str, float] = Field(default_factory=dict)  # seconds
     recertification: Recertification | None = None  # comparison with a previous audit (--baseline)
+    # Set by every rendering: what the report cannot show as these results hold it, e.g. characters of the data and
+    # policy names that no installed font has, which print as boxes (amulet_audit.report.fonts).
+    report_warnings: list[str] = Field(default_factory=list)
