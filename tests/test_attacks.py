@@ -8,18 +8,11 @@ import pytest
 from amulet_audit.core import registry
 from amulet_audit.inputs.data import load_data
 from amulet_audit.inputs.model import load_model
-from amulet_audit.core.conformance import check_attack
 from amulet_audit.risks.discrimination import GroupFairness, _summaries
 from amulet_audit.risks.evasion import PGD
 from amulet_audit.risks.membership import LossAttack
 
 from conftest import context, make_tabular
-
-
-@pytest.mark.parametrize("name", sorted(registry.attacks()))
-def test_every_registered_attack_passes_the_conformance_check(name, tabular_inputs):
-    model, data = tabular_inputs
-    check_attack(registry.attack_class(name), context(model, data))
 
 
 def test_registry_records_the_providing_distribution():

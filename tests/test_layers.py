@@ -21,6 +21,7 @@ LAYERS = [
     ("plan",),
     ("run",),
     ("report",),
+    ("testing",),  # conformance checks as a pytest helper, on a tiny model and data set
     ("cli",),
     ("__main__",),
 ]

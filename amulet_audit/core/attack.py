@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from amulet_audit.core.component import Component, unmet_need
+
 # risk -> one-line description (DESIGN.md, "Risks, attacks, metrics, defenses")
 RISKS: dict[str, str] = {
     "evasion": "Adversarial examples: small input changes that flip the model's decision.",
@@ -30,12 +32,15 @@ DEFAULT_ATTACK: dict[str, str] = {
 class MetricSpec:
     """A thresholdable metric, shared by every attack that reports it (e.g. `attack_success_rate`).
 
-    `kind` decides the interval: 'rate' -> exact binomial, 'statistic' -> bootstrap."""
+    `kind` decides the interval: 'rate' -> exact binomial, 'statistic' -> bootstrap. `unit` says what the
+    numbers are: 'fraction' (a share of records, 0..1), 'difference' (of two quantities in 0..1, so -1..1),
+    'ratio' (of two fractions), 'auc' (0.5 is chance); empty: not declared."""
 
     name: str
     description: str
     higher_is_worse: bool
     kind: str = "statistic"
+    unit: str = ""
     min_n: int = 0  # below this sample size (of `min_n_of`) the verdict is indeterminate
     min_n_of: str = "records"
 
@@ -124,32 +129,49 @@ class AttackContext:
     cache: Any = None  # amulet_audit.training.cache.ModelCache for trained copies (None: train every time)
 
 
-class Attack:
-    """Base class for attacks and measurements. `__init__` stores keyword arguments unchanged;
-    validation and work happen in `run` (as scikit-learn estimators do)."""
+class Attack(Component):
+    """Base class for attacks and measurements. `__init__` stores keyword arguments unchanged; validation and work
+    happen in `run` (as scikit-learn estimators do). A subclass implements `_run`; `run` itself is the same for
+    every attack (the registry refuses a plugin that overrides it), so parameters and needs are always checked.
 
-    name: ClassVar[str] = ""
+    Besides `Component`'s declarations (`name`, `defaults`, `parameter_constraints`, `needs`, `budgets`), an
+    attack declares its `risk` (a key of `RISKS`) and the `metrics` it reports (registered `MetricSpec` names)."""
+
     risk: ClassVar[str] = ""
     metrics: ClassVar[tuple[str, ...]] = ()
-    needs: ClassVar[frozenset[str]] = frozenset()  # e.g. {"gradients", "sensitive"}
-    defaults: ClassVar[dict[str, Any]] = {}
-    parameter_constraints: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, **params: Any) -> None:
-        self.params = params
+    def run(self, ctx: AttackContext) -> AttackResult:
+        """Validate the parameters, check the declared needs, then run the attack (`_run`).
 
-    def get_params(self) -> dict[str, Any]:
-        return {**self.defaults, **self.params}
+        Parameters
+        ----------
+        ctx : AttackContext
+            The audited model (`ctx.model`, a ModelHandle; read-only), the data (`ctx.data`: `x_train`,
+            `x_holdout` float32 of shape (n, *input_shape), `y_*` int64 class indices of shape (n,)), the seed,
+            the profile (`ctx.profile`; the attack's own budgets through `budget(ctx.profile, key)`) and the
+            interval confidence (e.g. 0.95).
 
-    def validated_params(self) -> dict[str, Any]:
-        """`get_params()`, checked against `parameter_constraints` (ValueError naming every problem)."""
-        from amulet_audit.core.params import validate_params
+        Returns
+        -------
+        AttackResult
+            One `Measurement` per declared metric (a value in the metric's units, its interval at
+            `ctx.confidence` by the method the metric's `kind` names, and its sample size n) and JSON-serialisable
+            details; or no metrics and `not_applicable` set to one sentence when a declared need is not met (no
+            sensitive attribute; a label-only model for an attack that needs scores or gradients). The same
+            inputs and seed give the same result; the model and data are left unchanged.
 
-        params = self.get_params()
-        problems = validate_params(self.name, self.parameter_constraints, params)
-        if problems:
-            raise ValueError("; ".join(problems))
-        return params
+        Raises
+        ------
+        amulet_audit.core.params.ParameterError
+            Before any work, when a parameter violates its constraint or is unknown; the message names the
+            attack, the parameter and its allowed values.
+        """
+        params = self.validated_params()
+        reason = unmet_need(self.needs_for(params), ctx.model, ctx.data)
+        if reason:
+            return AttackResult({}, {}, not_applicable=reason)
+        return self._run(ctx)
 
-    def run(self, ctx: AttackContext) -> AttackResult:  # pragma: no cover - abstract
+    def _run(self, ctx: AttackContext) -> AttackResult:  # pragma: no cover - abstract
+        """The attack itself, on parameters that `run` has validated (read them with `get_params()`)."""
         raise NotImplementedError

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from amulet_audit.core.attack import Profile
+from amulet_audit.core.component import Component, unmet_need
 from amulet_audit.core.mode import set_mode
 from amulet_audit.core.digest import weights_digest
 
@@ -41,28 +42,24 @@ class DefenseOutcome:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-class Defense:
-    """Base class. `__init__` stores keyword arguments unchanged; work happens in `apply`.
+class Defense(Component):
+    """Base class. `__init__` stores keyword arguments unchanged; validation and work happen in `apply`.
 
     A defense that is a training procedure implements `fit(ctx, x, y, recipe, seed)`; `apply` then trains the
     defended model on the training split, and the defended model trains its own copies the same way (an attack
-    that re-trains — poisoning — meets the defense as a real deployment would)."""
+    that re-trains — poisoning — meets the defense as a real deployment would). A defense that is not (or not
+    only) a training procedure overrides `_apply`; `apply` itself is the same for every defense (the registry
+    refuses a plugin that overrides it), so parameters and needs are always checked.
 
-    name: ClassVar[str] = ""
+    Besides `Component`'s declarations (`name`, `defaults`, `parameter_constraints`, `needs`, `budgets`), a
+    defense declares the risks it is `intended` to reduce and a one-line `description`."""
+
     intended: ClassVar[tuple[str, ...]] = ()  # the risks this defense is meant to reduce
     description: ClassVar[str] = ""
-    defaults: ClassVar[dict[str, Any]] = {}
-    parameter_constraints: ClassVar[dict[str, Any]] = {}
     # parameter -> (risk, attack parameter): taken from the policy's first requirement of that risk naming it
     policy_params: ClassVar[dict[str, tuple[str, str]]] = {}
     # whether `fit` trains copies of the audited architecture (then a format's frozen train/eval mode matters)
     trains_copies: ClassVar[bool] = True
-
-    def __init__(self, **params: Any) -> None:
-        self.params = params
-
-    def get_params(self) -> dict[str, Any]:
-        return {**self.defaults, **self.params}
 
     def fit(self, ctx: DefenseContext, x: np.ndarray, y: np.ndarray, recipe, seed: int):  # pragma: no cover
         """The defended training procedure on (x, y): returns a trained module (eval mode)."""
@@ -73,6 +70,41 @@ class Defense:
         return {}
 
     def apply(self, ctx: DefenseContext) -> DefenseOutcome:
+        """Validate the parameters, check the declared needs, then defend a copy of the audited model (`_apply`).
+
+        Parameters
+        ----------
+        ctx : DefenseContext
+            The audited model (`ctx.model`, a ModelHandle; read-only and never modified), the data (`ctx.data`:
+            `x_train` float32 of shape (n, *input_shape), `y_train` int64 class indices of shape (n,)), the seed,
+            the profile (the defense's own budgets through `budget(ctx.profile, key)`) and an optional cache of
+            trained copies.
+
+        Returns
+        -------
+        DefenseOutcome
+            The defended model (a ModelHandle whose `sha256` is the digest of the defended weights and whose
+            `trainer` trains copies with the same procedure) and JSON-serialisable evidence for the report (e.g.
+            the privacy budget spent, in epsilon at the reported delta). The same inputs and seed give the same
+            defended weights.
+
+        Raises
+        ------
+        amulet_audit.core.params.ParameterError
+            Before any work, when a parameter violates its constraint or is unknown; the message names the
+            defense, the parameter and its allowed values.
+        DefenseNotApplicable
+            With one sentence, when a declared need is not met (e.g. no sensitive attribute to mitigate for) or
+            the defense cannot apply to these inputs.
+        """
+        params = self.validated_params()
+        reason = unmet_need(self.needs_for(params), ctx.model, ctx.data)
+        if reason:
+            raise DefenseNotApplicable(reason)
+        return self._apply(ctx)
+
+    def _apply(self, ctx: DefenseContext) -> DefenseOutcome:
+        """The defense itself, on parameters that `apply` has validated: by default, `fit` on the training split."""
         data = ctx.data
         module = self.fit(dataclasses.replace(ctx, sensitive=data.sensitive_train), data.x_train, data.y_train,
                           data.spec.training, ctx.seed)

@@ -15,6 +15,7 @@ class AdversarialTraining(Defense):
     name = "adversarial_training"
     intended = ("evasion",)
     description = "PGD adversarial training (Madry et al.)"
+    needs = frozenset({"trained_copies"})
     defaults = {"eps": 0.1, "norm": "linf", "steps": 7, "epochs": None}
     parameter_constraints = {
         "eps": Interval(Real, 0, None, closed="neither"),

@@ -23,7 +23,7 @@ from numbers import Integral, Real
 
 from amulet_audit.core.defense import Defense, DefenseContext, DefenseNotApplicable
 from amulet_audit.core.mode import set_mode
-from amulet_audit.core.params import Interval, OptionalOf, Options
+from amulet_audit.core.params import Boolean, Interval, OptionalOf
 from amulet_audit.inputs.model import layers, mode_dependent_layers
 
 
@@ -79,13 +79,16 @@ class DPSGD(Defense):
     name = "dp_sgd"
     intended = ("membership_inference", "attribute_inference", "data_reconstruction")
     description = "Differentially private training (DP-SGD via Opacus)"
+    needs = frozenset({"trained_copies"})
+    # epochs when `epochs` is None: the recipe's, capped at `epoch_cap` (None: no cap)
+    budgets = {"quick": {"epoch_cap": 10}, "standard": {"epoch_cap": 20}, "thorough": {"epoch_cap": None}}
     # epochs / batch_size None: the recipe's, with batches of at least 256 and at most 10 (quick) or 20 (standard)
     # epochs: DP-SGD trains best with large batches and few epochs, and costs one per-example gradient per record.
     # replace_batchnorm: swap BatchNorm for GroupNorm (Opacus ModuleValidator.fix) where the architecture is a class
     defaults = {"epsilon": 3.0, "delta": None, "max_grad_norm": 1.0, "epochs": None, "batch_size": None,
                 "replace_batchnorm": False}
     parameter_constraints = {
-        "replace_batchnorm": Options(frozenset({True, False})),
+        "replace_batchnorm": Boolean(),
         "epsilon": Interval(Real, 0, None, closed="neither"),
         "delta": OptionalOf(Interval(Real, 0, 1, closed="neither")),
         "max_grad_norm": Interval(Real, 0, None, closed="neither"),
@@ -99,7 +102,7 @@ class DPSGD(Defense):
 
         p = self.get_params()
         delta = p["delta"] if p["delta"] is not None else 1.0 / (10 * n)  # well below 1/n, as is customary
-        cap = {"quick": 10, "standard": 20}.get(ctx.profile.name, recipe.epochs)
+        cap = self.budget(ctx.profile, "epoch_cap") or recipe.epochs
         epochs = p["epochs"] or min(recipe.epochs, cap)
         q = min(1.0, (p["batch_size"] or max(recipe.batch_size, 256)) / n)
         steps = max(1, int(round(epochs / q)))

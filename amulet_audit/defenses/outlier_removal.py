@@ -37,6 +37,7 @@ class OutlierRemoval(Defense):
     name = "outlier_removal"
     intended = ("poisoning",)
     description = "Training-data sanitisation (label-aware k-NN outlier removal)"
+    needs = frozenset({"trained_copies"})
     defaults = {"fraction": 0.05, "k": 10, "space": "outputs"}
     parameter_constraints = {
         "fraction": Interval(Real, 0, 0.5, closed="right"),

@@ -61,6 +61,7 @@ class Watermarking(Defense):
     name = "watermarking"
     intended = ("model_extraction",)
     description = "Watermarking (trigger set embedded in training)"
+    needs = frozenset({"trained_copies"})
     defaults = {"triggers": 20, "repeat": 10}  # a small trigger set, seen often enough for a small model to learn it
     parameter_constraints = {"triggers": Interval(Integral, 1, 10_000), "repeat": Interval(Integral, 1, 100)}
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from amulet_audit.core.attack import Attack, AttackContext, AttackResult, Measurement, MetricSpec, PairedSample
 from amulet_audit.ops.forward import logits
-from amulet_audit.core.params import Interval, OptionalOf, Options, Text
+from amulet_audit.core.params import Boolean, Interval, OptionalOf, Options, Text
 from amulet_audit.core.stats import sample_ci
 
 BALANCED_ACCURACY = MetricSpec(
@@ -104,18 +104,18 @@ class AttributeInference(Attack):
     name = "attribute_inference"
     risk = "attribute_inference"
     metrics = _METRICS
-    needs = frozenset({"sensitive"})
+    needs = frozenset({"sensitive", "scores"})
     defaults = {"attribute": None, "use_features": False, "classifier": "gradient_boosting", "samples": None,
                 "min_group_size": 20}
     parameter_constraints = {
         "attribute": OptionalOf(Text()),
-        "use_features": Options(frozenset({True, False})),
+        "use_features": Boolean(),
         "classifier": Options(frozenset({"gradient_boosting", "logistic"})),
         "samples": OptionalOf(Interval(Integral, 20, None)),
         "min_group_size": Interval(Integral, 2, None),
     }
 
-    def run(self, ctx: AttackContext) -> AttackResult:
+    def _run(self, ctx: AttackContext) -> AttackResult:
         p = self.get_params()
         data = ctx.data
         if not data.sensitive_holdout:

@@ -28,9 +28,6 @@ DISTINGUISHING_ACCURACY = MetricSpec(
     higher_is_worse=True, kind="rate",
 )
 
-# Per profile: (reference models per side, cap on their epochs (None: the recipe's), cap on their training size,
-# query records).
-_BUDGET = {"quick": (6, 10, 1000, 200), "standard": (16, None, 5000, 500), "thorough": (32, None, None, 1000)}
 
 
 class RatioPair:
@@ -93,7 +90,12 @@ class PropertyInference(Attack):
     name = "property_inference"
     risk = "distribution_inference"
     metrics = ("distinguishing_accuracy",)
-    needs = frozenset({"sensitive"})
+    needs = frozenset({"sensitive", "scores", "trained_copies"})
+    # Per profile: reference models per side, cap on their epochs (None: the recipe's), cap on their training size
+    # (None: no cap), query records.
+    budgets = {"quick": {"models": 6, "epoch_cap": 10, "size_cap": 1000, "queries": 200},
+               "standard": {"models": 16, "epoch_cap": None, "size_cap": 5000, "queries": 500},
+               "thorough": {"models": 32, "epoch_cap": None, "size_cap": None, "queries": 1000}}
     defaults = {"attribute": None, "group": None, "ratios": (0.5, 0.2), "models": None, "epochs": None,
                 "train_size": None, "queries": None}
     parameter_constraints = {
@@ -106,7 +108,7 @@ class PropertyInference(Attack):
         "queries": OptionalOf(Interval(Integral, 1, None)),
     }
 
-    def run(self, ctx: AttackContext) -> AttackResult:
+    def _run(self, ctx: AttackContext) -> AttackResult:
         p = self.get_params()
         data = ctx.data
         if not data.sensitive_holdout:
@@ -122,7 +124,7 @@ class PropertyInference(Attack):
         if group not in names:
             return AttackResult({}, not_applicable=f"no holdout record has {attr} = '{group}'")
         ratios = [float(r) for r in p["ratios"]]
-        per_side, epoch_cap, size_cap, default_queries = _BUDGET.get(ctx.profile.name, _BUDGET["standard"])
+        per_side, epoch_cap, size_cap, default_queries = tuple(self.budget(ctx.profile, k) for k in ("models", "epoch_cap", "size_cap", "queries"))
         per_side = p["models"] or per_side
         recipe = data.spec.training
         epochs = p["epochs"] or (min(recipe.epochs, epoch_cap) if epoch_cap else recipe.epochs)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from amulet_audit.core.attack import Attack, AttackContext, AttackResult, MetricSpec, rate
-from amulet_audit.core.params import Interval, OptionalOf, Options
+from amulet_audit.core.params import Boolean, Interval, OptionalOf, Options
 from amulet_audit.core.stats import binomial_ci
 from amulet_audit.ops.perturb import direction, loss_grad, pgd_steps, project, random_delta, view
 
@@ -255,7 +255,7 @@ class _Evasion(Attack):
     def _describe(self, p: dict, ctx: AttackContext) -> dict[str, Any]:
         return {}
 
-    def run(self, ctx: AttackContext) -> AttackResult:
+    def _run(self, ctx: AttackContext) -> AttackResult:
         p = self.get_params()
         data, module = ctx.data, ctx.model.module
         rng = np.random.default_rng(ctx.seed)
@@ -316,7 +316,7 @@ class PGD(_Evasion):
         "steps": Interval(Integral, 1, 10_000),
         "step_size": OptionalOf(Interval(Real, 0, None, closed="neither")),
         "restarts": Interval(Integral, 1, 100),
-        "random_start": Options(frozenset({True, False})),
+        "random_start": Boolean(),
     }
 
     def _robust(self, p, module, x, y, eps, main, ctx):

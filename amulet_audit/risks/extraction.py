@@ -23,8 +23,6 @@ SURROGATE_ACCURACY = MetricSpec(
     "surrogate_accuracy", "Accuracy of the extracted surrogate on unseen holdout records.", higher_is_worse=True, kind="rate",
 )
 
-# Query budget by profile when `queries` is None.
-_QUERIES = {"quick": 1000, "standard": 5000, "thorough": 20000}
 # The surrogate trains for at least this many optimiser steps, so small budgets are not under-trained.
 MIN_STEPS = 300
 
@@ -75,6 +73,8 @@ class Extraction(Attack):
     name = "extraction"
     risk = "model_extraction"
     metrics = ("fidelity", "surrogate_accuracy")
+    needs = frozenset({"trained_copies"})  # and scores with `access: probabilities` (needs_for)
+    budgets = {"quick": {"queries": 1000}, "standard": {"queries": 5000}, "thorough": {"queries": 20000}}
     defaults = {"access": "probabilities", "queries": None, "source": "holdout", "epochs": None}
     parameter_constraints = {
         "access": Options(frozenset({"labels", "probabilities"})),
@@ -83,7 +83,10 @@ class Extraction(Attack):
         "epochs": OptionalOf(Interval(Integral, 1, 10_000)),
     }
 
-    def run(self, ctx: AttackContext) -> AttackResult:
+    def needs_for(self, params):
+        return self.needs | ({"scores"} if params["access"] == "probabilities" else set())
+
+    def _run(self, ctx: AttackContext) -> AttackResult:
         from amulet_audit.ops.forward import logits
 
         p = self.get_params()
@@ -95,7 +98,7 @@ class Extraction(Attack):
         order = rng.permutation(n_hold)
         n_eval = min(n_hold // 2, ctx.profile.eval_samples * 2)
         eval_idx, pool_idx = np.sort(order[:n_eval]), order[n_eval:]
-        asked = int(p["queries"] or _QUERIES.get(ctx.profile.name, 5000))
+        asked = int(p["queries"] or self.budget(ctx.profile, "queries"))
         if p["source"] == "holdout":
             budget = min(asked, len(pool_idx))
             queries = data.x_holdout[pool_idx[:budget]]

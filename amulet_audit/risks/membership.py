@@ -14,13 +14,12 @@ from __future__ import annotations
 
 from functools import partial
 from numbers import Integral, Real
-from typing import Any
 
 import numpy as np
 
 from amulet_audit.core.attack import Attack, AttackContext, AttackResult, Measurement, MetricSpec, PairedSample
 from amulet_audit.ops.forward import cross_entropy, logits
-from amulet_audit.core.params import Interval, OptionalOf, Options
+from amulet_audit.core.params import Boolean, Interval, OptionalOf, Options
 from amulet_audit.core.stats import binomial_ci, sample_ci
 
 AUC = MetricSpec("auc", "Area under the membership ROC curve; 0.5 is chance.", higher_is_worse=True)
@@ -142,10 +141,11 @@ class LossAttack(Attack):
     name = "loss"
     risk = "membership_inference"
     metrics = ("auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "advantage")
+    needs = frozenset({"scores"})
     defaults = {"samples": None}
     parameter_constraints = {"samples": OptionalOf(Interval(Integral, 10, None))}
 
-    def run(self, ctx: AttackContext) -> AttackResult:
+    def _run(self, ctx: AttackContext) -> AttackResult:
         samples = self.get_params()["samples"]
         x, y, is_member = balanced_sample(ctx, samples)
         scores = -cross_entropy(logits(ctx.model.module, x), y)
@@ -159,16 +159,6 @@ class LossAttack(Attack):
 # --- reference-model attacks ------------------------------------------------------------------
 
 EXPOSED = 10  # records listed as most exposed in the evidence
-
-
-class _Boolean:
-    """Parameter constraint: true or false (not 0/1)."""
-
-    def check(self, v: Any) -> bool:
-        return isinstance(v, bool)
-
-    def __str__(self) -> str:
-        return "true or false"
 
 
 def most_exposed(scores: np.ndarray, i_in: np.ndarray, i_out: np.ndarray, top: int = EXPOSED) -> list[dict]:
@@ -266,11 +256,6 @@ def _marginal(ref: np.ndarray, is_in: np.ndarray, *, online: bool, a: float) -> 
     return np.maximum(np.where(n_in > 0, 0.5 * (mean_in + mean_out), offline), 1e-30)
 
 
-_LIRA_MODELS = {"quick": 8, "standard": 16, "thorough": 64}
-_RMIA_MODELS = {"quick": 2, "standard": 4, "thorough": 4}
-_RMIA_POPULATION = {"quick": 1000, "standard": 5000, "thorough": 20000}
-
-
 def _reference_pool(ctx: AttackContext, samples: int | None, n_reference: int):
     """The attacked records (a balanced sample: members, then non-members), and reference models trained on
     random halves of them (complementary pairs, so each record is IN for n_reference // 2 models)."""
@@ -307,17 +292,20 @@ class LiRA(Attack):
     name = "lira"
     risk = "membership_inference"
     metrics = ("auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "advantage")
+    needs = frozenset({"scores", "trained_copies"})
     defaults = {"n_reference": None, "online": True, "variance": "global", "samples": None}
+    # reference models when `n_reference` is None
+    budgets = {"quick": {"n_reference": 8}, "standard": {"n_reference": 16}, "thorough": {"n_reference": 64}}
     parameter_constraints = {
         "n_reference": OptionalOf(Interval(Integral, 2, None)),
-        "online": _Boolean(),
+        "online": Boolean(),
         "variance": Options(frozenset({"per_example", "global"})),
         "samples": OptionalOf(Interval(Integral, 10, None)),
     }
 
-    def run(self, ctx: AttackContext) -> AttackResult:
-        p = self.validated_params()
-        k = p["n_reference"] or _LIRA_MODELS.get(ctx.profile.name, 16)
+    def _run(self, ctx: AttackContext) -> AttackResult:
+        p = self.get_params()
+        k = p["n_reference"] or self.budget(ctx.profile, "n_reference")
         x, y, is_member, (i_in, i_out), masks, refs, info = _reference_pool(ctx, p["samples"], k)
         target = logit_confidence(logits(ctx.model.module, x), y)
         reference = logit_confidence(refs.logits(x), y)
@@ -341,23 +329,27 @@ class RMIA(Attack):
     name = "rmia"
     risk = "membership_inference"
     metrics = ("auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "advantage")
+    needs = frozenset({"scores", "trained_copies"})
     defaults = {"n_reference": None, "online": True, "gamma": 1.0, "a": 0.3, "population": None, "samples": None}
+    # reference models and population records when `n_reference` / `population` is None
+    budgets = {"quick": {"n_reference": 2, "population": 1000}, "standard": {"n_reference": 4, "population": 5000},
+               "thorough": {"n_reference": 4, "population": 20000}}
     parameter_constraints = {
         "n_reference": OptionalOf(Interval(Integral, 2, None)),
-        "online": _Boolean(),
+        "online": Boolean(),
         "gamma": Interval(Real, 0.0, None, closed="neither"),
         "a": Interval(Real, 0.0, 1.0),
         "population": OptionalOf(Interval(Integral, 10, None)),
         "samples": OptionalOf(Interval(Integral, 10, None)),
     }
 
-    def run(self, ctx: AttackContext) -> AttackResult:
-        p = self.validated_params()
-        k = p["n_reference"] or _RMIA_MODELS.get(ctx.profile.name, 4)
+    def _run(self, ctx: AttackContext) -> AttackResult:
+        p = self.get_params()
+        k = p["n_reference"] or self.budget(ctx.profile, "n_reference")
         x, y, is_member, (i_in, i_out), masks, refs, info = _reference_pool(ctx, p["samples"], k)
         data = ctx.data
         unused = np.setdiff1d(np.arange(len(data.x_holdout)), i_out)
-        budget = p["population"] or _RMIA_POPULATION.get(ctx.profile.name, 5000)
+        budget = p["population"] or self.budget(ctx.profile, "population")
         if len(unused) >= 50:
             rng = np.random.default_rng([ctx.seed, 1])
             pick = np.sort(rng.choice(unused, min(budget, len(unused)), replace=False))

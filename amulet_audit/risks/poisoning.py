@@ -62,6 +62,7 @@ class _Poisoning(Attack):
 
     risk = "poisoning"
     metrics = ("attack_success_rate", "accuracy_drop")
+    needs = frozenset({"trained_copies"})
 
     def _poison(self, p: dict, ctx: AttackContext, rng) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray]:
         """(poisoned x_train, poisoned y_train, description, indexes of the poisoned records)."""
@@ -72,7 +73,7 @@ class _Poisoning(Attack):
         under the clean copy too; and details."""
         raise NotImplementedError
 
-    def run(self, ctx: AttackContext) -> AttackResult:
+    def _run(self, ctx: AttackContext) -> AttackResult:
         p = self.get_params()
         data = ctx.data
         if p["target"] is not None and p["target"] >= data.n_classes:

@@ -34,8 +34,6 @@ RECONSTRUCTION_SIMILARITY = MetricSpec(
     higher_is_worse=True,
 )
 
-# Per profile: gradient steps and random restarts per class (restart 0 starts at x0 itself).
-_BUDGET = {"quick": (150, 4), "standard": (400, 8), "thorough": (1000, 16)}
 # Images with at most this many values each are recorded in the details for the report (32x32 RGB).
 _MAX_IMAGE_VALUES = 3072
 
@@ -109,6 +107,9 @@ class ModelInversion(Attack):
     risk = "data_reconstruction"
     metrics = ("reconstruction_similarity",)
     needs = frozenset({"gradients"})
+    # Per profile: gradient steps and random restarts per class (restart 0 starts at x0 itself).
+    budgets = {"quick": {"steps": 150, "restarts": 4}, "standard": {"steps": 400, "restarts": 8},
+               "thorough": {"steps": 1000, "restarts": 16}}
     defaults = {"steps": None, "restarts": None, "step_size": 0.05, "prior": 0.1, "start": "mean", "samples": None}
     parameter_constraints = {
         "steps": OptionalOf(Interval(Integral, 1, 100_000)),
@@ -119,10 +120,10 @@ class ModelInversion(Attack):
         "samples": OptionalOf(Interval(Integral, 1, None)),
     }
 
-    def run(self, ctx: AttackContext) -> AttackResult:
+    def _run(self, ctx: AttackContext) -> AttackResult:
         p = self.get_params()
         data = ctx.data
-        default_steps, default_restarts = _BUDGET.get(ctx.profile.name, _BUDGET["standard"])
+        default_steps, default_restarts = tuple(self.budget(ctx.profile, k) for k in ("steps", "restarts"))
         steps, restarts = p["steps"] or default_steps, p["restarts"] or default_restarts
         shape = data.x_train.shape[1:]
         if data.input_range is not None:

@@ -1,0 +1,122 @@
+"""What attacks and defenses share: parameters stored unchanged and validated when they run, declared needs, and
+budgets per profile (as scikit-learn's estimators share `BaseEstimator`)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+# need -> what it means. A component declares the ones it cannot work without in `needs`; `Attack.run` and
+# `Defense.apply` check them against the model and data before any work (NOT_APPLICABLE with the reason).
+NEEDS: dict[str, str] = {
+    "sensitive": "the data spec names a sensitive attribute (its values for the training and holdout records)",
+    "positive_label": "the data spec names the favourable outcome (positive_label)",
+    "scores": "the model's per-class scores (logits or probabilities), not only its top label",
+    "gradients": "gradients of the model's scores with respect to its inputs",
+    "trained_copies": "re-initialised copies of the model's architecture can be trained with the data spec's recipe",
+}
+
+# A budget value is a JSON scalar: a count, a fraction, or None (no cap / the recipe's own value).
+BUDGET_TYPES = (int, float, type(None))
+
+
+def model_capabilities(model) -> frozenset[str]:
+    """What the model offers among "scores", "gradients" and "trained_copies".
+
+    A model handle may declare `capabilities` itself (a model behind an API offers no gradients and no copies).
+    Otherwise a PyTorch module offers all three, except that a model whose output convention (`output`, default
+    "logits") is "labels" returns no scores and no usable gradients, so no copy of it can be trained either."""
+    declared = getattr(model, "capabilities", None)
+    if declared is not None:
+        return frozenset(declared)
+    offered = {"scores", "gradients", "trained_copies"}
+    if getattr(model, "output", "logits") == "labels":
+        offered -= {"scores", "gradients", "trained_copies"}
+    if not getattr(model, "trainable", True):  # a handle may refuse copies for reasons of its own
+        offered.discard("trained_copies")
+    return frozenset(offered)
+
+
+def unmet_need(needs, model, data) -> str:
+    """The first of `needs` (in `NEEDS` order) that `model` and `data` do not meet, as one sentence; "" when
+    every need is met."""
+    for need in NEEDS:
+        if need not in needs:
+            continue
+        if need == "sensitive" and not (getattr(data, "sensitive_holdout", None) and getattr(data, "sensitive_train", None)):
+            return "the data spec names no sensitive attribute"
+        if need == "positive_label" and getattr(data, "positive_index", None) is None:
+            return "the data spec names no positive_label (the favourable outcome)"
+        if need in ("scores", "gradients", "trained_copies") and need not in model_capabilities(model):
+            output = getattr(model, "output", "logits")
+            why = (f"the model returns {output} only" if output == "labels"
+                   else f"a {getattr(model, 'format', 'given')} model does not offer them")
+            what = {"scores": "per-class scores (logits or probabilities)",
+                    "gradients": "gradients with respect to the inputs",
+                    "trained_copies": "trainable copies of its architecture"}[need]
+            return f"this needs the model's {what}, and {why}"
+    return ""
+
+
+class Component:
+    """Base of `Attack` and `Defense`. `__init__` stores keyword arguments unchanged; validation and work happen
+    in the public method that runs (`Attack.run`, `Defense.apply`).
+
+    Class attributes a component declares:
+
+    - `name`: its registry name;
+    - `defaults` and `parameter_constraints`: one default and one constraint (`amulet_audit.core.params`) per
+      parameter;
+    - `needs`: what it cannot work without, a subset of `NEEDS`;
+    - `budgets`: work per profile, `{"quick": {...}, "standard": {...}, "thorough": {...}}`, every profile with the
+      same keys and JSON-scalar values (None: no cap), read through `budget(profile, key)`.
+    """
+
+    name: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    parameter_constraints: ClassVar[dict[str, Any]] = {}
+    needs: ClassVar[frozenset[str]] = frozenset()
+    budgets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init__(self, **params: Any) -> None:
+        self.params = params
+
+    def get_params(self) -> dict[str, Any]:
+        """The defaults overridden by the parameters given to `__init__` (not validated)."""
+        return {**self.defaults, **self.params}
+
+    def validated_params(self) -> dict[str, Any]:
+        """`get_params()`, checked against `parameter_constraints`.
+
+        Raises
+        ------
+        amulet_audit.core.params.ParameterError
+            Naming the component, every offending parameter and its allowed values.
+        """
+        from amulet_audit.core.params import check_params
+
+        return check_params(self.name, self.parameter_constraints, self.get_params())
+
+    def needs_for(self, params: dict[str, Any]) -> frozenset[str]:
+        """The needs of a run with these (validated) parameters: `needs`, unless a component's needs depend on
+        its parameters (e.g. extraction needs scores only when it reads probabilities)."""
+        return frozenset(self.needs)
+
+    @classmethod
+    def budget(cls, profile, key: str | None = None) -> Any:
+        """The budget `key` this component declares for `profile` (a `Profile` or its name); every key of that
+        profile as a dict when `key` is None.
+
+        Raises
+        ------
+        KeyError
+            When the component declares no budget for that profile or key.
+        """
+        name = getattr(profile, "name", profile)
+        if name not in cls.budgets:
+            raise KeyError(f"'{cls.name}' declares no budget for profile '{name}' (profiles: {', '.join(cls.budgets) or 'none'})")
+        values = cls.budgets[name]
+        if key is None:
+            return dict(values)
+        if key not in values:
+            raise KeyError(f"'{cls.name}' declares no budget '{key}' (budgets: {', '.join(values) or 'none'})")
+        return values[key]
