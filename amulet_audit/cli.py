@@ -269,19 +269,22 @@ def _print_warnings(warnings: list[str]) -> None:
 
 def _summary(result, out: Path) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(stderr=True)
     colour = {"pass": "green", "fail": "red", "indeterminate": "yellow", "not_applicable": "dim"}
-    table = Table(title=f"{result.policy.title} — verdict: {result.verdict.upper()}")
+    # Names from the policy are text, never console markup: "[/]" in a title must print, not raise.
+    table = Table(title=f"{escape(result.policy.title)} — verdict: {result.verdict.upper()}")
     for col in ("requirement", "metric", "value [CI]", "threshold", "verdict"):
         table.add_column(col)
     for r in result.requirements:
         value = "—" if r.value is None else f"{r.value:.3f}" + (f" [{r.ci[0]:.3f}, {r.ci[1]:.3f}]" if r.ci else "")
-        table.add_row(r.id, r.metric, value, f"{r.threshold.op} {r.threshold.value:g}",
+        table.add_row(escape(r.id), escape(r.metric), value, f"{r.threshold.op} {r.threshold.value:g}",
                       f"[{colour[r.verdict.value]}]{r.verdict.value.upper()}[/]")
     console.print(table)
-    console.print(f"Report written to {out}/ (results.json, report.html" + (", report.pdf)" if (out / 'report.pdf').exists() else ")"))
+    console.print(f"Report written to {escape(str(out))}/ (results.json, report.html"
+                  + (", report.pdf)" if (out / 'report.pdf').exists() else ")"))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -181,6 +181,18 @@ def test_the_box_check_finds_a_character_no_font_has(tmp_path: Path) -> None:
     assert _boxes(render_pdf("<p>ab 女性 דרום الشمال</p>", tmp_path / "fine.pdf", pdf_variant=None)) == []
 
 
+def test_console_summary_prints_markup_in_names_as_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from amulet_audit.cli import _summary
+
+    raw = _results(title="Fairness [/] [bold red]policy[/bold red]")
+    raw["requirements"][0]["id"] = "impact-[/]"
+    src = tmp_path / "results.json"
+    src.write_text(json.dumps(raw, ensure_ascii=False), encoding="utf-8")
+    _summary(read_results(src), tmp_path / "out [x]")
+    err = capsys.readouterr().err
+    assert "Fairness [/] [bold red]policy[/bold red]" in err and "impact-[/]" in err and "out [x]/" in err
+
+
 def test_warnings_name_characters_once_and_never_echo_control_characters() -> None:
     assert fonts.needs_glyph("女") and not fonts.needs_glyph("\u202e") and not fonts.needs_glyph("\ufe0f")
     assert fonts.visible("a\x1b[2Jb\u202e") == "a\\u001b[2Jb\\u202e"
