@@ -155,8 +155,16 @@ def glyph_warnings(result: AuditResult) -> list[str]:
     examples = "; ".join(f"“{visible(s)}”" for s in dict.fromkeys(first_seen[c] for c in missing[:3]))
     return [f"No installed font has {'a glyph' if len(missing) == 1 else 'glyphs'} for {named}{more}, "
             f"used in {examples}: {'it prints' if len(missing) == 1 else 'they print'} as empty boxes in the report. "
-            "Install a font that covers them (on Debian, fonts-noto-core or fonts-noto-extra) and re-render with "
-            "`amulet-audit render`."]
+            f"Install a font that covers them (on Debian, {_package(missing)}) and re-render with `amulet-audit render`."]
+
+
+def _package(chars: list[str]) -> str:
+    """The Debian font packages that cover `chars`: Noto CJK for wide (Chinese, Japanese, Korean) characters,
+    the Noto core and extra sets for the other scripts."""
+    wide = any(unicodedata.east_asian_width(c) in "WF" for c in chars)
+    other = any(unicodedata.east_asian_width(c) not in "WF" for c in chars)
+    return " and ".join(p for p, needed in (("fonts-noto-cjk", wide), ("fonts-noto-core or fonts-noto-extra", other))
+                        if needed)
 
 
 # Characters that reorder the text around them without being seen (the "Trojan Source" overrides and embeddings).
