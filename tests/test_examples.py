@@ -32,10 +32,11 @@ def test_adult_audit_end_to_end(tmp_path):
     done, result = audit(model, tmp_path / "report")  # data spec: the sidecar model.data.yaml
     assert {p.name for p in (tmp_path / "report").iterdir()} >= {"report.html", "report.pdf", "results.json"}
     rows = {r["id"]: r for r in result["requirements"]}
+    details = {r["id"]: r["details"] for r in result["runs"]}  # each requirement's evidence, by its run id
     assert result["data"]["n_train"] == 6000 and result["data"]["sensitive"] == ["sex", "race"]
     # Adult's income labels carry a large gap between the sexes; the model reproduces it
     assert rows["bias-impact-ratio"]["verdict"] == "fail"
-    assert rows["bias-impact-ratio"]["details"]["attribute"] in ("sex", "race")
+    assert details[rows["bias-impact-ratio"]["run"]]["attribute"] in ("sex", "race")
     assert 0.75 < rows["declared-accuracy"]["value"] < 0.9
     assert done.returncode == 1 and result["verdict"] == "fail"
     html = (tmp_path / "report" / "report.html").read_text()
@@ -43,7 +44,7 @@ def test_adult_audit_end_to_end(tmp_path):
     # the four privacy risks are measured, each with its chart
     for rid in ("membership-privacy-lira", "attribute-inference", "data-reconstruction", "distribution-inference"):
         assert rows[rid]["value"] is not None and rows[rid]["verdict"] != "not_applicable", rid
-    assert rows["membership-privacy-lira"]["details"]["reference_trainer"] == "vectorised"
+    assert details[rows["membership-privacy-lira"]["run"]]["reference_trainer"] == "vectorised"
     for title in ("Membership-inference ROC of every attack (log-log)", "Attribute inference per sex group",
                   "Meta-classifier scores of the reference models"):
         assert f'chart-title">{title}<' in html, title
@@ -59,7 +60,7 @@ def test_digits_image_audit_end_to_end(tmp_path):
     assert "sensitive" in rows["bias-impact-ratio"]["reason"]
     assert result["verdict"] != "pass"
     ev = rows["evasion-robustness"]
-    assert ev["details"]["input_range"] == [0.0, 1.0]
+    assert next(r for r in result["runs"] if r["id"] == ev["run"])["details"]["input_range"] == [0.0, 1.0]
     assert ev["value"] < rows["declared-accuracy"]["value"] > 0.9
     # privacy: membership and reconstruction are measured (the reconstructions drawn as images); the attribute and
     # distribution attacks need a sensitive attribute, which digits has not

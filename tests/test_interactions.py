@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from amulet_audit.core.verdict import Verdict
+
 from conftest import ADULT, AMULET, ROOT
 
 POLICY = """\
@@ -69,20 +71,25 @@ def test_matrix_rows_directions_and_audited_model_untouched(adult_overfit, tmp_p
 
     # deltas agree with the per-model results, and flags follow the rule
     baseline = {r["id"]: r for r in result["requirements"]}
+    runs = {r["id"]: r for r in result["runs"]}
     for d in result["defenses"]:
         assert d["model_sha256"] != before and d["clean_accuracy_after"] is not None
         for r in d["requirements"]:
             row = rows[d["name"], r["id"]]
+            # the defended value points to its own run, on the defended model, with the baseline run's configuration
+            run, base_run = runs[r["run"]], runs[baseline[r["id"]]["run"]]
+            assert run["defense"] == d["name"] and base_run["defense"] is None
+            assert (run["attack"], run["params"]) == (base_run["attack"], base_run["params"])
             assert row["baseline"] == baseline[r["id"]]["value"] and row["defended"] == r["value"]
             assert row["delta"] == pytest.approx(r["value"] - baseline[r["id"]]["value"])
             lo, hi = row["delta_ci"]
             assert lo <= row["delta"] <= hi
             # paired record by record; a fairness gap only when both models' worst attribute is the same one
-            worst = [x["details"]["worst_attribute"][x["metric"]] for x in (baseline[r["id"]], r)] if r["id"] == "parity" else []
+            worst = ([runs[x["run"]]["details"]["worst_attribute"][x["metric"]] for x in (baseline[r["id"]], r)]
+                     if r["id"] == "parity" else [])
             paired = not worst or worst[0] == worst[1]
             assert row["delta_ci_method"] == ("paired bootstrap" if paired else "normal approximation")
-            rank = {"pass": 0, "not_applicable": 0, "indeterminate": 1, "fail": 2}
-            verdict_worse = rank[row["defended_verdict"]] > rank[row["baseline_verdict"]]
+            verdict_worse = Verdict(row["defended_verdict"]).worse_than(row["baseline_verdict"])
             assert row["flagged"] == (row["worse"] and not row["intended"]
                                       and (abs(row["delta"]) > row["tolerance"] or verdict_worse))
     assert result["defenses"][0]["details"]["spent_epsilon"] <= 1.0 + 1e-6

@@ -194,18 +194,20 @@ def test_confidences_are_computed_stably_from_logits():
 @pytest.mark.slow
 def test_report_shows_every_membership_run_on_one_roc_chart(overfit_results):
     from amulet_audit.report import document
-    from amulet_audit.results.model import RequirementResult, Threshold, Verdict
+    from amulet_audit.report.nodes import Chart, Table
+    from amulet_audit.results.model import MetricInfo, RequirementResult, Run, Threshold, Verdict
 
-    reqs = []
-    for name, out in overfit_results.items():
+    reqs, runs = [], {}
+    for i, (name, out) in enumerate(overfit_results.items(), 1):
+        runs[f"r{i}"] = Run(id=f"r{i}", attack=name, details=out.details)
         for metric in ("auc", "tpr_at_fpr_0.01"):
             m = out.metrics[metric]
             reqs.append(RequirementResult(
                 id=f"{name}-{metric}", risk="membership_inference", attack=name, metric=metric, value=m.value,
-                ci=list(m.ci), n=m.n, threshold=Threshold(op="<=", value=0.6), verdict=Verdict.FAIL,
-                params={}, details=out.details))
-    section = document._section("membership_inference", reqs)
-    charts = [(ev.heading, b) for ev in section.evidence for b in ev.blocks if isinstance(b, document.Chart)]
+                ci=list(m.ci), n=m.n, threshold=Threshold(op="<=", value=0.6), verdict=Verdict.FAIL, run=f"r{i}",
+                metric_info=MetricInfo(higher_is_worse=True, unit="fraction")))
+    section = document._section("membership_inference", reqs, runs)
+    charts = [(ev.heading, b) for ev in section.evidence for b in ev.blocks if isinstance(b, Chart)]
     assert len(charts) == 1  # one chart for the section, not one per run
     combined = section.evidence[0]
     assert combined.heading == "all membership attacks compared" and len(combined.requirement_ids) == 6
@@ -214,5 +216,5 @@ def test_report_shows_every_membership_run_on_one_roc_chart(overfit_results):
     assert [row[2] for row in table.rows] == ["—", "8", "2"] and table.rows[1][3] == "online"
     assert combined.blocks[0].svg.count('stroke-dasharray') >= 2  # the runs are told apart by line style too
     for ev in section.evidence[1:]:
-        exposed = [b for b in ev.blocks if isinstance(b, document.Table) and b.columns[0] == "Rank"]
+        exposed = [b for b in ev.blocks if isinstance(b, Table) and b.columns[0] == "Rank"]
         assert len(exposed) == 1 and len(exposed[0].rows) == 10

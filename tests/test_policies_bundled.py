@@ -104,7 +104,7 @@ def test_bundled_policy_runs_on_a_real_model(adult, stem):
     for cite in {c for r in result.requirements for c in r.cite}:
         assert str(escape(cite)) in html
     if stem == "nyc_ll144":
-        details = result.requirements[0].details
+        details = result.run_of(result.requirements[0]).details
         assert "sex × race" in details["by_attribute"]
         assert "Selection rates and impact ratios by category" in html
         assert "Female × Black" in html

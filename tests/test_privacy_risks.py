@@ -214,29 +214,36 @@ def test_property_inference_refuses_what_it_cannot_measure(tabular_inputs, digit
 
 def test_report_builders_draw_the_recorded_evidence(digits_inputs, tabular_inputs):
     from amulet_audit.report import document as doc
+    from amulet_audit.report.format import fmt_number
+    from amulet_audit.report.nodes import Chart, Table
+    from amulet_audit.results.model import Run
+
+    def run(attack, details):
+        return Run(id="r1", attack=attack, details=details)
 
     inversion = ModelInversion(steps=20, restarts=1).run(context(*digits_inputs)).details
-    blocks = doc.EVIDENCE["data_reconstruction"](inversion, [])
+    blocks = doc.EVIDENCE["data_reconstruction"](run("model_inversion", inversion), [])
     chart = blocks[0]
-    assert isinstance(chart, doc.Chart) and str(chart.svg).startswith("<svg") and "data:image/png;base64" in chart.svg
-    assert isinstance(blocks[1], doc.Table) and len(blocks[1].rows) == 10
+    assert isinstance(chart, Chart) and str(chart.svg).startswith("<svg") and "data:image/png;base64" in chart.svg
+    assert isinstance(blocks[1], Table) and len(blocks[1].rows) == 10
 
     attribute = AttributeInference(classifier="logistic").run(context(*tabular_inputs)).details
-    table, chart = doc.EVIDENCE["attribute_inference"](attribute, [])[:2]
-    assert table.rows[0][0] == "sex" and table.rows[0][1] == doc.fmt_number(attribute["by_attribute"]["sex"]["balanced_accuracy"])
+    table, chart = doc.EVIDENCE["attribute_inference"](run("attribute_inference", attribute), [])[:2]
+    assert table.rows[0][0] == "sex" and table.rows[0][1] == fmt_number(attribute["by_attribute"]["sex"]["balanced_accuracy"])
     # per group: the attack's and the baseline's recall as bars, with the chance level
-    assert isinstance(chart, doc.Chart) and chart.title == "Attribute inference per sex group"
+    assert isinstance(chart, Chart) and chart.title == "Attribute inference per sex group"
     assert 'aria-label="Share of each sex group inferred correctly' in chart.svg
 
     details = {"attribute": "sex", "group": "F", "ratios": [0.5, 0.2], "per_ratio_accuracy": [1.0, 0.5],
                "models_per_ratio": 6, "audited_probabilities": {"0.5": 0.7, "0.2": 0.3},
                "audited_predicted_ratio": 0.5, "audited_probability": 0.7, "audited_actual_ratio": 0.48}
-    blocks = doc.EVIDENCE["distribution_inference"](details, [])
+    blocks = doc.EVIDENCE["distribution_inference"](run("property_inference", details), [])
     assert blocks[0].rows[0] == ("50% sex = F", "1.000", "6", "0.700")
     assert ("Predicted share for the audited model", "50%") in blocks[1].rows
     # with the reference models' out-of-fold scores recorded, they are drawn first, the audited model marked
-    scored = doc.EVIDENCE["distribution_inference"]({**details, "reference_scores": [[0.1, 0.2], [0.9, 0.4]]}, [])
-    assert isinstance(scored[0], doc.Chart) and "audited model" in scored[0].caption and scored[1:] == blocks
+    scored = doc.EVIDENCE["distribution_inference"](
+        run("property_inference", {**details, "reference_scores": [[0.1, 0.2], [0.9, 0.4]]}), [])
+    assert isinstance(scored[0], Chart) and "audited model" in scored[0].caption and scored[1:] == blocks
 
 
 def test_eu_ai_act_cites_confidentiality_attacks_for_the_three_privacy_risks():

@@ -3,6 +3,7 @@ PDF/A-3b report with results.json embedded."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -15,7 +16,7 @@ import pytest
 
 from amulet_audit.results import read_results
 from amulet_audit.results.diff import compare, worse_beyond_intervals
-from amulet_audit.results.model import AuditResult, Threshold, Verdict
+from amulet_audit.results.model import AuditResult, MetricInfo, Threshold, Verdict
 
 from conftest import AMULET
 
@@ -139,8 +140,9 @@ def test_metric_that_worsens_beyond_both_intervals_is_a_regression_even_when_it_
     assert compare(base, drift).regression
     assert not compare(base, noise).regression  # within the intervals: sampling noise
     assert compare(drift, base).requirements[0].change == "improved" and not compare(drift, base).regression
-    # direction comes from the threshold: for `>=` metrics lower is worse
-    higher_better = base.requirements[0].model_copy(update={"threshold": Threshold(op=">=", value=0.4)})
+    # direction is the metric's own (metric_info): for a metric where higher is better, lower is worse
+    higher_better = base.requirements[0].model_copy(update={
+        "threshold": Threshold(op=">=", value=0.4), "metric_info": MetricInfo(higher_is_worse=False, unit="auc")})
     lower = higher_better.model_copy(update={"value": 0.45, "ci": [0.44, 0.46]})
     assert worse_beyond_intervals(higher_better, lower) and not worse_beyond_intervals(lower, higher_better)
 
@@ -162,6 +164,62 @@ def test_added_and_removed_requirements_are_listed(old):
     rec = compare(old, fewer)
     assert [c.change for c in rec.requirements if c.id == old.requirements[0].id] == ["removed"]
     assert [c.change for c in compare(fewer, old).requirements if c.id == old.requirements[0].id] == ["added"]
+
+
+# --- results of schema 1.x ------------------------------------------------------------------------
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def _golden(tmp_path: Path, version: str) -> Path:
+    """The golden demo audit as schema `version` wrote it (tests/golden/README.md), as a plain file."""
+    path = tmp_path / f"results-{version}.json"
+    path.write_bytes(gzip.decompress((GOLDEN / f"demo-results-{version}.json.gz").read_bytes()))
+    return path
+
+
+def test_a_1x_file_is_converted_on_read_into_the_runs_its_requirements_copied(tmp_path):
+    raw = json.loads(_golden(tmp_path, "1.1").read_text())
+    old, new = read_results(_golden(tmp_path, "1.1")), read_results(_golden(tmp_path, "2.0"))
+    assert (old.schema_version, old.converted_from, new.converted_from) == ("2.0", "1.1", None)
+    # the same audit: requirements, the runs they point to (configuration and evidence), defenses, interactions
+    def rows(result):
+        return [(r.id, r.value, r.ci, r.verdict, r.run, r.metric_info.higher_is_worse)
+                for r in result.requirements + [q for d in result.defenses for q in d.requirements]]
+    assert rows(old) == rows(new)
+    assert [i.model_dump() for i in old.interactions] == [i.model_dump() for i in new.interactions]
+    assert [(r.id, r.attack, r.params, r.defense) for r in old.runs] == [(r.id, r.attack, r.params, r.defense) for r in new.runs]
+    for a, b in zip(old.runs, new.runs):  # a cache hit is the only difference between the two real runs
+        assert {k: v for k, v in a.details.items() if k != "reference_models_from_cache"} == \
+               {k: v for k, v in b.details.items() if k != "reference_models_from_cache"}, a.id
+    # each run once, where 1.x copied it into every requirement reading it (pgd: 3 requirements; x4 defenses)
+    assert len(old.runs) == 10 * 5 and sum(r["attack"] == "pgd" for r in raw["requirements"]) == 3
+    # durations move from the string-keyed timings onto the runs; what 1.x did not record stays empty
+    pgd = next(r for r in old.runs if r.id == "r1")
+    assert pgd.seconds == raw["timings"]['attack:pgd:{"eps": 0.1, "norm": "linf", "steps": 20}']
+    assert next(r for r in old.runs if r.id == "dp_sgd/r9").seconds == raw["timings"]['dp_sgd: attack:backdoor:{"fraction": 0.1}']
+    assert old.timings == {"total": raw["timings"]["total"]}
+    assert [d.training_seconds for d in old.defenses] == [raw["timings"][f"defense:{d.name}"] for d in old.defenses]
+    assert {r.ci_method for r in old.requirements} == {""} and {r.metric_info.unit for r in old.requirements} == {""}
+    assert all(r.ci_method for r in new.requirements if r.value is not None)
+    # and it compares with a 2.0 audit of the same model as unchanged
+    rec = compare(old, new)
+    assert not rec.regression and {c.change for c in rec.requirements} == {"unchanged"}
+
+
+def test_diff_and_render_read_a_1x_file(tmp_path):
+    old, new = _golden(tmp_path, "1.1"), _golden(tmp_path, "2.0")
+    done = run("diff", old, new)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "No regression" in done.stdout and "evasion-robustness" in done.stdout
+    done = run("render", old, "--out", tmp_path / "report", "--no-pdf")
+    assert done.returncode == 0, done.stderr
+    html = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+    assert "2.0 (read from a 1.1 file)" in html and "membership-privacy-lira" in html
+    unknown = tmp_path / "future.json"
+    unknown.write_text(json.dumps({**json.loads(new.read_text()), "schema_version": "3.0"}))
+    done = run("render", unknown, "--out", tmp_path / "x")
+    assert done.returncode == 2 and "schema_version 3.0 is not supported" in done.stderr
 
 
 # --- the commands ----------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import io
+import json
 import logging
 import math
 import re
@@ -17,6 +19,8 @@ from amulet_audit.core.errors import InputError
 from amulet_audit.report import render_html, render_pdf, write_report
 from amulet_audit.report.document import Document, build_document
 from amulet_audit.core.resources import policies_dir, templates_dir
+from amulet_audit.core.verdict import ORDER, overall
+from amulet_audit.report.format import fmt_number, fmt_params, fmt_seconds
 from amulet_audit.results.model import AuditResult, Verdict
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -38,109 +42,43 @@ VERDICT_LABELS = ("PASS", "FAIL", "INDETERMINATE", "NOT APPLICABLE")
 EXTERNAL_REF = re.compile(r"""(?:\b(?:src|href)\s*=\s*["']?|url\(\s*["']?)\s*(?:https?:)?//""", re.I)
 
 
-def _roc(points: int = 80, power: float = 0.8) -> dict[str, list[float]]:
-    fpr = [0.0] + [10 ** (-4 + 4 * i / (points - 1)) for i in range(points)]
-    return {"fpr": fpr, "tpr": [min(1.0, f**power) for f in fpr]}
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def golden(version: str = "2.0") -> dict:
+    """results.json of a real audit: the demo (`examples/credit`, eu_ai_act, quick profile, seed 0), as written by
+    schema `version` (tests/golden/README.md)."""
+    return json.loads(gzip.decompress((GOLDEN / f"demo-results-{version}.json.gz").read_bytes()))
 
 
 def _result_dict() -> dict:
-    evasion_details = {
-        "norm": "linf",
-        "eps": 0.1,
-        "clean_accuracy": 0.831,
-        "curve": [
-            {"eps": e, "robust_accuracy": a, "ci": [a - 0.02, a + 0.02], "n": 2000}
-            for e, a in [(0.0, 0.831), (0.025, 0.74), (0.05, 0.62), (0.1, 0.412), (0.15, 0.25), (0.2, 0.13)]
-        ],
-        "warnings": ["2 of 5 restarts did not converge; robust accuracy may be overestimated."],
-    }
-    membership_details = {"roc": _roc(), "n_members": 2000, "n_nonmembers": 2000, "auc": 0.61}
-    groups = [
-        {"group": "Female", "count": 5000, "selection_rate": 0.098, "tpr": 0.52, "fpr": 0.031, "accuracy": 0.91},
-        {"group": "Male", "count": 10000, "selection_rate": 0.294, "tpr": 0.68, "fpr": 0.087, "accuracy": 0.81},
-    ]
-    fairness_details = {
-        "attribute": "sex",
-        "by_attribute": {
-            "sex": {
-                "groups": groups,
-                "demographic_parity_difference": 0.196,
-                "impact_ratio": 0.333,
-                "equalized_odds_difference": 0.16,
-                "accuracy_gap": 0.1,
-            }
-        },
-    }
-
-    def req(id_, risk, attack, metric, value, ci, n, op, threshold, verdict, details, **extra):
-        return {
-            "id": id_, "title": extra.pop("title", id_.replace("-", " ").capitalize()), "risk": risk,
-            "attack": attack, "metric": metric, "value": value, "ci": ci, "n": n,
-            "threshold": {"op": op, "value": threshold}, "verdict": verdict, "details": details, **extra,
-        }
-
-    pgd = {"eps": 0.1, "norm": "linf", "steps": 40}
-    return {
-        "tool": {"name": "amulet-audit", "version": "0.1.0"},
-        "verdict": "fail",
-        "model": {
-            "path": "models/credit_mlp.pt", "sha256": "9f2c" * 16, "format": "torchscript",
-            "parameters": 10_754, "architecture": "MLP(8→64→64→2)", "warnings": [TRACED_WARNING],
-        },
-        "data": {
-            "path": "models/credit_mlp.data.yaml", "sha256": "41ab" * 16, "name": "credit-default",
-            "files": {"data/credit.parquet": "d00d" * 16}, "n_train": 24_000, "n_holdout": 6_000,
-            "n_features": 8, "classes": ["no", "yes"], "positive_label": "yes", "sensitive": ["sex"],
-        },
-        "policy": {
-            "id": "eu-ai-act", "sha256": "77ce" * 16,
-            "title": "EU AI Act — high-risk AI systems, technical robustness, data governance",
-            "path": "policies/eu_ai_act.yaml",
-            "regulation": {"name": "Regulation (EU) 2024/1689", "status": "in-force", "effective": "2026-08-02"},
-        },
-        "requirements": [
-            req("evasion-robustness", "evasion", "pgd", "robust_accuracy", 0.412, [0.39, 0.434], 2000, ">=", 0.6,
-                "fail", evasion_details, severity="high", cite=["Art. 15(5)", "Art. 15(1)"], params=pgd,
-                title="Resilience against adversarial examples"),
-            req("evasion-clean-accuracy", "evasion", "pgd", "clean_accuracy", 0.831, [0.814, 0.847], 2000, ">=",
-                0.75, "pass", evasion_details, cite=["Art. 15(1)"], params=pgd),
-            req("membership-auc", "membership_inference", "loss", "auc", 0.61, [0.593, 0.627], 4000, "<=", 0.6,
-                "indeterminate", membership_details, severity="high", cite=["Art. 10(5)", "GDPR Art. 32"],
-                reason="The 95 % interval [0.593, 0.627] straddles the threshold 0.60."),
-            req("membership-tpr-low-fpr", "membership_inference", "loss", "tpr_at_fpr_0.001", 0.0045,
-                [0.0021, 0.0085], 4000, "<=", 0.01, "pass", membership_details, cite=["Art. 10(5)"]),
-            req("fairness-parity", "discrimination", "group_fairness", "demographic_parity_difference", 0.196,
-                [0.181, 0.211], 15000, "<=", 0.1, "fail", fairness_details, cite=["Art. 10(2)(f)"],
-                params={"attribute": "sex"}),
-            req("extraction-fidelity", "model_extraction", "extraction", "fidelity", 0.93, [0.925, 0.935], 10000,
-                "<=", 0.95, "pass", {"api": "probabilities", "query_budget": 10000, "fidelity": 0.93,
-                                     "per_class": {"no": 0.94, "yes": 0.9}}, cite=["Art. 15(5)"]),
-            req("reconstruction-similarity", "data_reconstruction", "model_inversion", "reconstruction_similarity",
-                None, None, 0, "<=", 0.5, "not_applicable", {}, cite=["Art. 10(5)"],
-                reason="Model inversion needs input_range in the data specification; none is given."),
-        ],
-        "interactions": [
-            {"defense": "dp_sgd", "risk": "discrimination", "requirement": "fairness-parity",
-             "metric": "demographic_parity_difference", "baseline": 0.196, "defended": 0.241, "delta": 0.045,
-             "worse": True, "intended": False, "flagged": True},
-            {"defense": "adversarial_training", "risk": "membership_inference", "requirement": "membership-auc",
-             "metric": "auc", "baseline": 0.61, "defended": 0.612, "delta": 0.002, "worse": True,
-             "intended": False, "flagged": False},
-        ],
-        "seed": 0,
-        "profile": "standard",
-        "confidence": 0.95,
-        "environment": {"python": "3.11.7", "torch": "2.13.0", "platform": "Linux-x86_64",
-                        "packages": {"numpy": "2.1.0", "opacus": "1.5.2", "fairlearn": "0.12.0"}},
-        "started_at": "2025-11-22T14:02:11+00:00",
-        "finished_at": "2025-11-22T14:09:47+00:00",
-        "timings": {"load": 1.2, "pgd": 212.5, "loss": 95.3, "group_fairness": 0.8},
-    }
+    """The golden demo results, with what that audit did not exercise set on top: a traced-module warning, and a
+    requirement whose attack could not run (model inversion without an input range)."""
+    raw = golden()
+    raw["model"]["warnings"] = [TRACED_WARNING]
+    na = next(r for r in raw["requirements"] if r["id"] == "data-reconstruction")
+    reason = "Model inversion needs input_range in the data specification; none is given."
+    na.update(value=None, ci=None, ci_method="", n=0, verdict="not_applicable", reason=reason)
+    run = next(r for r in raw["runs"] if r["id"] == na["run"])
+    run.update(details={}, not_applicable=reason)
+    return raw
 
 
 @pytest.fixture(scope="module")
 def result() -> AuditResult:
     return AuditResult.model_validate(_result_dict())
+
+
+def only(result: AuditResult, *run_ids: str) -> AuditResult:
+    """`result` with the evidence of these runs only (the other requirements keep their rows): for tests that need
+    some charts, not the time to draw all of them."""
+    return result.model_copy(update={"runs": [r for r in result.runs if r.id in run_ids]})
+
+
+@pytest.fixture(scope="module")
+def light(result: AuditResult) -> AuditResult:
+    """The golden result with the evidence of three runs: evasion (pgd), membership (loss), discrimination."""
+    return only(result, "r1", "r2", "r4")
 
 
 @pytest.fixture(scope="module")
@@ -176,13 +114,13 @@ def test_html_has_every_requirement_verdict_and_chart(html: str, result: AuditRe
         assert req.id in html
     for verdict_label in VERDICT_LABELS:
         assert f"{verdict_label}</span>" in html
-    assert html.count("<svg") >= 3
-    assert "0.412 [0.390, 0.434]" in html
+    assert html.count("<svg") >= 8
+    assert "0.638 [0.594, 0.680]" in html  # evasion-robustness as measured
     assert "≥ 0.60" in html and "≤ 0.10" in html
     assert "Model inversion needs input_range" in html  # reason of the not-applicable row
     assert "straddles the threshold" in html  # reason of the indeterminate row
     assert "traced TorchScript module" in html  # model warning
-    assert "restarts did not converge" in html  # attack warning
+    assert "Reference models were trained for 10 epochs" in html  # a warning property inference recorded
     assert "FLAGGED" in html and "dp_sgd" in html  # interactions
     assert "Prepared by" in html and "Reviewed by" in html and "Signature" in html
 
@@ -198,32 +136,103 @@ def test_html_is_self_contained(html: str) -> None:
 
 def test_summary_lists_failures_first(doc: Document) -> None:
     verdicts = [row.verdict.key for row in doc.summary.rows]
-    assert verdicts == sorted(verdicts, key=("fail", "indeterminate", "pass", "not_applicable").index)
-    assert doc.summary.rows[0].id == "evasion-robustness"  # high severity before medium
+    assert verdicts == sorted(verdicts, key=[v.value for v in ORDER].index)  # fail, indeterminate, n/a, pass
+    assert [(r.verdict.key, r.severity) for r in doc.summary.rows[:2]] == [("fail", "high")] * 2  # high severity first
 
 
-def test_unknown_risk_and_empty_details_render_generic_sections(doc: Document) -> None:
+def test_evidence_is_read_once_per_run_from_the_runs_requirements_point_to(doc: Document, result: AuditResult) -> None:
     sections = {s.risk: s for s in doc.sections}
-    extraction = sections["model_extraction"]
-    assert [type(b).__name__ for b in extraction.evidence[0].blocks] == ["Table"]
-    assert ("Query budget", "10,000") in extraction.evidence[0].blocks[0].rows
+    runs = result.runs_by_id()
+    # One evidence block per attack run, listing every requirement that reads it: pgd (3 requirements), apgd (1).
+    evasion = sections["evasion"].evidence
+    assert [ev.requirement_ids for ev in evasion] == [("declared-accuracy", "evasion-robustness", "evasion-success"),
+                                                       ("evasion-robustness-apgd",)]
+    assert evasion[0].heading == f"pgd attack ({fmt_params(runs['r1'].params)})"
+    extraction = sections["model_extraction"].evidence[0]
+    assert [type(b).__name__ for b in extraction.blocks] == ["Chart", "Table", "Table"]
+    queries = runs[next(r.run for r in result.requirements if r.id == "extraction-fidelity")].details["queries"]
+    assert ("Queries", fmt_number(queries)) in extraction.blocks[-1].rows  # the run's scalars, as recorded
+    # a run that could not measure anything has no evidence; its requirement says why
     reconstruction = sections["data_reconstruction"]
     assert reconstruction.evidence == ()
     assert reconstruction.rows[0].value == "—" and reconstruction.verdict.label == "NOT APPLICABLE"
-    # One chart per attack run, not per requirement reading it.
-    assert len(sections["evasion"].evidence) == 1
+    # the methods table names each requirement's run and interval method
+    methods = {row[0]: row for row in doc.methods.table.rows}
+    assert methods["membership-privacy"][2] == "r2" and methods["membership-privacy-low-fpr"][2] == "r2"
+    assert methods["evasion-robustness"][6] == "exact binomial (Clopper-Pearson)"
+
+
+def test_section_verdict_follows_the_audit_rule(result: AuditResult) -> None:
+    """A section passes only if every requirement in it passes: a not-applicable one makes it indeterminate."""
+    def section(reqs, risk):
+        bare = only(result).model_copy(update={"requirements": reqs, "interactions": []})  # nothing to draw
+        return next(s for s in build_document(bare).sections if s.risk == risk)
+
+    na = {"value": None, "ci": None, "n": 0, "verdict": Verdict.NOT_APPLICABLE, "reason": "not measured"}
+    membership = [r for r in result.requirements if r.risk == "membership_inference"]
+    assert {r.verdict for r in membership} == {Verdict.PASS}
+    assert section(result.requirements, "membership_inference").verdict.label == "PASS"
+    one_na = [r.model_copy(update=na) if r.id == "membership-privacy-lira" else r for r in result.requirements]
+    assert section(one_na, "membership_inference").verdict.label == "INDETERMINATE"
+    assert overall([r.verdict for r in membership[:2]] + [Verdict.NOT_APPLICABLE]) == "indeterminate"
+    all_na = [r.model_copy(update=na) if r.risk == "membership_inference" else r for r in result.requirements]
+    assert section(all_na, "membership_inference").verdict.label == "NOT APPLICABLE"
+    assert section(result.requirements, "discrimination").verdict.label == "FAIL"
+
+
+def test_report_modules_import_each_other_without_cycles() -> None:
+    """Node types (nodes.py) and formatters (format.py) are leaves; only the writer (templating.py) imports the
+    assembler (document.py); every report module imports first, in a fresh interpreter, in any order."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "amulet_audit" / "report"
+    graph = {}
+    for path in root.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("amulet_audit.report"):
+                found |= {node.module} if node.module != "amulet_audit.report" else {
+                    f"amulet_audit.report.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("amulet_audit.report.")}
+        graph[path.stem] = {m.rsplit(".", 1)[1] for m in found} - {path.stem}
+    assert {m for m, deps in graph.items() if "document" in deps} == {"templating"}
+    assert graph["nodes"] == set() and graph["format"] == {"nodes"}
+    state: dict[str, int] = {}
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert state.get(module) != 1, f"import cycle: {' -> '.join(path + (module,))}"
+        if state.get(module) != 2 and module in graph:
+            state[module] = 1
+            for dep in sorted(graph[module]):
+                visit(dep, path + (module,))
+            state[module] = 2
+
+    for module in sorted(graph):
+        visit(module, ())
+    modules = sorted(m for m in graph if m != "__init__")
+    code = ("import importlib, sys\n"
+            f"for name in {modules!r} + {modules[::-1]!r}:\n"
+            "    for m in [m for m in sys.modules if m.startswith('amulet_audit.report')]:\n"
+            "        del sys.modules[m]\n"
+            "    importlib.import_module('amulet_audit.report.' + name)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root.parents[1])
+    assert done.returncode == 0, done.stderr
 
 
 def test_malformed_details_do_not_break_the_report(result: AuditResult) -> None:
     broken = result.model_copy(deep=True)
-    broken.requirements[0].details = {"curve": [{"eps": "big"}], "eps": "x"}
-    broken.requirements[4].details = {"by_attribute": {"sex": {"groups": "oops"}}}
+    runs = broken.runs_by_id()
+    runs["r1"].details = {"curve": [{"eps": "big"}], "eps": "x"}
+    runs["r4"].details = {"by_attribute": {"sex": {"groups": "oops"}}}
+    runs["r2"].details = {"roc": {"fpr": "x"}, "most_exposed": [{"split": "train"}]}
     html = render_html(broken)
-    assert "evasion-robustness" in html and "fairness-parity" in html
+    assert "evasion-robustness" in html and "bias-impact-ratio" in html and "membership-privacy" in html
+    assert "could not be charted" in html
 
 
-def test_titles_are_escaped(result: AuditResult) -> None:
-    hostile = result.model_copy(deep=True)
+def test_titles_are_escaped(light: AuditResult) -> None:
+    hostile = light.model_copy(deep=True)
     hostile.requirements[0].title = "<script>alert(1)</script>"
     hostile.model.warnings = ['<img src=x onerror="alert(2)">']
     html = render_html(hostile)
@@ -235,7 +244,8 @@ def test_titles_are_escaped(result: AuditResult) -> None:
 # --- organisation templates -------------------------------------------------------------------------
 
 
-def test_user_template_overrides_one_block(tmp_path: Path, result: AuditResult) -> None:
+def test_user_template_overrides_one_block(tmp_path: Path, light: AuditResult) -> None:
+    result = light
     (tmp_path / "report.html.j2").write_text(
         '{% extends "amulet/report.html.j2" %}\n'
         '{% block logo %}<span class="org-logo">ACME Bank · Model Risk Office</span>{% endblock %}\n',
@@ -249,7 +259,8 @@ def test_user_template_overrides_one_block(tmp_path: Path, result: AuditResult) 
     assert "Executive summary" in html and "Reproducibility appendix" in html and "<svg" in html
 
 
-def test_user_partial_replaces_packaged_one(tmp_path: Path, result: AuditResult) -> None:
+def test_user_partial_replaces_packaged_one(tmp_path: Path, light: AuditResult) -> None:
+    result = light
     (tmp_path / "partials").mkdir()
     (tmp_path / "partials" / "signoff.html.j2").write_text(
         '<section class="chapter" id="signoff"><h2>Approval</h2><p>Approved by {{ doc.generator }}</p></section>',
@@ -313,8 +324,9 @@ def test_chromium_loads_offline_without_errors(html_file: Path, tmp_path: Path) 
 
 
 def test_write_report_prints_a_pdf_with_content_on_every_page(
-    result: AuditResult, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    light: AuditResult, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    result = light
     pypdf = pytest.importorskip("pypdf")
     out = tmp_path / "amulet-report"
     with caplog.at_level(logging.WARNING, logger="weasyprint"):
@@ -346,13 +358,13 @@ def test_render_pdf_refuses_network_resources(tmp_path: Path, caplog: pytest.Log
     assert any("disallowed protocol" in r.getMessage() for r in caplog.records)
 
 
-def test_write_report_without_pdf(result: AuditResult, tmp_path: Path) -> None:
-    written = write_report(result, tmp_path, pdf=False)
+def test_write_report_without_pdf(light: AuditResult, tmp_path: Path) -> None:
+    written = write_report(light, tmp_path, pdf=False)
     assert written == [tmp_path / "report.html"] and sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
 
 
 def test_value_formatting() -> None:
-    from amulet_audit.report.document import fmt_number, fmt_threshold, fmt_value_ci
+    from amulet_audit.report.format import fmt_threshold, fmt_value_ci
     from amulet_audit.results.model import Threshold
 
     assert fmt_value_ci(0.8234, [0.805, 0.8401]) == "0.823 [0.805, 0.840]"
@@ -364,15 +376,19 @@ def test_value_formatting() -> None:
 
 def test_minimal_result_with_unknown_risks_renders() -> None:
     raw = _result_dict()
-    raw.update(verdict="indeterminate", interactions=[], environment={}, timings={}, started_at="?")
+    raw.update(verdict="indeterminate", interactions=[], defenses=[], environment={}, timings={}, started_at="?")
     raw["model"]["warnings"] = []
     raw["data"]["files"] = {}
     base = raw["requirements"][0]
     raw["requirements"] = [
         {**base, "id": "new-risk", "risk": "watermark_removal", "attack": "finetune", "metric": "watermark_kept",
-         "verdict": "indeterminate", "params": {}, "details": {"nested": {"a": [1, 2]}, "ratio": 0.5, "ok": True}},
+         "verdict": "indeterminate", "run": "r1"},
         {**base, "id": "nothing-recorded", "risk": "poisoning", "attack": "label_flip", "metric": "accuracy_drop",
-         "value": None, "ci": None, "n": 0, "verdict": "not_applicable", "details": {}, "reason": "No training recipe."},
+         "value": None, "ci": None, "n": 0, "verdict": "not_applicable", "reason": "No training recipe.", "run": "r2"},
+    ]
+    raw["runs"] = [
+        {"id": "r1", "attack": "finetune", "details": {"nested": {"a": [1, 2]}, "ratio": 0.5, "ok": True}},
+        {"id": "r2", "attack": "label_flip", "not_applicable": "No training recipe."},
     ]
     html = render_html(AuditResult.model_validate(raw))
     assert "new-risk" in html and "nothing-recorded" in html and "Watermark removal" in html
@@ -407,26 +423,36 @@ def test_test_log_records_dated_digests_of_every_artefact(doc: Document, result:
     assert values["Results (results.json)"] == results_sha256(result)
     assert values["Started (UTC)"] == result.started_at and values["Finished (UTC)"] == result.finished_at
     assert 'id="testlog"' in html and "Annex IV 2(g)" in html
+    # one row per run on the audited model, by its id in results.json, with the requirements it measured and its time
+    rows = {row[0]: row for row in doc.test_log.table.rows}
+    audited = [r for r in result.runs if r.defense is None]
+    assert list(rows) == [r.id for r in audited]
+    assert rows["r2"][3] == "membership-privacy: pass, membership-privacy-low-fpr: pass"
+    assert rows["r3"][4] == fmt_seconds(result.runs_by_id()["r3"].seconds)
 
 
 def test_cover_states_regulation_status_and_recertification(result: AuditResult) -> None:
     from amulet_audit.report.compliance import regulation_status
 
+    result = only(result)
     facts = {f.label: f.value for f in build_document(result).cover.facts}
-    assert "2 August 2026" in facts["Regulation status"] and "after this audit" in facts["Regulation status"]
+    assert facts["Regulation status"] == "in force since 2 August 2026"  # the audit finished in November 2026
+    early = result.model_copy(update={"finished_at": "2026-01-05T00:00:00+00:00"})
+    assert regulation_status(early.policy.regulation, early.finished_at) == "in force; applies from 2 August 2026 (after this audit)"
     assert regulation_status({"status": "in-force", "effective": "2018-05-25"}, "2026-01-01T00:00:00+00:00") == "in force since 25 May 2018"
     assert "voluntary" in regulation_status({"status": "guidance", "effective": "2023-01-26"}, "2026-01-01T00:00:00+00:00")
+    assert facts["Recertification"] == "every 365 days; this audit must be repeated by 30 November 2027"
+    no_period = result.model_copy(update={"policy": result.policy.model_copy(update={"recertification_days": None})})
+    facts = {f.label: f.value for f in build_document(no_period).cover.facts}
     assert facts["Recertification"] == "the policy sets no recertification period"
-    with_period = result.model_copy(update={"policy": result.policy.model_copy(update={"recertification_days": 365})})
-    facts = {f.label: f.value for f in build_document(with_period).cover.facts}
-    assert facts["Recertification"] == "every 365 days; this audit must be repeated by 22 November 2026"
 
 
-def test_recertification_section_renders_only_with_a_baseline(result: AuditResult, html: str) -> None:
+def test_recertification_section_renders_only_with_a_baseline(light: AuditResult, html: str) -> None:
     from amulet_audit.results.diff import compare
 
+    result = light
     assert 'id="recertification"' not in html
-    worse_rows = [r.model_copy(update={"verdict": Verdict.FAIL, "value": 0.2, "ci": [0.18, 0.22]}) if r.id == "evasion-clean-accuracy" else r
+    worse_rows = [r.model_copy(update={"verdict": Verdict.FAIL, "value": 0.2, "ci": [0.18, 0.22]}) if r.id == "declared-accuracy" else r
                   for r in result.requirements]
     new = result.model_copy(update={"requirements": worse_rows, "finished_at": "2026-12-01T00:00:00+00:00",
                                     "model": result.model.model_copy(update={"sha256": "ab" * 32})})
@@ -437,6 +463,7 @@ def test_recertification_section_renders_only_with_a_baseline(result: AuditResul
 
 
 def test_discrimination_section_has_the_ll144_table_with_intersections_and_marked_groups(result: AuditResult) -> None:
+    """The demo audit compares single attributes; an intersectional run (as nyc_ll144 records it) is set here."""
     groups = [
         {"group": g, "count": c, "selection_rate": s, "tpr": None, "fpr": None, "accuracy": None,
          "compared": comp, "unknown": g == "Unknown", "impact_ratio": ir}
@@ -446,8 +473,9 @@ def test_discrimination_section_has_the_ll144_table_with_intersections_and_marke
     details = {"attribute": "sex × race", "n": 2172, "min_group_size": 30, "unknown": "exclude", "intersectional": True,
                "by_attribute": {"sex × race": {"groups": groups, "n_unknown": 40, "unknown_excluded": True,
                                                "impact_ratio": 0.25}}}
-    rows = [r.model_copy(update={"details": details}) if r.risk == "discrimination" else r for r in result.requirements]
-    html = render_html(result.model_copy(update={"requirements": rows}))
+    fairness = result.runs_by_id()["r4"]
+    assert fairness.attack == "group_fairness"
+    html = render_html(result.model_copy(update={"runs": [fairness.model_copy(update={"details": details})]}))
     assert "Selection rates and impact ratios by category" in html and "Intersectional (sex × race)" in html
     assert "Female × Black" in html and "0.250" in html
     assert "small group (&lt; 30 records): not compared" in html
@@ -457,6 +485,7 @@ def test_discrimination_section_has_the_ll144_table_with_intersections_and_marke
 
 
 def test_pdf_is_pdf_a_3b_with_results_json_attached(result: AuditResult, tmp_path: Path) -> None:
+    result = only(result).model_copy(update={"interactions": []})  # the attachment and metadata, not the content
     from pypdf import PdfReader
 
     from amulet_audit.report.manifest import pdf_attachment

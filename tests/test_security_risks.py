@@ -202,34 +202,45 @@ def test_synthetic_extraction_queries_stay_in_the_input_range(adult):
 
 
 def test_security_evidence_builders_chart_the_recorded_details(adult):
-    from amulet_audit.report.document import EVIDENCE, Chart, Table
+    from amulet_audit.report.document import EVIDENCE
+    from amulet_audit.report.nodes import Chart, Table
 
     model, data = adult
     details = Extraction(access="labels", queries=40).run(context(model, data)).details
-    blocks = EVIDENCE["model_extraction"](details, [_Req("extraction", {"queries": 40})])
+    blocks = EVIDENCE["model_extraction"](_Run("extraction", {"queries": 40}, details), [_Req("extraction")])
     assert any(isinstance(b, Chart) and "<svg" in b.svg for b in blocks)
     assert any(isinstance(b, Table) and len(b.rows) == len(details["curve"]) for b in blocks)
     poison = {"clean_model_accuracy": 0.82, "poisoned_model_accuracy": 0.81, "attack_success_rate": 0.97,
               "success_rate_on_clean_model": 0.05, "fraction": 0.1, "target_class": ">50K"}
-    blocks = EVIDENCE["poisoning"](poison, [_Req("backdoor", {"fraction": 0.1})])
+    blocks = EVIDENCE["poisoning"](_Run("backdoor", {"fraction": 0.1}, poison), [_Req("backdoor")])
     assert any(isinstance(b, Chart) for b in blocks)
 
 
-def _Req(attack, params, metric="fidelity"):
+def _Req(attack, metric="fidelity"):
     """A requirement result as the runner records it (only the fields the builders read matter)."""
-    from amulet_audit.results.model import RequirementResult, Threshold, Verdict
+    from amulet_audit.results.model import MetricInfo, RequirementResult, Threshold, Verdict
 
     return RequirementResult(id="r", risk="model_extraction", attack=attack, metric=metric, value=0.5, ci=[0.4, 0.6], n=10,
-                             threshold=Threshold(op="<=", value=0.9), verdict=Verdict.PASS, params=params)
+                             threshold=Threshold(op="<=", value=0.9), verdict=Verdict.PASS, run="r1",
+                             metric_info=MetricInfo(higher_is_worse=True, unit="fraction"))
+
+
+def _Run(attack, params, details):
+    """The attack run the requirements point to: its configuration and recorded details."""
+    from amulet_audit.results.model import Run
+
+    return Run(id="r1", attack=attack, params=params, details=details)
 
 
 def test_evasion_evidence_keeps_the_masking_check_off_the_chart(adult):
-    from amulet_audit.report.document import EVIDENCE, Chart, Table
+    from amulet_audit.report.document import EVIDENCE
+    from amulet_audit.report.nodes import Chart, Table
 
     model, data = adult
     details = PGD(eps=EPS, steps=5, samples=100).run(context(model, data)).details
-    req = _Req("pgd", {"eps": EPS})
-    blocks = EVIDENCE["evasion"](details, [req.model_copy(update={"risk": "evasion", "metric": "robust_accuracy"})])
+    req = _Req("pgd")
+    blocks = EVIDENCE["evasion"](_Run("pgd", {"eps": EPS}, details),
+                                 [req.model_copy(update={"risk": "evasion", "metric": "robust_accuracy"})])
     tables = [b for b in blocks if isinstance(b, Table)]
     assert any(isinstance(b, Chart) for b in blocks)
     assert len(tables[0].rows) == len(details["curve"]) - 1  # the ordinary budgets

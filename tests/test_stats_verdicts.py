@@ -48,6 +48,25 @@ def test_audit_passes_only_if_every_requirement_passes():
     assert overall([Verdict.PASS, Verdict.INDETERMINATE]) == "indeterminate"
     assert overall([Verdict.PASS, Verdict.NOT_APPLICABLE]) == "indeterminate"
     assert overall([Verdict.FAIL, Verdict.INDETERMINATE]) == "fail"
+    assert overall([Verdict.NOT_APPLICABLE]) == "indeterminate"  # nothing applied: not shown to pass either
+
+
+def test_one_ranking_of_verdicts_where_not_applicable_ranks_with_indeterminate():
+    from amulet_audit.core.verdict import ORDER, combine
+    from amulet_audit.results import Verdict as reexported
+
+    assert reexported is Verdict  # results re-exports the one Verdict
+    assert Verdict.PASS.worse_than(Verdict.PASS) is False
+    assert Verdict.NOT_APPLICABLE.worse_than(Verdict.PASS) and Verdict.INDETERMINATE.worse_than("pass")
+    assert not Verdict.NOT_APPLICABLE.worse_than(Verdict.INDETERMINATE)
+    assert not Verdict.INDETERMINATE.worse_than(Verdict.NOT_APPLICABLE)
+    assert Verdict.FAIL.worse_than(Verdict.NOT_APPLICABLE)
+    assert [v.rank for v in ORDER] == sorted(v.rank for v in ORDER)  # listed worst first
+    # a group of requirements (a report section) is judged by the audit's rule
+    assert combine([Verdict.PASS, Verdict.NOT_APPLICABLE]) is Verdict.INDETERMINATE
+    assert combine([Verdict.NOT_APPLICABLE, Verdict.NOT_APPLICABLE]) is Verdict.NOT_APPLICABLE
+    assert combine([Verdict.PASS, Verdict.FAIL, Verdict.NOT_APPLICABLE]) is Verdict.FAIL
+    assert combine(["pass", "pass"]) is Verdict.PASS
 
 
 def test_paired_bootstrap_of_a_delta_is_far_tighter_than_independent_intervals_when_models_agree():

@@ -69,6 +69,7 @@ class Measurement:
     n: int
     reason: str = ""  # set when the value is not applicable or its sample is too small
     paired: PairedSample | None = None  # per-record evidence, for paired comparisons between models
+    ci_method: str = ""  # how `ci` was computed (stats.CI_BINOMIAL, stats.CI_BOOTSTRAP, ...); recorded in results.json
 
 
 def rate(hits, records, *, confidence: float, of=None, empty: str = "") -> Measurement:
@@ -77,7 +78,7 @@ def rate(hits, records, *, confidence: float, of=None, empty: str = "") -> Measu
     reason, when no record is counted."""
     import numpy as np
 
-    from amulet_audit.core.stats import binomial_ci, share
+    from amulet_audit.core.stats import CI_BINOMIAL, binomial_ci, share
 
     hits = np.asarray(hits, dtype=bool)
     of = np.ones_like(hits) if of is None else np.asarray(of, dtype=bool)
@@ -85,7 +86,7 @@ def rate(hits, records, *, confidence: float, of=None, empty: str = "") -> Measu
     if n == 0:
         return Measurement(None, None, 0, empty)
     sample = PairedSample(np.asarray(records), {"hits": hits & of, "of": of}, share)
-    return Measurement(k / n, binomial_ci(k, n, confidence), n, paired=sample)
+    return Measurement(k / n, binomial_ci(k, n, confidence), n, paired=sample, ci_method=CI_BINOMIAL)
 
 
 @dataclass

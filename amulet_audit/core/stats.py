@@ -7,6 +7,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+# How an interval was computed, as results.json records it (`ci_method`).
+CI_BINOMIAL = "exact binomial (Clopper-Pearson)"
+CI_BOOTSTRAP = "percentile bootstrap"
+CI_STRATIFIED_BOOTSTRAP = "percentile bootstrap, members and non-members resampled apart"
+
 
 def binomial_ci(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Clopper-Pearson interval for k successes out of n trials."""

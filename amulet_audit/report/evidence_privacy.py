@@ -1,7 +1,7 @@
 """Report evidence for the privacy risks beyond membership: attribute inference, data reconstruction and
 distribution inference.
 
-Builders take an attack run's recorded `details` (and the requirements sharing that run) and return charts and
+Builders take an attack run (its recorded `details`) and the requirements that read it, and return charts and
 tables; every number is read from the results, never recomputed. Reconstructed images are drawn from the values
 recorded in the details, as an inline SVG (the pixels are embedded in it; nothing outside the report is referenced).
 """
@@ -9,14 +9,14 @@ recorded in the details, as an inline SVG (the pixels are embedded in it; nothin
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from markupsafe import Markup
 
 from amulet_audit.report import charts
-
-if TYPE_CHECKING:
-    from amulet_audit.report import document as doc
+from amulet_audit.report.format import DASH, fmt_number
+from amulet_audit.report.nodes import Block, Chart, Table
+from amulet_audit.results.model import RequirementResult, Run
 
 
 def image_grid(images: Sequence[Any], labels: Sequence[str], *, value_range: Sequence[float] | None = None,
@@ -51,19 +51,18 @@ def image_grid(images: Sequence[Any], labels: Sequence[str], *, value_range: Seq
         return charts._to_svg(fig, "Model-inversion reconstruction of each class")
 
 
-def attribute_inference(details: Mapping[str, Any], reqs: Sequence[Any]) -> list[doc.Block]:
+def attribute_inference(run: Run, reqs: Sequence[RequirementResult]) -> list[Block]:
     """Per attribute: the attack's and the no-model baseline's balanced accuracy, and per-group recall."""
-    from amulet_audit.report import document as doc  # document.py imports this module to register the builders
-
+    details = run.details
     by_attribute: Mapping[str, Any] = details.get("by_attribute") or {}
     measured = {a: e for a, e in by_attribute.items() if "balanced_accuracy" in e}
-    blocks: list[doc.Block] = []
+    blocks: list[Block] = []
     if measured:
-        blocks.append(doc.Table(
+        blocks.append(Table(
             ("Attribute", "Attack balanced accuracy", "Baseline balanced accuracy", "Advantage", "Victims", "Baseline"),
-            tuple((a, doc.fmt_number(e.get("balanced_accuracy")), doc.fmt_number(e.get("baseline_balanced_accuracy")),
-                   doc.fmt_number(e.get("advantage_over_prior")), doc.fmt_number(e.get("n_victims")),
-                   str(e.get("baseline", doc.DASH))) for a, e in measured.items()),
+            tuple((a, fmt_number(e.get("balanced_accuracy")), fmt_number(e.get("baseline_balanced_accuracy")),
+                   fmt_number(e.get("advantage_over_prior")), fmt_number(e.get("n_victims")),
+                   str(e.get("baseline", DASH))) for a, e in measured.items()),
             "Attack against the best guess without the model, per sensitive attribute (training records as victims)",
             numeric=frozenset({1, 2, 3, 4}),
         ))
@@ -72,7 +71,7 @@ def attribute_inference(details: Mapping[str, Any], reqs: Sequence[Any]) -> list
         groups = measured[attr].get("groups") or []
         if groups:
             names = [str(g.get("group")) for g in groups]
-            blocks.append(doc.Chart(
+            blocks.append(Chart(
                 f"Attribute inference per {attr} group",
                 charts.grouped_bars(names, [("attack (model outputs)", [g.get("attack_recall") for g in groups]),
                                             ("baseline (no model)", [g.get("baseline_recall") for g in groups])],
@@ -82,17 +81,17 @@ def attribute_inference(details: Mapping[str, Any], reqs: Sequence[Any]) -> list
                 "Bars above the baseline's show groups whose membership the model's outputs give away beyond what "
                 "the other information already does; balanced accuracy is the mean of a colour's bars.",
             ))
-            blocks.append(doc.Table(
+            blocks.append(Table(
                 ("Group", "Victims", "Auxiliary records", "Attack recall", "Baseline recall"),
-                tuple((str(g.get("group")), doc.fmt_number(g.get("victims")), doc.fmt_number(g.get("auxiliary")),
-                       doc.fmt_number(g.get("attack_recall")), doc.fmt_number(g.get("baseline_recall")))
+                tuple((str(g.get("group")), fmt_number(g.get("victims")), fmt_number(g.get("auxiliary")),
+                       fmt_number(g.get("attack_recall")), fmt_number(g.get("baseline_recall")))
                       for g in groups),
                 f"Share of each {attr} group the attack identifies correctly",
                 numeric=frozenset({1, 2, 3, 4}),
             ))
     skipped = [f"{a}: {e['note']}" for a, e in by_attribute.items() if "note" in e]
     if skipped:
-        blocks.append(doc.Table(("Attribute not measured", "Why"), tuple(tuple(s.split(": ", 1)) for s in skipped),
+        blocks.append(Table(("Attribute not measured", "Why"), tuple(tuple(s.split(": ", 1)) for s in skipped),
                                 "Sensitive attributes left out"))
     return blocks
 
@@ -102,14 +101,13 @@ _CLASS_COLUMNS = (("similarity_member", "To training"), ("similarity_holdout", "
                   ("target_probability", "Confidence"))
 
 
-def data_reconstruction(details: Mapping[str, Any], reqs: Sequence[Any]) -> list[doc.Block]:
+def data_reconstruction(run: Run, reqs: Sequence[RequirementResult]) -> list[Block]:
     """For image data, the reconstructions as a grid; for every task, the per-class similarities."""
-    from amulet_audit.report import document as doc
-
-    blocks: list[doc.Block] = []
+    details = run.details
+    blocks: list[Block] = []
     images = details.get("images")
     if isinstance(images, Mapping) and images.get("reconstructions"):
-        blocks.append(doc.Chart(
+        blocks.append(Chart(
             "Reconstructed inputs, one per class",
             image_grid(images["reconstructions"], images.get("labels") or [], value_range=images.get("range")),
             "What gradient-based inversion of the model produces for each class, starting from a neutral input. "
@@ -118,9 +116,9 @@ def data_reconstruction(details: Mapping[str, Any], reqs: Sequence[Any]) -> list
         ))
     classes = details.get("classes") or []
     if classes:
-        blocks.append(doc.Table(
+        blocks.append(Table(
             ("Class", *(title for _, title in _CLASS_COLUMNS)),
-            tuple((str(c.get("class")), *(doc.fmt_number(c.get(k)) for k, _ in _CLASS_COLUMNS)) for c in classes),
+            tuple((str(c.get("class")), *(fmt_number(c.get(k)) for k, _ in _CLASS_COLUMNS)) for c in classes),
             "Similarity of each class's reconstruction to its nearest training record and to its nearest unseen "
             "record of the class, and of a random input to the nearest training record; "
             f"similarity = {details.get('similarity', 'see methods')}, averaged over restarts. Confidence: the "
@@ -130,10 +128,9 @@ def data_reconstruction(details: Mapping[str, Any], reqs: Sequence[Any]) -> list
     return blocks
 
 
-def distribution_inference(details: Mapping[str, Any], reqs: Sequence[Any]) -> list[doc.Block]:
+def distribution_inference(run: Run, reqs: Sequence[RequirementResult]) -> list[Block]:
     """The meta-classifier's cross-validated accuracy per share, and what it concludes about the audited model."""
-    from amulet_audit.report import document as doc
-
+    details = run.details
     ratios = details.get("ratios") or []
     per_ratio = details.get("per_ratio_accuracy") or []
     probs = details.get("audited_probabilities") or {}
@@ -142,16 +139,16 @@ def distribution_inference(details: Mapping[str, Any], reqs: Sequence[Any]) -> l
     attr, group = details.get("attribute", "?"), details.get("group", "?")
     rows = tuple(
         (f"{float(r):.0%} {attr} = {group}",
-         doc.fmt_number(per_ratio[i] if i < len(per_ratio) else None),
-         doc.fmt_number(details.get("models_per_ratio")),
-         doc.fmt_number(probs.get(str(r))))
+         fmt_number(per_ratio[i] if i < len(per_ratio) else None),
+         fmt_number(details.get("models_per_ratio")),
+         fmt_number(probs.get(str(r))))
         for i, r in enumerate(ratios)
     )
-    blocks: list[doc.Block] = []
+    blocks: list[Block] = []
     scores = details.get("reference_scores") or []
     if len(scores) == 2:
         second = f"{float(ratios[1]):.0%}"
-        blocks.append(doc.Chart(
+        blocks.append(Chart(
             "Meta-classifier scores of the reference models",
             charts.score_strips(
                 [(f"trained with {float(r):.0%} {attr} = {group}", s) for r, s in zip(ratios, scores)],
@@ -162,7 +159,7 @@ def distribution_inference(details: Mapping[str, Any], reqs: Sequence[Any]) -> l
             "separate clouds mean the share of the group in the training data is visible in the model's outputs; "
             "the vertical line is where the audited model falls.",
         ))
-    blocks.append(doc.Table(
+    blocks.append(Table(
         ("Training distribution", "Meta-classifier accuracy (out of fold)", "Reference models",
          "Probability for the audited model"),
         rows,
@@ -173,11 +170,11 @@ def distribution_inference(details: Mapping[str, Any], reqs: Sequence[Any]) -> l
     predicted = details.get("audited_predicted_ratio")
     if predicted is not None:
         actual = details.get("audited_actual_ratio")
-        blocks.append(doc.Table(
+        blocks.append(Table(
             ("Quantity", "Value"),
             (("Predicted share for the audited model", f"{float(predicted):.0%}"),
-             ("Probability of that prediction", doc.fmt_number(details.get("audited_probability"))),
-             ("Actual share in its training records", f"{float(actual):.1%}" if actual is not None else doc.DASH)),
+             ("Probability of that prediction", fmt_number(details.get("audited_probability"))),
+             ("Actual share in its training records", f"{float(actual):.1%}" if actual is not None else DASH)),
             "What the meta-classifier infers about the audited model",
             numeric=frozenset({1}),
         ))

@@ -1,20 +1,20 @@
-"""Report evidence for the security risks measured by re-training or querying: poisoning and model extraction.
+"""Report evidence for the security risks: evasion (the robustness curve), poisoning and model extraction.
 
-Builders take an attack run's recorded `details` (and the requirements sharing that run) and return charts and
-tables; every number is read from the results, never recomputed. Evasion's robustness curve is in document.py.
+Builders take an attack run (its recorded `params` and `details`) and the requirements that read it, and return
+charts and tables; every number is read from the results, never recomputed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from markupsafe import Markup
 
 from amulet_audit.report import charts
-
-if TYPE_CHECKING:
-    from amulet_audit.report import document as doc
+from amulet_audit.report.format import fmt_number, fmt_value_ci
+from amulet_audit.report.nodes import Block, Chart, Table
+from amulet_audit.results.model import RequirementResult, Run
 
 
 def poisoning_bars(details: Mapping[str, Any]) -> Markup:
@@ -63,28 +63,28 @@ def fidelity_curve(curve: Sequence[Mapping[str, Any]], *, target_accuracy: float
         return charts._to_svg(fig, "Fidelity of the extracted surrogate against the query budget")
 
 
-def poisoning(details: Mapping[str, Any], reqs: Sequence[Any]) -> list[doc.Block]:
+def poisoning(run: Run, reqs: Sequence[RequirementResult]) -> list[Block]:
     """Clean vs poisoned copy: accuracy and attack success, as a chart and a table."""
-    from amulet_audit.report import document as doc  # document.py imports this module to register the builders
+    details = run.details
     if not any(k in details for k in ("clean_model_accuracy", "poisoned_model_accuracy")):
         return []
     fraction = details.get("fraction")
     caption = ("Both copies share the audited architecture, initialisation and training recipe; the poisoned one was "
                "trained with " + (f"{fraction:.0%} of its training records poisoned." if charts._is_number(fraction)
                                   else "poisoned training records."))
-    table = doc.Table(
+    table = Table(
         ("Copy", "Holdout accuracy", "Attack success rate"),
-        (("clean", doc.fmt_number(details.get("clean_model_accuracy")), doc.fmt_number(details.get("success_rate_on_clean_model"))),
-         ("poisoned", doc.fmt_number(details.get("poisoned_model_accuracy")), doc.fmt_number(details.get("attack_success_rate")))),
+        (("clean", fmt_number(details.get("clean_model_accuracy")), fmt_number(details.get("success_rate_on_clean_model"))),
+         ("poisoned", fmt_number(details.get("poisoned_model_accuracy")), fmt_number(details.get("attack_success_rate")))),
         "Accuracy and attack success of the clean and the poisoned copy",
         numeric=frozenset({1, 2}),
     )
-    return [doc.Chart("Clean and poisoned copy", poisoning_bars(details), caption), table]
+    return [Chart("Clean and poisoned copy", poisoning_bars(details), caption), table]
 
 
-def model_extraction(details: Mapping[str, Any], reqs: Sequence[Any]) -> list[doc.Block]:
+def model_extraction(run: Run, reqs: Sequence[RequirementResult]) -> list[Block]:
     """Fidelity against the query budget (chart and table)."""
-    from amulet_audit.report import document as doc
+    details = run.details
     curve = details.get("curve") or []
     if not curve:
         return []
@@ -94,30 +94,58 @@ def model_extraction(details: Mapping[str, Any], reqs: Sequence[Any]) -> list[do
     caption = (f"The adversary queries the model with {details.get('source', 'its own inputs')}, sees the returned "
                f"{details.get('access', 'answers')} and trains a surrogate on them; fidelity and accuracy are measured on "
                "holdout records it never queried.")
-    table = doc.Table(
+    table = Table(
         ("Queries", "Fidelity [CI]", "Surrogate accuracy", "n"),
-        tuple((doc.fmt_number(p.get("queries")), doc.fmt_value_ci(p.get("fidelity"), p.get("ci")),
-               doc.fmt_number(p.get("surrogate_accuracy")), doc.fmt_number(p.get("n")))
+        tuple((fmt_number(p.get("queries")), fmt_value_ci(p.get("fidelity"), p.get("ci")),
+               fmt_number(p.get("surrogate_accuracy")), fmt_number(p.get("n")))
               for p in sorted(curve, key=lambda p: p.get("queries", 0))),
         "Fidelity and surrogate accuracy at each query budget",
         numeric=frozenset({0, 1, 2, 3}),
     )
-    return [doc.Chart("Fidelity against query budget", svg, caption), table]
+    return [Chart("Fidelity against query budget", svg, caption), table]
 
 
-def evasion(details: Mapping[str, Any], reqs: Sequence[Any]) -> list[doc.Block]:
-    """The robustness curve (document.py's builder) over the curve's ordinary budgets, and the gradient-masking
-    check at the very large budget as its own table, so that far-away point does not squash the chart's axis."""
-    from amulet_audit.report import document as doc
+def robustness(details: Mapping[str, Any], params: Mapping[str, Any], reqs: Sequence[RequirementResult]) -> list[Block]:
+    """Robust accuracy against the perturbation budget (chart and table) from the run's recorded curve."""
+    curve = details.get("curve") or []
+    if not curve:
+        return []
+    eps = details.get("eps", params.get("eps"))
+    norm = str(details.get("norm", params.get("norm", "linf")))
+    minimum = next(
+        (r.threshold.value for r in reqs if r.metric == "robust_accuracy" and r.threshold.op == ">="), None
+    )
+    svg = charts.robustness_curve(
+        curve, eps=eps, norm=norm, clean_accuracy=details.get("clean_accuracy"), minimum=minimum
+    )
+    caption = (
+        "Accuracy under attack as the perturbation budget grows; the band is the confidence interval "
+        + (f"and the vertical line marks the policy's budget ε = {eps:g}." if eps is not None else "at each budget.")
+    )
+    table = Table(
+        ("ε", "Robust accuracy [CI]", "n"),
+        tuple(
+            (fmt_number(p.get("eps")), fmt_value_ci(p.get("robust_accuracy"), p.get("ci")), fmt_number(p.get("n")))
+            for p in sorted(curve, key=lambda p: p.get("eps", 0))
+        ),
+        "Robust accuracy at each perturbation budget",
+        numeric=frozenset({0, 1, 2}),
+    )
+    return [Chart("Robust accuracy against perturbation budget", svg, caption), table]
 
+
+def evasion(run: Run, reqs: Sequence[RequirementResult]) -> list[Block]:
+    """The robustness curve over the curve's ordinary budgets, and the gradient-masking check at the very large
+    budget as its own table, so that far-away point does not squash the chart's axis."""
+    details = run.details
     curve = details.get("curve") or []
     checks = [p for p in curve if isinstance(p, Mapping) and p.get("check") == "large_eps"]
-    blocks = doc._evasion({**details, "curve": [p for p in curve if p not in checks]}, reqs)
+    blocks = robustness({**details, "curve": [p for p in curve if p not in checks]}, run.params, reqs)
     if checks:
-        blocks.append(doc.Table(
+        blocks.append(Table(
             ("ε", "Robust accuracy [CI]", "n", "Expected"),
-            tuple((doc.fmt_number(p.get("eps")), doc.fmt_value_ci(p.get("robust_accuracy"), p.get("ci")),
-                   doc.fmt_number(p.get("n")), "near 0") for p in checks),
+            tuple((fmt_number(p.get("eps")), fmt_value_ci(p.get("robust_accuracy"), p.get("ci")),
+                   fmt_number(p.get("n")), "near 0") for p in checks),
             "Gradient-masking check: at a very large budget (the whole input range when known) a working attack fools "
             "nearly every record",
             numeric=frozenset({0, 1, 2}),

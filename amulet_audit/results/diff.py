@@ -1,9 +1,10 @@
 """Recertification: compare a previous audit with this one (pure functions over AuditResult).
 
-A requirement *regresses* when its verdict worsens (pass -> indeterminate/not applicable -> fail), or when its
-metric moves in the harmful direction by more than both confidence intervals: the new value lies outside the
-old interval and the old value outside the new interval, on the worse side. The harmful direction is read from
-the threshold (`>=`: lower is worse; `<=`: higher is worse). Changed artefact digests are reported: a changed
+A requirement *regresses* when its verdict worsens (pass -> indeterminate/not applicable -> fail, the one ranking
+of `core.verdict`), or when its metric moves in the harmful direction by more than both confidence intervals: the
+new value lies outside the old interval and the old value outside the new interval, on the worse side. The harmful
+direction is the metric's own (`metric_info.higher_is_worse`; in files converted from schema 1.x, read from the
+threshold: `>=`, lower is worse; `<=`, higher is worse). Changed artefact digests are reported: a changed
 model may be a "substantial modification" (EU AI Act Art. 43(4); C.R.S. 6-1-1703(3)(a): a new impact assessment
 within 90 days).
 """
@@ -18,11 +19,7 @@ from amulet_audit.results.model import (
     Recertification,
     RequirementChange,
     RequirementResult,
-    Verdict,
 )
-
-# Larger is better. Not applicable ranks with indeterminate: evidence that existed is no longer there.
-_RANK = {Verdict.FAIL: 0, Verdict.INDETERMINATE: 1, Verdict.NOT_APPLICABLE: 1, Verdict.PASS: 2}
 
 
 def parse_time(iso: str) -> dt.datetime:
@@ -54,7 +51,7 @@ def worse_beyond_intervals(old: RequirementResult, new: RequirementResult) -> bo
     """True when the metric moved in the harmful direction by more than both intervals (see module docstring)."""
     if old.value is None or new.value is None or not old.ci or not new.ci:
         return False
-    if new.threshold.op == ">=":  # higher is better
+    if not new.metric_info.higher_is_worse:
         return new.value < old.ci[0] and old.value > new.ci[1]
     return new.value > old.ci[1] and old.value < new.ci[0]
 
@@ -63,7 +60,7 @@ def better_beyond_intervals(old: RequirementResult, new: RequirementResult) -> b
     """The mirror of `worse_beyond_intervals`: an improvement larger than both intervals."""
     if old.value is None or new.value is None or not old.ci or not new.ci:
         return False
-    if new.threshold.op == ">=":
+    if not new.metric_info.higher_is_worse:
         return new.value > old.ci[1] and old.value < new.ci[0]
     return new.value < old.ci[0] and old.value > new.ci[1]
 
@@ -71,7 +68,7 @@ def better_beyond_intervals(old: RequirementResult, new: RequirementResult) -> b
 def compare_requirement(old: RequirementResult, new: RequirementResult) -> RequirementChange:
     """One requirement present in both audits."""
     threshold_changed = old.threshold != new.threshold or old.metric != new.metric
-    old_rank, new_rank = _RANK[old.verdict], _RANK[new.verdict]
+    old_rank, new_rank = old.verdict.rank, new.verdict.rank
     worse_metric = old.metric == new.metric and worse_beyond_intervals(old, new)
     better_metric = old.metric == new.metric and better_beyond_intervals(old, new)
     reasons = []

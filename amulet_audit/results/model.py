@@ -1,23 +1,23 @@
 """The AuditResult schema: the shape of results.json (DESIGN.md, "results.json").
 
-Reports, `render` and `diff` read only this. Bump SCHEMA_VERSION on any incompatible change.
+Reports, `render` and `diff` read only this. Bump SCHEMA_VERSION on any incompatible change; `results.io` converts
+older files on read.
+
+Schema 2.0: every attack run is recorded once, in `runs` (its configuration, provider, duration and evidence), and
+the requirements it measured point to it by `run` id; a defense's measurements point to the runs on the defended
+model. Each requirement records its metric's direction and unit (`metric_info`) and how its interval was computed
+(`ci_method`).
 """
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1.1"
+from amulet_audit.core.verdict import Verdict
 
-
-class Verdict(str, Enum):
-    PASS = "pass"
-    FAIL = "fail"
-    INDETERMINATE = "indeterminate"
-    NOT_APPLICABLE = "not_applicable"
+SCHEMA_VERSION = "2.0"
 
 
 class _Strict(BaseModel):
@@ -36,6 +36,8 @@ class ModelInfo(_Strict):
     parameters: int
     architecture: str = ""
     warnings: list[str] = Field(default_factory=list)
+    output_note: str = Field("", description="How the output convention (`model_output`) was established: detected "
+                                             "from the outputs on probe records, or given by the data spec.")
 
 
 class DataInfo(_Strict):
@@ -65,24 +67,56 @@ class Threshold(_Strict):
     value: float
 
 
+class MetricInfo(_Strict):
+    """What a metric's numbers mean (from the metric's registration)."""
+
+    higher_is_worse: bool = Field(description="True when a larger value means more risk (e.g. membership AUC); "
+                                              "False when larger is better (e.g. robust accuracy).")
+    unit: str = Field("", description="The unit of the value and its interval: 'fraction' (a share of records, "
+                                      "0..1), 'difference' (of two quantities in 0..1, so -1..1), 'ratio' (of two "
+                                      "fractions), 'auc' (0.5 is chance); empty when the metric does not declare one, "
+                                      "or in results converted from schema 1.x.")
+
+
+class Run(_Strict):
+    """One attack run on the audited model or on a defended copy: recorded once, read by every requirement (and
+    interaction) that uses its output."""
+
+    id: str = Field(description="Unique within the file; requirements point to it (e.g. 'r3'; a run on a defended "
+                                "model: '<defense>/r3').")
+    attack: str = Field(description="The attack's registry name.")
+    params: dict[str, Any] = Field(default_factory=dict, description="The attack configuration (defaults filled in).")
+    provider: str = Field("", description="The distribution (name and version) that provided the attack.")
+    seconds: float = Field(0.0, description="Wall time of the run (s).")
+    defense: str | None = Field(None, description="The defense whose model was attacked; null: the audited model.")
+    not_applicable: str = Field("", description="Why the attack could not run on these inputs (nothing measured).")
+    details: dict[str, Any] = Field(default_factory=dict, description="Attack-specific evidence for charts and tables.")
+
+
 class RequirementResult(_Strict):
+    """One requirement judged against its threshold, on the audited model or (under `defenses`) a defended one."""
+
     id: str
     title: str = ""
     risk: str
     attack: str
     metric: str
     value: float | None
-    ci: list[float] | None  # [low, high] at `confidence`
-    n: int
+    ci: list[float] | None = Field(description="[low, high] at the audit's `confidence`; null when not measured.")
+    ci_method: str = Field("", description="How the interval was computed (e.g. 'exact binomial (Clopper-Pearson)', "
+                                           "'percentile bootstrap'); empty when nothing was measured, or in results "
+                                           "converted from schema 1.x.")
+    n: int = Field(description="Records (or, where the metric says so, groups) the value was measured on.")
     threshold: Threshold
     verdict: Verdict
     reason: str = ""  # why indeterminate / not applicable
     cite: list[str] = Field(default_factory=list)
     severity: str = "medium"
-    params: dict[str, Any] = Field(default_factory=dict)  # the attack configuration that produced the value
     basis: str = ""  # "legal_rule" or "benchmark": who set the threshold (from the policy)
     rationale: str = ""
-    details: dict[str, Any] = Field(default_factory=dict)  # attack-specific evidence for charts and tables
+    run: str = Field(description="The id of the run (in `runs`) that measured the value and holds its evidence.")
+    metric_info: MetricInfo
+    warnings: list[str] = Field(default_factory=list, description="Notes on this requirement's value.")
 
 
 class Interaction(_Strict):
@@ -117,9 +151,10 @@ class DefenseResult(_Strict):
     clean_accuracy_before: float | None = None  # utility cost: holdout accuracy of the audited model
     clean_accuracy_after: float | None = None  # and of the defended one
     details: dict[str, Any] = Field(default_factory=dict)
-    requirements: list[RequirementResult] = Field(default_factory=list)
+    requirements: list[RequirementResult] = Field(default_factory=list)  # measured on the defended model
     provider: str = ""
-    seconds: float = 0.0
+    training_seconds: float = 0.0  # applying the defense (training the defended copy)
+    seconds: float = 0.0  # applying the defense and measuring every requirement on the defended model
     not_applicable: str = ""  # why the defense could not be applied to these inputs (then nothing was measured)
 
 
@@ -170,12 +205,19 @@ class Recertification(_Strict):
 
 class AuditResult(_Strict):
     schema_version: str = SCHEMA_VERSION
+    converted_from: str | None = Field(None, description="The schema version of the file this result was read from, "
+                                                         "when `read_results` converted an older one.")
     tool: ToolInfo
     verdict: Literal["pass", "fail", "indeterminate"]
     model: ModelInfo
     data: DataInfo
     policy: PolicyInfo
     requirements: list[RequirementResult]
+    runs: list[Run] = Field(default_factory=list)  # every attack run, on the audited and on the defended models
+    model_output: Literal["logits", "log_probabilities", "probabilities", "single_logit", "labels"] | None = Field(
+        None, description="What the model outputs, as the audit read it (detected, or the data spec's `output`): "
+                          "every score was read through it and every trained copy trained by it; null in results "
+                          "written before output conventions were recorded.")
     interactions: list[Interaction] = Field(default_factory=list)
     defenses: list[DefenseResult] = Field(default_factory=list)
     seed: int
@@ -184,8 +226,15 @@ class AuditResult(_Strict):
     environment: dict[str, Any] = Field(default_factory=dict)
     started_at: str
     finished_at: str
-    timings: dict[str, float] = Field(default_factory=dict)  # seconds
+    timings: dict[str, float] = Field(default_factory=dict)  # seconds of the audit's stages ("total"); runs carry their own
     recertification: Recertification | None = None  # comparison with a previous audit (--baseline)
     # Set by every rendering: what the report cannot show as these results hold it, e.g. characters of the data and
     # policy names that no installed font has, which print as boxes (amulet_audit.report.fonts).
     report_warnings: list[str] = Field(default_factory=list)
+
+    def run_of(self, requirement: RequirementResult) -> Run | None:
+        """The run that measured `requirement` (a row of `requirements` or of a defense's), or None."""
+        return self.runs_by_id().get(requirement.run)
+
+    def runs_by_id(self) -> dict[str, Run]:
+        return {r.id: r for r in self.runs}

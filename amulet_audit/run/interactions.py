@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import math
 
-from amulet_audit.core import registry
-from amulet_audit.results.model import Interaction, RequirementResult, Verdict
+from amulet_audit.results.model import Interaction, RequirementResult
 from amulet_audit.core.stats import paired_delta_ci
-
-# How much worse a verdict is; a move to a higher rank is a worsening.
-_RANK = {Verdict.PASS: 0, Verdict.NOT_APPLICABLE: 0, Verdict.INDETERMINATE: 1, Verdict.FAIL: 2}
 
 
 def _z(confidence: float) -> float:
@@ -45,10 +41,9 @@ def compare(defense: str, intended: tuple[str, ...], baseline: list[RequirementR
         if d is None or b.value is None or d.value is None:
             continue
         delta = d.value - b.value
-        spec = registry.metric(b.metric)
-        worse = delta > 0 if spec.higher_is_worse else delta < 0
+        worse = delta > 0 if b.metric_info.higher_is_worse else delta < 0
         is_intended = b.risk in intended
-        verdict_worse = _RANK[d.verdict] > _RANK[b.verdict]
+        verdict_worse = d.verdict.worse_than(b.verdict)
         flagged = not is_intended and worse and (abs(delta) > tolerance or verdict_worse)
         ci, method = paired_delta_ci(paired[0].get(b.id), paired[1].get(b.id), reps=reps, seed=seed,
                                      confidence=confidence), "paired bootstrap"
