@@ -69,9 +69,12 @@ def _figure(size: tuple[float, float] = _SIZE) -> Iterator[tuple[Figure, Axes]]:
 
 def _to_svg(fig: Figure, label: str) -> Markup:
     """Serialise `fig` to an `<svg>` element for inline HTML, labelled for screen readers."""
-    _set_fonts(fig)
+    import matplotlib
+
+    families = _set_fonts(fig)
     buf = io.StringIO()
-    with warnings.catch_warnings():
+    # Texts made while drawing take their fonts from rcParams.
+    with warnings.catch_warnings(), matplotlib.rc_context({"font.family": families}):
         # A character no installed font has is named once, in the results' report warnings (report/fonts.py).
         warnings.filterwarnings("ignore", message=r"Glyph .* missing from (current )?font", category=UserWarning)
         fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
@@ -96,9 +99,9 @@ def _to_svg(fig: Figure, label: str) -> Markup:
 _REGISTERED: set[str] = set()
 
 
-def _set_fonts(fig: Figure) -> None:
-    """Every text of `fig` in the report's fonts followed by installed fonts that have its other characters."""
-    import matplotlib
+def _set_fonts(fig: Figure) -> list[str]:
+    """Every text of `fig` in the report's fonts followed by installed fonts that have its other characters;
+    returns those font families."""
     from matplotlib import font_manager
     from matplotlib.text import Text
 
@@ -122,9 +125,9 @@ def _set_fonts(fig: Figure) -> None:
         if font.family in known and font.family not in families:
             families.append(font.family)
     families = families or ["DejaVu Sans"]
-    matplotlib.rcParams["font.family"] = families  # inside _figure's rc_context: texts made while drawing
     for text in texts:
         text.set_fontfamily(families)
+    return families
 
 
 def _width(text: str) -> int:
