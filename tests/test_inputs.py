@@ -50,7 +50,7 @@ def test_parquet_and_npz_sources(folder):
     img = np.clip(np.random.default_rng(0).random((len(df), 1, 2, 3)), 0, 1).astype(np.float32)
     np.savez(folder / "d.npz", X=img, y=(df["label"] == "yes").astype(int).to_numpy(), split=df["split"].to_numpy().astype(str))
     data = load_data(_spec(folder, source={"format": "npz", "path": "d.npz"}, features={"array": "X"}, target="y",
-                           positive_label=1, sensitive=[], input_shape=[1, 2, 3], input_range=[0.0, 1.0]))
+                           classes=None, positive_label=1, sensitive=[], input_shape=[1, 2, 3], input_range=[0.0, 1.0]))
     assert data.x_holdout.shape == (1500, 1, 2, 3) and data.classes == ["0", "1"] and data.input_range == (0.0, 1.0)
 
 

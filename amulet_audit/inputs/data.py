@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from amulet_audit.core.digest import sha256_file
 from amulet_audit.core.errors import InputError
 from amulet_audit.core.yamlio import describe_validation_error, load_yaml
+from amulet_audit.inputs.csvfile import decimal_comma_hint, header_hint, read_csv
 
 
 class _Strict(BaseModel):
@@ -22,6 +24,47 @@ class _Strict(BaseModel):
 class Source(_Strict):
     format: Literal["csv", "parquet", "npz"]
     path: str
+    # csv only: as spreadsheet programs write it. Each is inferred from the file when not given (see csvfile.py).
+    sep: str | None = None  # field separator: ",", ";", "\t" (or tab), "|"
+    decimal: Literal[".", ","] | None = None  # decimal mark; "," is detected in ';'- and tab-separated files
+    thousands: str | None = None  # thousands separator, e.g. "." in "1.234,5"; never inferred
+    encoding: str | None = None  # e.g. utf-8 (a BOM is removed), cp1252, latin-1; default UTF-8, else cp1252
+    quotechar: str | None = None  # default '"'
+
+    @field_validator("sep")
+    @classmethod
+    def _sep(cls, v):
+        if v is not None and (v == "" or "\n" in v or "\r" in v):
+            raise ValueError('sep must be the field separator, e.g. ",", ";" or "\\t"')
+        return v
+
+    @field_validator("quotechar", "thousands")
+    @classmethod
+    def _one_char(cls, v):
+        if v is not None and len(v) != 1:
+            raise ValueError("must be a single character")
+        return v
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, v):
+        import codecs
+
+        if v is not None:
+            try:
+                codecs.lookup(v)
+            except LookupError:
+                raise ValueError(f"unknown encoding '{v}'; e.g. utf-8, cp1252, latin-1") from None
+        return v
+
+    @model_validator(mode="after")
+    def _csv_options(self) -> "Source":
+        given = [k for k in ("sep", "decimal", "thousands", "encoding", "quotechar") if getattr(self, k) is not None]
+        if given and self.format != "csv":
+            raise ValueError(f"{', '.join(given)} apply to csv sources only")
+        if self.decimal is not None and self.decimal in (self.thousands, self.sep):
+            raise ValueError("decimal must differ from sep and thousands")
+        return self
 
 
 class Split(_Strict):
@@ -59,17 +102,38 @@ class DataSpec(_Strict):
     split: Split = Field(default_factory=Split)
     features: list[str] | FeatureSelection
     target: str
+    # The class order: output index i of the model is classes[i]. Required for text labels (only the model's
+    # training code knows their order); numeric labels 0..k-1 are their own indices.
+    classes: list[str | int | float | bool] | None = None
     positive_label: Any = None
+    # The audit stops when the model's accuracy on its own training records is below the majority-class rate (the
+    # class order is then likely inverted); true says such a low training accuracy is expected (e.g. class weights).
+    expect_low_training_accuracy: bool = False
     sensitive: list[str] = Field(default_factory=list)
     input_shape: list[int] | None = None
     input_range: tuple[float, float] | None = None
     training: TrainingRecipe = Field(default_factory=TrainingRecipe)
+    # what the model outputs (amulet_audit.ops.scores); None: detected from its outputs on probe records
+    output: Literal["logits", "log_probabilities", "probabilities", "single_logit", "labels"] | None = None
 
     @field_validator("input_range")
     @classmethod
     def _range(cls, v):
         if v is not None and not v[0] < v[1]:
             raise ValueError("input_range must be [low, high] with low < high")
+        return v
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, v):
+        if v is None:
+            return v
+        names = [label_string(c) for c in v]
+        if len(names) < 2:
+            raise ValueError("classes must list two or more labels, in the order of the model's outputs")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"classes lists {', '.join(repr(d) for d in dupes)} more than once")
         return v
 
     @field_validator("input_shape")
@@ -96,6 +160,7 @@ class AuditData:
     y_holdout: np.ndarray
     sensitive_train: dict[str, np.ndarray] = field(default_factory=dict)  # column -> group labels (str)
     sensitive_holdout: dict[str, np.ndarray] = field(default_factory=dict)
+    reading: str = ""  # how the data file was read (CSV: separator, decimal mark, encoding), for `validate`
 
     @property
     def n_classes(self) -> int:
@@ -106,15 +171,13 @@ class AuditData:
         """Class index of the favourable outcome, or None when the spec names none."""
         if self.spec.positive_label is None:
             return None
-        return self.classes.index(str(self.spec.positive_label))
+        return self.classes.index(label_string(self.spec.positive_label))
 
     @property
     def input_range(self) -> tuple[float, float] | None:
         return tuple(self.spec.input_range) if self.spec.input_range is not None else None
 
     @property
-    # what the model outputs (amulet_audit.ops.scores); None: detected from its outputs on probe records
-    output: Literal["logits", "log_probabilities", "probabilities", "single_logit", "labels"] | None = None
     def n_features(self) -> int:
         return int(np.prod(self.x_train.shape[1:]))
 
@@ -146,12 +209,13 @@ def load_data(path: str | Path) -> AuditData:
     src = (path.parent / spec.source.path).resolve()
     if not src.is_file():
         raise InputError(f"{path}: key 'source.path': data file {src} not found; paths are relative to the data spec.")
-    columns = _read_columns(src, spec, path)
+    columns, reading = _read_columns(src, spec, path)
 
     def col(name: str, key: str) -> np.ndarray:
         if name not in columns:
-            known = ", ".join(sorted(columns)[:30])
-            raise InputError(f"{path}: key '{key}': column '{name}' is not in {src.name} (columns: {known}).")
+            known = ", ".join(sorted(map(str, columns))[:30])
+            hint = header_hint(list(columns)) if spec.source.format == "csv" else ""
+            raise InputError(f"{path}: key '{key}': column '{name}' is not in {src.name} (columns: {known}){hint}.")
         return columns[name]
 
     split = col(spec.split.column, "split.column")
@@ -166,18 +230,19 @@ def load_data(path: str | Path) -> AuditData:
             )
 
     y_raw = np.asarray(col(spec.target, "target"))
-    if y_raw.dtype.kind == "f" and np.isnan(y_raw).any() or (y_raw.dtype == object and any(v is None for v in y_raw)):
-        raise InputError(f"{path}: key 'target': column '{spec.target}' has missing labels; drop those records.")
+    if _has_missing(y_raw):
+        raise InputError(f"{path}: key 'target': column '{spec.target}' of {src.name} has missing labels; drop those records.")
     y_str = _label_strings(y_raw)
-    classes = _sorted_labels(y_raw, y_str)
-    if len(classes) < 2:
-        raise InputError(f"{path}: key 'target': column '{spec.target}' has a single label value ({classes[0]}); a classifier needs two or more.")
+    _check_labels_across_splits(path, spec, src.name, y_str, train_mask, hold_mask)
+    if len(set(y_str.tolist())) < 2:
+        raise InputError(f"{path}: key 'target': column '{spec.target}' has a single label value ({y_str[0]}); a classifier needs two or more.")
+    classes = _class_order(path, spec, src.name, y_raw, y_str)
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[v] for v in y_str], dtype=np.int64)
-    if spec.positive_label is not None and str(spec.positive_label) not in index:
+    if spec.positive_label is not None and label_string(spec.positive_label) not in index:
         raise InputError(
             f"{path}: key 'positive_label': '{spec.positive_label}' is not a value of '{spec.target}' "
-            f"(values: {', '.join(classes[:10])}); name the favourable outcome exactly."
+            f"(classes: {', '.join(classes[:10])}); name the favourable outcome exactly as one of the classes."
         )
 
     if isinstance(spec.features, FeatureSelection) and spec.features.array is not None:
@@ -198,9 +263,10 @@ def load_data(path: str | Path) -> AuditData:
         for name in feature_names:
             v = np.asarray(col(name, "features"))
             if not (np.issubdtype(v.dtype, np.number) or v.dtype == bool):
+                hint = decimal_comma_hint(v) if spec.source.format == "csv" else ""
                 raise InputError(
-                    f"{path}: key 'features': column '{name}' is not numeric (e.g. '{v[0]}'); "
-                    "encode it (one-hot or ordinal) before auditing, or exclude it."
+                    f"{path}: key 'features': column '{name}' is not numeric in {src.name} (e.g. '{_first_text(v)}'){hint or ''}; "
+                    + ("" if hint else "encode it (one-hot or ordinal) before auditing, or exclude it.")
                 )
             cols.append(v.astype(np.float64))
         x = np.stack(cols, axis=1)
@@ -252,38 +318,169 @@ def load_data(path: str | Path) -> AuditData:
         y_holdout=y[hold_mask],
         sensitive_train=sens_train,
         sensitive_holdout=sens_hold,
+        reading=reading,
     )
+
+
+def label_string(value: Any) -> str:
+    """A label as the audit names it: integral floats as integers (1.0 -> "1"), everything else as str()."""
+    if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, np.generic):
+        value = value.item()
+    return str(value)
 
 
 def _label_strings(y: np.ndarray) -> np.ndarray:
     if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
         y = y.astype(np.int64)
-    return np.asarray([str(v) for v in y.tolist()], dtype=object)
+    return np.asarray([label_string(v) for v in y.tolist()], dtype=object)
 
 
-def _sorted_labels(y_raw: np.ndarray, y_str: np.ndarray) -> list[str]:
+def _has_missing(y: np.ndarray) -> bool:
+    if y.dtype.kind == "f":
+        return bool(np.isnan(y).any())
+    if y.dtype == object:
+        return any(v is None or (isinstance(v, float) and v != v) for v in y.tolist())
+    return False
+
+
+def _numeric_order(y_raw: np.ndarray, y_str: np.ndarray) -> list[str] | None:
+    """Labels in class-index order when they are numbers (0..k-1 map to 0..k-1) or booleans (False, True), or text
+    that spells integers ("0", "1"); None for text labels, whose order only the model's training code knows."""
     uniq = sorted(set(y_str.tolist()))
+    if y_raw.dtype == bool:
+        return [v for v in ("False", "True") if v in uniq]
     if np.issubdtype(y_raw.dtype, np.number):
-        uniq.sort(key=float)  # numeric labels 0..k-1 map to class indices 0..k-1
-    return uniq
+        return sorted(uniq, key=float)
+    if all(re.fullmatch(r"[+-]?\d+", v) for v in uniq):
+        return sorted(uniq, key=int)
+    return None
 
 
-def _read_columns(src: Path, spec: DataSpec, spec_path: Path) -> dict[str, np.ndarray]:
+def _yaml_list(values: list[str]) -> str:
+    import yaml
+
+    return yaml.safe_dump(list(values), default_flow_style=True, width=1000, allow_unicode=True).strip()
+
+
+def _class_order(path: Path, spec: DataSpec, file: str, y_raw: np.ndarray, y_str: np.ndarray) -> list[str]:
+    """The class names in the order of the model's outputs (index i is classes[i])."""
+    present = sorted(set(y_str.tolist()))
+    if spec.classes is not None:
+        classes = [label_string(c) for c in spec.classes]
+        unknown = [v for v in present if v not in classes]
+        if unknown:
+            raise InputError(
+                f"{path}: key 'classes': column '{spec.target}' of {file} has label(s) {_quoted(unknown)} that classes "
+                f"{_yaml_list(classes)} does not list; list every label value, in the order of the model's outputs."
+            )
+        return classes
+    order = _numeric_order(y_raw, y_str)
+    if order is not None:
+        return order
+    return _refuse_text_labels(path, spec, present)
+
+
+def _refuse_text_labels(path: Path, spec: DataSpec, present: list[str]) -> list[str]:
+    shown = present if len(present) <= 10 else present[:10] + ["..."]
+    if len(present) == 2:
+        a, b = present
+        example = f"e.g. `classes: {_yaml_list([b, a])}` if the model was trained with {b} = 0 and {a} = 1"
+    else:
+        example = f"e.g. `classes: {_yaml_list(present[:10])}` reordered to the model's outputs"
+    raise InputError(
+        f"{path}: key 'classes': column '{spec.target}' holds text labels ({_quoted(shown)}), and only the model's "
+        f"training code knows which output is which label; state the order in the data spec, {example} "
+        "(output index i is classes[i]); sorting the labels would be a guess."
+    )
+
+
+def _quoted(values) -> str:
+    return ", ".join(v if v == "..." else repr(v) for v in values)
+
+
+# Ways one label is commonly mis-written as another: (normalisation, what differs).
+_NEAR = (
+    (lambda s: s.strip(), "leading or trailing spaces"),
+    (lambda s: s.rstrip("."), "a trailing '.'"),
+    (lambda s: s.strip().rstrip(".").strip(), "a trailing '.' and spaces"),
+    (lambda s: s.strip().lower(), "upper/lower case"),
+    (lambda s: s.strip().rstrip(".").strip().lower(), "a trailing '.', spaces or case"),
+)
+
+
+def _near_copy(label: str, others: set[str]) -> str | None:
+    """What differs when `label` is a mis-written copy of one of `others`, else None."""
+    for normalise, what in _NEAR:
+        form = normalise(label)
+        if form and any(normalise(o) == form for o in others):
+            return what
+    return None
+
+
+def _check_labels_across_splits(path: Path, spec: DataSpec, file: str, y_str: np.ndarray, train_mask: np.ndarray,
+                                hold_mask: np.ndarray) -> None:
+    """Labels must mean the same in both splits: one that occurs in only one split is a data problem (e.g. Adult's
+    test file writes '>50K.' where the training file writes '>50K'), unless `classes` declares it as a class that is
+    simply absent from the other split and it is no near-copy of another label."""
+    train, hold = set(y_str[train_mask].tolist()), set(y_str[hold_mask].tolist())
+    declared = {label_string(c) for c in spec.classes} if spec.classes is not None else set()
+    problems, kinds = [], []
+    for only, other, name, other_name in ((hold - train, train, "holdout", "training"),
+                                         (train - hold, hold, "training", "holdout")):
+        bad = []
+        for label in sorted(only):
+            kind = _near_copy(label, other)
+            if kind is not None:
+                kinds.append(kind)
+                bad.append(label)
+            elif label not in declared:
+                bad.append(label)
+        if bad:
+            problems.append((name, bad, other_name, sorted(other)))
+    if not problems:
+        return
+    name, bad, other_name, other = problems[0]
+    text = (f"{path}: key 'target': column '{spec.target}' of {file} has labels that occur only in the {name} split "
+            f"({_quoted(bad[:10])}); the {other_name} split has {_quoted(other[:10])}")
+    if kinds:
+        text += f" — normalise the labels (they differ by {kinds[0]}) so both splits use the same values."
+    else:
+        text += (" — correct the labels so both splits use the same values, or, if these are real classes absent from "
+                 "one split, list every class under `classes` in the data spec.")
+    raise InputError(text)
+
+
+def _first_text(v: np.ndarray) -> str:
+    for item in v.tolist()[:1000]:
+        if isinstance(item, str):
+            return item
+    return str(v[0])
+
+
+def _read_columns(src: Path, spec: DataSpec, spec_path: Path) -> tuple[dict[str, np.ndarray], str]:
+    """Column name -> values, and how the file was read (CSV dialect; empty for parquet and npz)."""
     fmt = spec.source.format
-    try:
-        if fmt == "npz":
-            with np.load(src, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        import pandas as pd
+    reading = ""
+    if fmt == "csv":
+        df, dialect = read_csv(src, spec.source, spec_path)
+        reading = dialect.describe()
+    else:
+        try:
+            if fmt == "npz":
+                with np.load(src, allow_pickle=False) as z:
+                    return {k: z[k] for k in z.files}, reading
+            import pandas as pd
 
-        df = pd.read_csv(src, skipinitialspace=True) if fmt == "csv" else pd.read_parquet(src)
-    except Exception as exc:  # a corrupt or wrong-format file
-        raise InputError(
-            f"{spec_path}: key 'source': could not read {src.name} as {fmt} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-            "check source.format and the file."
-        ) from None
+            df = pd.read_parquet(src)
+        except Exception as exc:  # a corrupt or wrong-format file
+            raise InputError(
+                f"{spec_path}: key 'source': could not read {src.name} as {fmt} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                "check source.format and the file."
+            ) from None
     out = {}
     for c in df.columns:
         s = df[c]
         out[str(c)] = s.to_numpy() if s.dtype != "string" and s.dtype != "str" else s.astype(object).to_numpy()
-    return out
+    return out, reading

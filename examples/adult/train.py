@@ -41,6 +41,7 @@ RECIPE = TrainingRecipe(epochs=20, batch_size=128, optimizer="adam", lr=0.001, w
 SENSITIVE = ("sex", "race")
 TARGET = "income"
 POSITIVE = ">50K"
+CLASSES = ("<=50K", ">50K")  # the model's output order: index 1 is the favourable outcome
 # fnlwgt is a census sampling weight, not a trait of the person; education duplicates education_num.
 DROPPED = ("fnlwgt", "education")
 NUMERIC = ("age", "education_num", "capital_gain", "capital_loss", "hours_per_week")
@@ -101,6 +102,7 @@ def spec_dict(recipe: TrainingRecipe = RECIPE) -> dict:
         "split": {"column": "split", "train": "train", "holdout": "holdout"},
         "features": {"exclude": list(SENSITIVE) + [TARGET, "split"]},
         "target": TARGET,
+        "classes": list(CLASSES),
         "positive_label": POSITIVE,
         "sensitive": list(SENSITIVE),
         "training": recipe.model_dump(),

@@ -77,6 +77,7 @@ def spec_dict(recipe: TrainingRecipe = RECIPE) -> dict:
         "split": {"column": "split", "train": "train", "holdout": "holdout"},
         "features": list(FEATURES),
         "target": "approved",
+        "classes": list(LABELS),  # output 0 = approved, 1 = denied: the model is trained on what the spec says
         "positive_label": LABELS[0],
         "sensitive": list(SENSITIVE),
         "training": recipe.model_dump(),

@@ -1,0 +1,58 @@
+"""Pre-flight checks of the model against its data, run once before any attack: a failure is bad input (exit 2)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from amulet_audit.core.errors import InputError
+
+
+def check_class_order(model, data) -> None:
+    """Refuse when the model's accuracy on its own training records is below the majority-class rate.
+
+    A trained model beats always predicting the most frequent class on the records it was trained on; one that does
+    not almost certainly reads its outputs in another class order than the data spec's (text labels, or a model
+    trained with another mapping). The data spec's `expect_low_training_accuracy: true` turns the check off (e.g. for
+    a model trained with class weights). `model`: a ModelHandle; `data`: an AuditData.
+    """
+    from amulet_audit.ops.forward import predict
+
+    if data.spec.expect_low_training_accuracy or len(data.y_train) == 0:
+        return
+    y = np.asarray(data.y_train)
+    pred = np.asarray(predict(model.module, data.x_train)).astype(np.int64).reshape(-1)
+    accuracy = float((pred == y).mean())
+    counts = np.bincount(y, minlength=data.n_classes)
+    majority = float(counts.max() / len(y))
+    if accuracy >= majority:
+        return
+    most = data.classes[int(counts.argmax())]
+    raise InputError(
+        f"{data.spec_path}: the model's accuracy on its own training records is {accuracy:.3f}, below the "
+        f"majority-class rate {majority:.3f} (always predicting '{most}'): the class order may be inverted; set "
+        f"`classes` in the data spec to the model's output order (output index i is classes[i]){_better_order(pred, y, data.classes)}. "
+        "If so low a training accuracy is expected (e.g. a model trained with class weights), set "
+        "`expect_low_training_accuracy: true` in the data spec."
+    )
+
+
+def _better_order(pred: np.ndarray, y: np.ndarray, classes: list[str]) -> str:
+    """The class order under which the predictions agree best with the labels, when it differs and does better."""
+    from scipy.optimize import linear_sum_assignment
+
+    import yaml
+
+    k = len(classes)
+    ok = (pred >= 0) & (pred < k)
+    confusion = np.zeros((k, k), dtype=np.int64)  # [true class, predicted output index]
+    np.add.at(confusion, (y[ok], pred[ok]), 1)
+    rows, cols = linear_sum_assignment(-confusion)
+    order = list(classes)
+    for t, p in zip(rows, cols):
+        order[p] = classes[t]
+    agree = float(confusion[rows, cols].sum() / len(y))
+    counts = np.bincount(y, minlength=k)
+    if order == list(classes) or agree < counts.max() / len(y):
+        return ""
+    shown = yaml.safe_dump(order, default_flow_style=True, width=1000, allow_unicode=True).strip()
+    return f"; the predictions match `classes: {shown}` (training accuracy {agree:.3f} with that order)"
