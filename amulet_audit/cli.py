@@ -173,14 +173,19 @@ def cmd_audit(args: argparse.Namespace) -> int:
     loaded = load_policy(args.policy)
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads {args.threads}: must be at least 1.")
+    if not model_path.is_file():
+        raise InputError(f"{model_path}: model file not found; check the path.")
+    data = load_data(_data_path(model_path, args.data))  # a data problem is named before any model is loaded
     model = load_model(model_path, arch=args.arch, trust_pickle=args.trust_pickle)
     import torch
 
     from amulet_audit.core.threads import threads_for
 
     torch.set_num_threads(args.threads or threads_for(model.module))
-    data = load_data(_data_path(model_path, args.data))
     _check_model_fits(model, data)
+    from amulet_audit.plan.preflight import check_class_order
+
+    check_class_order(model, data)  # before any attack: an inverted class order would invert every number
     baseline = _read_baseline(args.baseline)
 
     from amulet_audit.run import run_audit
@@ -210,11 +215,9 @@ def _check_model_fits(model, data) -> None:
         with torch.no_grad():
             out = model.module(x)
     except Exception as exc:
-        raise InputError(
-            f"{model.path}: the model does not accept the data's records of shape {list(x.shape[1:])} "
-            f"({str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__}); check features/input_shape in the data spec"
-            + (", and export with a dynamic batch dimension (dynamic_shapes)." if model.format == "export" else ".")
-        ) from None
+        from amulet_audit.inputs.torch_errors import probe_failure
+
+        raise InputError(probe_failure(model.path, model.format, exc, list(x.shape[1:]))) from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != data.n_classes:
         shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise InputError(
@@ -303,8 +306,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         from amulet_audit.inputs.data import load_data
 
         data = load_data(args.data)
+        read = f"; {data.spec.source.path} read with {data.reading}" if data.reading else ""
         print(f"{args.data}: valid data spec '{data.spec.name}': {len(data.y_train):,} training and "
-              f"{len(data.y_holdout):,} holdout records, {data.n_features} features, classes {', '.join(data.classes)}.")
+              f"{len(data.y_holdout):,} holdout records, {data.n_features} features, classes in output order "
+              f"{', '.join(data.classes)}{read}.")
     return ExitCode.OK
 
 

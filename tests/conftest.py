@@ -52,7 +52,8 @@ def make_tabular(folder: Path, *, n: int = 3000, bias: float = 0.8, seed: int = 
     spec = {
         "name": "synthetic-tabular", "source": {"format": "csv", "path": "data.csv"},
         "split": {"column": "split", "train": "train", "holdout": "holdout"},
-        "features": {"exclude": ["sex"]}, "target": "label", "positive_label": "yes", "sensitive": ["sex"],
+        "features": {"exclude": ["sex"]}, "target": "label", "classes": ["no", "yes"], "positive_label": "yes",
+        "sensitive": ["sex"],
         "training": recipe.model_dump(),
     }
     (folder / "model.data.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))

@@ -336,5 +336,12 @@ def _is_pickle_error(exc: Exception) -> bool:
 
 
 def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+    """The cause of `exc` (a TorchScript error's last error line, not its generic header), with the fix when the
+    model's code asks for a GPU this machine lacks."""
+    from amulet_audit.inputs.torch_errors import error_cause, gpu_advice, is_gpu_error
+
+    if is_gpu_error(exc):
+        import torch
+
+        return f"{error_cause(exc)}: {gpu_advice(torch.cuda.is_available())}"
+    return error_cause(exc)
