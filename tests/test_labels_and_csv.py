@@ -133,6 +133,34 @@ def test_low_training_accuracy_can_be_declared_expected(label_order, tmp_path):
     check_class_order(model, load_data(folder / "right.data.yaml"))
 
 
+class _Echo(torch.nn.Module):
+    """Predicts the class index written in feature f0 (logits [1 - f0, f0])."""
+
+    def forward(self, x):
+        return torch.stack([1 - x[:, 0], x[:, 0]], 1) * 10
+
+
+@pytest.mark.parametrize("wrong, refused", [(3, False), (35, False), (60, True), (100, True)])
+def test_class_order_check_refuses_clearly_inverted_models_not_under_fitted_ones(tmp_path, wrong, refused):
+    """100 training records, 70 'no' (the majority-class rate is 0.70); the model errs on `wrong` of them."""
+    from amulet_audit.inputs.model import load_model
+
+    y = np.array(["no"] * 70 + ["yes"] * 30)
+    pred = (y == "yes").astype(float)
+    pred[:wrong] = 1 - pred[:wrong]
+    pd.DataFrame({"f0": np.r_[pred, pred], "y": np.r_[y, y], "split": ["train"] * 100 + ["holdout"] * 100}
+                 ).to_parquet(tmp_path / "d.parquet")
+    (tmp_path / "d.data.yaml").write_text(yaml.safe_dump({"name": "n", "source": {"format": "parquet", "path": "d.parquet"},
+                                                          "features": ["f0"], "target": "y", "classes": ["no", "yes"]}))
+    torch.jit.save(torch.jit.script(_Echo()), tmp_path / "m.pt")
+    model, data = load_model(tmp_path / "m.pt"), load_data(tmp_path / "d.data.yaml")
+    if refused:
+        with pytest.raises(InputError, match=f"accuracy on its own training records is {1 - wrong / 100:.3f}, below"):
+            check_class_order(model, data)
+    else:  # 0.97; and an under-fitted 0.65, below 0.70 but within chance of it (not a sign of inversion)
+        check_class_order(model, data)
+
+
 def test_positive_label_and_data_labels_must_be_classes(label_order, tmp_path):
     folder, _ = label_order
     spec = yaml.safe_load((folder / "right.data.yaml").read_text())
