@@ -57,6 +57,12 @@ def test_audit_writes_three_files_and_fails_on_a_biased_model(tmp_path, tabular)
     assert rows["bias-impact-ratio"]["verdict"] == "fail"
     assert result["verdict"] == "fail"
     assert result["model"]["sha256"] and result["data"]["sha256"] and result["policy"]["sha256"]
+    # schema 2: each requirement points to the run that measured it, with its interval method and metric direction
+    runs = {r["id"]: r for r in result["runs"]}
+    assert result["schema_version"] == "2.0" and all(r["run"] in runs for r in result["requirements"])
+    assert runs[rows["bias-impact-ratio"]["run"]]["attack"] == "group_fairness"
+    assert rows["bias-impact-ratio"]["metric_info"] == {"higher_is_worse": False, "unit": "ratio"}
+    assert all(r["ci_method"] for r in result["requirements"] if r["value"] is not None)
     # --exit-zero reports without failing; --no-pdf writes no PDF
     again = run(tabular, "--policy", "eu_ai_act", "--out", tmp_path / "r2", "--profile", "quick", "--quiet", "--exit-zero", "--no-pdf")
     assert again.returncode == 0
