@@ -69,6 +69,10 @@ class Measurement:
     n: int
     reason: str = ""  # set when the value is not applicable or its sample is too small
     paired: PairedSample | None = None  # per-record evidence, for paired comparisons between models
+    # "upper" / "lower": the audit itself found the true value may lie below / above `value` (e.g. robust accuracy
+    # under a gradient-masking warning is an upper bound); `judge` then declares no verdict the bound leaves open
+    bound: str = ""
+    bound_reason: str = ""  # one sentence: why the value is only a bound
     ci_method: str = ""  # how `ci` was computed (stats.CI_BINOMIAL, stats.CI_BOOTSTRAP, ...); recorded in results.json
 
 

@@ -36,10 +36,29 @@ _RANK = {Verdict.FAIL: 0, Verdict.INDETERMINATE: 1, Verdict.NOT_APPLICABLE: 1, V
 ORDER: tuple[Verdict, ...] = (Verdict.FAIL, Verdict.INDETERMINATE, Verdict.NOT_APPLICABLE, Verdict.PASS)
 
 
-def judge(value: float | None, ci: tuple[float, float] | None, op: str, threshold: float, reason: str = "") -> tuple[Verdict, str]:
+def judge(value: float | None, ci: tuple[float, float] | None, op: str, threshold: float, reason: str = "", *,
+          bound: str = "", bound_reason: str = "") -> tuple[Verdict, str]:
     """PASS when the whole interval is on the right side; FAIL when the point estimate is on the wrong side;
     INDETERMINATE when the interval straddles the threshold or the sample is too small (`reason` set);
-    NOT_APPLICABLE when nothing was measured (`value` None)."""
+    NOT_APPLICABLE when nothing was measured (`value` None).
+
+    `bound` "upper" (the true value may be lower than measured, e.g. robust accuracy when the attack shows signs
+    of gradient masking) or "lower" (it may be higher): a PASS or FAIL that the open side could overturn (upper:
+    PASS against `>=`, FAIL against `<=`; lower: PASS against `<=`, FAIL against `>=`) becomes INDETERMINATE with
+    `bound_reason`. Raises ValueError for another `bound`."""
+    if bound not in ("", "upper", "lower"):
+        raise ValueError(f"bound must be 'upper' or 'lower', not {bound!r}")
+    verdict, why = _judge(value, ci, op, threshold, reason)
+    if not bound or verdict not in (Verdict.PASS, Verdict.FAIL):
+        return verdict, why
+    passes = verdict is Verdict.PASS
+    open_side = (op == ">=") == passes if bound == "upper" else (op == "<=") == passes
+    if not open_side:
+        return verdict, why
+    return Verdict.INDETERMINATE, bound_reason or f"the measured value is only an {bound} bound"
+
+
+def _judge(value, ci, op, threshold, reason):
     if value is None:
         return Verdict.NOT_APPLICABLE, reason or "not measured"
     if reason:

@@ -19,26 +19,88 @@ def direction(grad, norm: str):
     return grad / view(grad.flatten(1).norm(dim=1).clamp_min(1e-12), grad)
 
 
-def loss_grad(module, adv, y):
-    """Per-record cross-entropy (nats), its gradient w.r.t. the input, and whether the record is misclassified."""
+# Losses an attack maximises, all on per-class scores (n, classes): the audited model is wrapped to return
+# log-probabilities (`amulet_audit.ops.scores`), whose differences are the logits' differences.
+LOSSES = ("ce", "margin", "dlr", "dlr_targeted")
+# Below this cross-entropy (nats) float32 cannot resolve the gradient: 1 - p_y rounds (exp(-CE) has spacing
+# 6e-8 near 1), so its direction is wrong and, for very confident models, exactly zero.
+CE_FLOOR = 1e-5
+
+
+def margin(scores, y):
+    """z_y - max_{j != y} z_j per record (n,): positive while the record is classified as `y`."""
     import torch
+
+    true = scores.gather(1, y[:, None]).squeeze(1)
+    other = scores.masked_fill(torch.nn.functional.one_hot(y, scores.shape[1]).bool(), float("-inf")).amax(1)
+    return true - other
+
+
+def loss_values(scores, y, loss: str, target=None):
+    """Per-record loss (n,) to maximise, from per-class scores (n, K) and true classes `y` (n,).
+
+    - `ce`: cross-entropy (nats);
+    - `margin`: the Carlini-Wagner margin max_{j != y} z_j - z_y (Carlini & Wagner, "Towards Evaluating the
+      Robustness of Neural Networks", IEEE S&P 2017), in score units;
+    - `dlr`: the difference of logits ratio -(z_y - max_{j != y} z_j) / (z_pi1 - z_pi3) with z_pi sorted in
+      decreasing order (Croce & Hein, ICML 2020, eq. 6), invariant to shifting and scaling the scores. With two
+      classes there is no z_pi3: the loss is the margin loss, which orders a record's iterates as any positive
+      rescaling of it does (all that APGD's step-size rule compares) and whose sign gradient is scale-invariant;
+    - `dlr_targeted`: -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2) towards `target` (n,) (Croce & Hein 2020,
+      §4; with three classes the denominator is z_pi1 - z_pi3).
+    Raises ValueError for another name, or `dlr_targeted` without `target` or with fewer than three classes."""
     import torch.nn.functional as F
+
+    if loss == "ce":
+        return F.cross_entropy(scores, y, reduction="none")
+    if loss == "margin":
+        return -margin(scores, y)
+    k = scores.shape[1]
+    top = scores.sort(dim=1, descending=True).values
+    if loss == "dlr":
+        if k < 3:
+            return -margin(scores, y)
+        return -margin(scores, y) / (top[:, 0] - top[:, 2]).clamp_min(1e-12)
+    if loss == "dlr_targeted":
+        if target is None or k < 3:
+            raise ValueError("the targeted DLR loss needs a target class per record and at least three classes")
+        low = top[:, 2] if k == 3 else (top[:, 2] + top[:, 3]) / 2
+        z_y = scores.gather(1, y[:, None]).squeeze(1)
+        z_t = scores.gather(1, target[:, None]).squeeze(1)
+        return -(z_y - z_t) / (top[:, 0] - low).clamp_min(1e-12)
+    raise ValueError(f"unknown loss {loss!r}; one of {', '.join(LOSSES)}")
+
+
+def loss_grad(module, adv, y, loss: str = "ce", *, fallback: bool = False, target=None):
+    """Per-record loss (`loss_values`), its gradient w.r.t. the input (shape of `adv`), and whether the record is
+    misclassified (n,) bool.
+
+    `fallback` (with `loss="ce"`): where the cross-entropy is below `CE_FLOOR`, that record's gradient is the margin
+    loss's instead (for two classes the same direction as the exact cross-entropy gradient), so that a very
+    confident model's underflowing gradient does not stop the attack; the returned loss is still the
+    cross-entropy."""
+    import torch
 
     adv = adv.detach().requires_grad_(True)
     out = module(adv)
-    loss = F.cross_entropy(out, y, reduction="none")
-    (grad,) = torch.autograd.grad(loss.sum(), adv)
-    return loss.detach(), grad.detach(), (out.argmax(1) != y).detach()
+    values = loss_values(out, y, loss, target)
+    objective = values
+    if fallback and loss == "ce":
+        objective = torch.where(values.detach() < CE_FLOOR, -margin(out, y), values)
+    (grad,) = torch.autograd.grad(objective.sum(), adv)
+    return values.detach(), grad.detach(), (out.argmax(1) != y).detach()
 
 
-def pgd_steps(module, x, y, adv, *, eps: float, norm: str, steps: int, step_size: float, bounds):
-    """`steps` projected gradient-ascent steps on cross-entropy from `adv` (tensors). Returns the final iterate and,
-    per record, whether some iterate was misclassified. Shared by the attack and adversarial training."""
+def pgd_steps(module, x, y, adv, *, eps: float, norm: str, steps: int, step_size: float, bounds, loss: str = "ce",
+              fallback: bool = False):
+    """`steps` projected gradient-ascent steps on `loss` (`loss_grad`; default cross-entropy) from `adv` (tensors).
+    Returns the final iterate and, per record, whether some iterate was misclassified. Shared by the attack and
+    adversarial training."""
     import torch
 
     fooled = torch.zeros(len(x), dtype=torch.bool)
     for _ in range(steps):
-        _, grad, wrong = loss_grad(module, adv, y)
+        _, grad, wrong = loss_grad(module, adv, y, loss, fallback=fallback)
         fooled |= wrong
         adv = project(x, adv + step_size * direction(grad, norm), eps, norm, bounds)
     return adv.detach(), fooled

@@ -1,10 +1,19 @@
 """Evasion: adversarial examples within an L-inf or L2 budget, on the model's real input range.
 
-Three attacks share one evaluation (sampling, robustness curve, metrics, gradient-masking checks):
+Three attacks share one evaluation (sampling, robustness curve, metrics, gradient-masking checks, units):
 - `fgsm`: the fast gradient sign method (Goodfellow, Shlens & Szegedy, ICLR 2015), one step of size eps;
-- `pgd`: projected gradient descent with random start (Madry et al., ICLR 2018);
-- `apgd`: APGD-CE, auto-PGD on cross-entropy with a checkpointed step-size schedule and momentum
-  (Croce & Hein, ICML 2020), combined per record with a PGD run (worst case of the two).
+- `pgd`: projected gradient descent with random start (Madry et al., ICLR 2018) on cross-entropy (falling back,
+  per record, to the margin loss where float32 cannot resolve the cross-entropy gradient) or on the
+  Carlini-Wagner margin loss;
+- `apgd`: an ensemble in the manner of AutoAttack (Croce & Hein, "Reliable evaluation of adversarial robustness
+  with an ensemble of diverse parameter-free attacks", ICML 2020): APGD on cross-entropy, APGD on the
+  scale-invariant DLR loss, targeted APGD-DLR towards the most likely other classes (more than two classes), a
+  PGD run, and the score-based, gradient-free Square attack (Andriushchenko et al., ECCV 2020, L-inf); a record
+  is robust only if none of them fooled it.
+
+Budgets are in the data's units (`scale: absolute`) or relative to each feature's holdout range or standard
+deviation (`scale: range | std`). A value the audit itself marks as an upper bound (a gradient-masking check, or
+a budget whose units say little) carries `bound="upper"`, which keeps a PASS from being declared.
 """
 
 from __future__ import annotations
@@ -16,18 +25,21 @@ from typing import Any
 
 import numpy as np
 
-from amulet_audit.core.attack import Attack, AttackContext, AttackResult, MetricSpec, rate
+from amulet_audit.core.attack import Attack, AttackContext, AttackResult, Measurement, MetricSpec, rate
+from amulet_audit.core.component import unmet_need
 from amulet_audit.core.params import Boolean, Interval, OptionalOf, Options
 from amulet_audit.core.stats import binomial_ci
-from amulet_audit.ops.perturb import direction, loss_grad, pgd_steps, project, random_delta, view
+from amulet_audit.ops.perturb import direction, loss_grad, margin, pgd_steps, project, random_delta, view
 
-CLEAN_ACCURACY = MetricSpec("clean_accuracy", "Accuracy on unperturbed holdout records.", higher_is_worse=False, kind="rate")
+CLEAN_ACCURACY = MetricSpec("clean_accuracy", "Accuracy on unperturbed holdout records.", higher_is_worse=False, kind="rate",
+                           unit="fraction")
 ROBUST_ACCURACY = MetricSpec(
     "robust_accuracy", "Share of holdout records classified correctly under the worst perturbation found within the budget.",
-    higher_is_worse=False, kind="rate",
+    higher_is_worse=False, kind="rate", unit="fraction",
 )
 ATTACK_SUCCESS_RATE = MetricSpec(
-    "attack_success_rate", "Share of attacked records on which the attack reaches its goal.", higher_is_worse=True, kind="rate"
+    "attack_success_rate", "Share of attacked records on which the attack reaches its goal.", higher_is_worse=True, kind="rate",
+    unit="fraction",
 )
 
 # Robustness-curve epsilons as multiples of the policy's epsilon, by number of curve points.
@@ -58,12 +70,13 @@ def fgsm_attack(module, x, y, *, eps: float, norm: str, bounds: tuple[float, flo
     """Fast gradient (sign) method: one step of length `eps` (input units) along the loss gradient's sign (L-inf)
     or its normalised direction (L2, the "fast gradient method"), clipped to `bounds`.
 
-    Returns a boolean array: True where the record stays correctly classified."""
+    The loss is cross-entropy, with the per-record margin fall-back where float32 cannot resolve its gradient
+    (`ops.perturb.loss_grad`). Returns a boolean array: True where the record stays correctly classified."""
     robust = np.ones(len(x), dtype=bool)
     for start, xb, yb in _batches(x, y, batch_size):
         ok = _clean_correct(module, xb, yb)
         if ok.any() and eps > 0:
-            _, grad, _ = loss_grad(module, xb, yb)
+            _, grad, _ = loss_grad(module, xb, yb, fallback=True)
             adv = project(xb, xb + eps * direction(grad, norm), eps, norm, bounds)
             ok &= _clean_correct(module, adv, yb)
         robust[start:start + len(xb)] = ok.numpy()
@@ -88,9 +101,11 @@ def _worst_case(module, x, y, *, restarts: int, eps: float, batch_size: int, run
 
 
 def pgd_attack(module, x, y, *, eps: float, norm: str, steps: int, step_size: float, restarts: int,
-               random_start: bool, bounds: tuple[float, float] | None, seed: int, batch_size: int = BATCH) -> np.ndarray:
-    """Untargeted PGD on cross-entropy (Madry et al. 2018); `eps` and `step_size` in input units. Returns a boolean
-    array: True where the record stays correctly classified under every restart and every iterate (worst case)."""
+               random_start: bool, bounds, seed: int, loss: str = "ce", batch_size: int = BATCH) -> np.ndarray:
+    """Untargeted PGD (Madry et al. 2018); `eps` and `step_size` in input units; `bounds` (low, high), floats or
+    per-feature tensors, or None. `loss`: "ce" (cross-entropy, with the per-record margin fall-back of
+    `ops.perturb.loss_grad` where it underflows) or "margin" (Carlini & Wagner 2017). Returns a boolean array:
+    True where the record stays correctly classified under every restart and every iterate (worst case)."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
@@ -98,7 +113,7 @@ def pgd_attack(module, x, y, *, eps: float, norm: str, steps: int, step_size: fl
     def run(xa, ya):
         delta = random_delta(xa, eps, norm, gen) if random_start else torch.zeros_like(xa)
         adv, fooled = pgd_steps(module, xa, ya, project(xa, xa + delta, eps, norm, bounds), eps=eps, norm=norm,
-                                steps=steps, step_size=step_size, bounds=bounds)
+                                steps=steps, step_size=step_size, bounds=bounds, loss=loss, fallback=True)
         return fooled | ~_clean_correct(module, adv, ya)
 
     return _worst_case(module, x, y, restarts=restarts, eps=eps, batch_size=batch_size, run=run)
@@ -113,9 +128,12 @@ def apgd_checkpoints(steps: int) -> list[int]:
     return sorted({math.ceil(round(q * steps, 6)) for q in p if 0 < q <= 1})
 
 
-def apgd_attack(module, x, y, *, eps: float, norm: str, steps: int, restarts: int, bounds: tuple[float, float] | None,
-                seed: int, rho: float = 0.75, alpha: float = 0.75, batch_size: int = BATCH) -> np.ndarray:
-    """APGD-CE (Croce & Hein, ICML 2020, Algorithm 1) on cross-entropy; `eps` in input units.
+def apgd_attack(module, x, y, *, eps: float, norm: str, steps: int, restarts: int, bounds, seed: int,
+                loss: str = "ce", target_rank: int = 0, rho: float = 0.75, alpha: float = 0.75,
+                batch_size: int = BATCH) -> np.ndarray:
+    """APGD (Croce & Hein, ICML 2020, Algorithm 1) on `loss` ("ce", "dlr" or "margin"; "dlr_targeted" with
+    `target_rank` r >= 1: towards each record's r-th most likely other class at the clean input); `eps` in input
+    units, `bounds` as for `pgd_attack`.
 
     Step size starts at 2*eps; at each checkpoint w_j it is halved for a record (and the iterate restarts from
     that record's best point) when the loss rose in fewer than `rho` of the steps since w_{j-1} (condition 1), or
@@ -128,21 +146,32 @@ def apgd_attack(module, x, y, *, eps: float, norm: str, steps: int, restarts: in
     checkpoints = set(apgd_checkpoints(steps))
 
     def run(xa, ya):
+        target = _ranked_class(module, xa, ya, target_rank) if loss == "dlr_targeted" else None
         x0 = project(xa, xa + random_delta(xa, eps, norm, gen), eps, norm, bounds)
         return _apgd_run(module, xa, ya, x0, eps=eps, norm=norm, steps=steps, bounds=bounds,
-                         checkpoints=checkpoints, rho=rho, alpha=alpha)
+                         checkpoints=checkpoints, rho=rho, alpha=alpha, loss=loss, target=target)
 
     return _worst_case(module, x, y, restarts=restarts, eps=eps, batch_size=batch_size, run=run)
 
 
-def _apgd_run(module, x, y, x0, *, eps, norm, steps, bounds, checkpoints, rho, alpha):
-    """One APGD-CE run from `x0`; returns, per record, whether some iterate was misclassified."""
+def _ranked_class(module, x, y, rank: int):
+    """Per record (n,) the class with the `rank`-th highest score (1: the most likely) among those other than `y`."""
+    import torch
+
+    with torch.no_grad():
+        scores = module(x)
+    scores = scores.masked_fill(torch.nn.functional.one_hot(y, scores.shape[1]).bool(), float("-inf"))
+    return scores.argsort(dim=1, descending=True)[:, rank - 1]
+
+
+def _apgd_run(module, x, y, x0, *, eps, norm, steps, bounds, checkpoints, rho, alpha, loss="ce", target=None):
+    """One APGD run on `loss` from `x0`; returns, per record, whether some iterate was misclassified."""
     import torch
 
     n = len(x)
     eta = torch.full((n,), 2.0 * eps)
     cur = x0
-    f, g, fooled = loss_grad(module, cur, y)
+    f, g, fooled = loss_grad(module, cur, y, loss, target=target)
     prev = cur.clone()
     best_x, best_g, best_f = cur.clone(), g.clone(), f.clone()
     best_f_last = best_f.clone()
@@ -152,7 +181,7 @@ def _apgd_run(module, x, y, x0, *, eps, norm, steps, bounds, checkpoints, rho, a
     for k in range(steps):
         z = project(x, cur + view(eta, cur) * direction(g, norm), eps, norm, bounds)
         new = z if k == 0 else project(x, cur + alpha * (z - cur) + (1 - alpha) * (cur - prev), eps, norm, bounds)
-        f_new, g_new, wrong = loss_grad(module, new, y)
+        f_new, g_new, wrong = loss_grad(module, new, y, loss, target=target)
         fooled |= wrong
         rises += (f_new > f).float()
         better = f_new > best_f
@@ -172,17 +201,119 @@ def _apgd_run(module, x, y, x0, *, eps, norm, steps, bounds, checkpoints, rho, a
     return fooled
 
 
+# The Square attack halves its window after these iterations of a 10,000-query run (Andriushchenko et al. 2020,
+# §3.1 and App. "p schedule"); other budgets rescale them.
+_SQUARE_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+
+
+def square_fraction(i: int, queries: int, p_init: float) -> float:
+    """The share p of the input a Square proposal changes at iteration `i` of `queries`: `p_init`, halved at each
+    of `_SQUARE_HALVINGS` (given for 10,000 queries, rescaled to `queries`) that `i` has passed."""
+    i = int(i * 10_000 / max(queries, 1))
+    return p_init / 2 ** sum(i > h for h in _SQUARE_HALVINGS)
+
+
+def square_attack(module, x, y, *, eps: float, norm: str, queries: int, bounds, seed: int, p_init: float = 0.05,
+                  batch_size: int = BATCH) -> np.ndarray:
+    """The Square attack for L-inf (Andriushchenko, Croce, Flammarion & Hein, "Square Attack: a query-efficient
+    black-box adversarial attack via random search", ECCV 2020, Algorithm 1): random search on the margin loss
+    z_y - max_{j != y} z_j of the model's scores, using forward passes only, so gradient masking cannot stop it.
+
+    Start from a perturbation of +-eps in every coordinate (image inputs (n, C, H, W): vertical stripes, one sign
+    per channel and column). Each of the other `queries - 1` iterations proposes, per record, to set a window to
+    +-eps (images: a square of side round(sqrt(p * H * W)) with one sign per channel; other inputs, where
+    neighbouring coordinates mean nothing: round(p * d) random coordinates, each its own sign), where p follows
+    `square_fraction`; a proposal that changes nothing is flipped. It is kept when it lowers the margin; a record
+    stops once misclassified. `eps` in input units; `bounds` as for `pgd_attack`.
+
+    Returns a boolean array (n,): True where the record is classified correctly and no query misclassified it.
+    Raises ValueError for a norm other than "linf" (the L2 variant is not implemented)."""
+    import torch
+
+    if norm != "linf":
+        raise ValueError("the Square attack here is the L-inf version; use norm: linf")
+    gen = torch.Generator().manual_seed(seed)
+    robust = np.ones(len(x), dtype=bool)
+    for start, xb, yb in _batches(x, y, batch_size):
+        ok = _clean_correct(module, xb, yb)
+        if ok.any() and eps > 0 and queries > 0:
+            live = ok.nonzero().squeeze(1)
+            ok[live] = ~_square_run(module, xb[live], yb[live], eps=eps, queries=queries, bounds=bounds, gen=gen,
+                                    p_init=p_init)
+        robust[start:start + len(xb)] = ok.numpy()
+    return robust
+
+
+def _sign(shape, gen):
+    import torch
+
+    return torch.randint(0, 2, shape, generator=gen).float() * 2 - 1
+
+
+def _square_run(module, x, y, *, eps, queries, bounds, gen, p_init):
+    """One Square run on correctly classified records; returns, per record, whether some query misclassified it."""
+    import torch
+
+    n = len(x)
+    image = x.dim() == 4
+    if image:
+        c, h, w = x.shape[1:]
+        start = _sign((n, c, 1, w), gen).expand(-1, -1, h, -1)
+    else:
+        start = _sign(x.shape, gen)
+    adv = project(x, x + eps * start, eps, "linf", bounds)
+    with torch.no_grad():
+        out = module(adv)
+    m, fooled = margin(out, y), out.argmax(1) != y
+    for i in range(queries - 1):
+        active = (~fooled).nonzero().squeeze(1)
+        if len(active) == 0:
+            break
+        p = square_fraction(i, queries, p_init)
+        xa, delta = x[active], (adv - x)[active]
+        k = len(active)
+        if image:
+            side = max(1, min(h, w, round(math.sqrt(p * h * w))))
+            rows = torch.randint(0, h - side + 1, (k, 1, 1, 1), generator=gen)
+            cols = torch.randint(0, w - side + 1, (k, 1, 1, 1), generator=gen)
+            ih, iw = torch.arange(h).view(1, 1, h, 1), torch.arange(w).view(1, 1, 1, w)
+            window = (ih >= rows) & (ih < rows + side) & (iw >= cols) & (iw < cols + side)
+            signs = _sign((k, c, 1, 1), gen)
+            same = ((delta - eps * signs).abs() * window).flatten(1).sum(1) == 0
+            signs[same] = -signs[same]
+            proposal = torch.where(window, eps * signs, delta)
+        else:
+            flat = delta.flatten(1).clone()
+            d = flat.shape[1]
+            chosen = torch.rand(k, d, generator=gen).argsort(1)[:, :max(1, round(p * d))]
+            values = eps * _sign(chosen.shape, gen)
+            same = (flat.gather(1, chosen) == values).all(1)
+            values[same] = -values[same]
+            proposal = flat.scatter(1, chosen, values).view_as(delta)
+        cand = project(xa, xa + proposal, eps, "linf", bounds)
+        with torch.no_grad():
+            out = module(cand)
+        m_new, wrong = margin(out, y[active]), out.argmax(1) != y[active]
+        better = m_new < m[active]
+        adv[active[better]], m[active[better]] = cand[better], m_new[better]
+        fooled[active[wrong]] = True
+    return fooled
+
+
 # --- the shared evaluation ----------------------------------------------------------------------
 
 
-def large_epsilon(eps: float, norm: str, bounds: tuple[float, float] | None, x: np.ndarray) -> float:
+def large_epsilon(eps: float, norm: str, bounds, x: np.ndarray) -> float:
     """A budget so large that a working attack must fool nearly every record: the whole input range when it is
-    known (L-inf: its width; L2: width * sqrt(dimension)), else 10x the policy's eps and at least 4 per-feature
-    standard deviations (times sqrt(dimension) for L2)."""
+    known (L-inf: its width, the widest feature's when `bounds` are per feature; L2: width * sqrt(dimension)), else
+    10x the policy's eps and at least 4 per-feature standard deviations (times sqrt(dimension) for L2)."""
     d = int(np.prod(x.shape[1:]))
     scale = 1.0 if norm == "linf" else math.sqrt(d)
     if bounds is not None:
-        return float((bounds[1] - bounds[0]) * scale)
+        width = np.asarray(bounds[1], dtype=float) - np.asarray(bounds[0], dtype=float)
+        width = width[np.isfinite(width)]
+        if width.size and width.max() > 0:
+            return float(width.max() * scale)
     std = float(np.median(x.reshape(len(x), -1).std(axis=0))) if len(x) > 1 else 1.0
     return float(max(10 * eps, 4 * (std or 1.0) * scale))
 
@@ -238,7 +369,69 @@ _EVASION_PARAMS = {
     "eps": Interval(Real, 0, None, closed="neither"),
     "norm": Options(frozenset({"linf", "l2"})),
     "samples": OptionalOf(Interval(Integral, 1, None)),
+    "scale": Options(frozenset({"absolute", "range", "std"})),
 }
+# A budget below this share of the median feature range, or feature ranges further apart than this ratio, make an
+# absolute budget say little (the data's units, not the model, decide the result).
+SMALL_BUDGET = 0.01
+RANGE_RATIO = 100.0
+
+
+def feature_spread(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per feature of `x` (n, *shape), flattened to (d,): holdout range (max - min), standard deviation and median,
+    float64, in the data's units."""
+    flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    return flat.max(0) - flat.min(0), flat.std(0), np.median(flat, 0)
+
+
+def rescaled(module, x: np.ndarray, bounds, spread: np.ndarray, center: np.ndarray):
+    """The attack problem in units of `spread` (per feature, shape (d,)): returns (module', x', bounds') with
+    x' = (x - center) / spread, module'(x') = module(x' * spread + center), so that an eps-ball in x' is the ball
+    of eps * spread_i per feature in x. `bounds` (the data's input_range or None) become per-feature tensors;
+    a feature with zero spread (constant on the holdout) is held at its value (bounds [0, 0])."""
+    import torch
+
+    shape = x.shape[1:]
+    frozen = spread <= 0
+    s = np.where(frozen, 1.0, spread)
+    x_n = ((np.asarray(x, dtype=np.float64).reshape(len(x), -1) - center) / s).reshape(x.shape).astype(np.float32)
+    lo = np.full(s.shape, -np.inf) if bounds is None else (bounds[0] - center) / s
+    hi = np.full(s.shape, np.inf) if bounds is None else (bounds[1] - center) / s
+    lo[frozen], hi[frozen] = 0.0, 0.0
+    as_t = lambda a: torch.as_tensor(a.reshape(shape), dtype=torch.float32)  # noqa: E731
+
+    class Rescaled(torch.nn.Module):
+        """The audited model read in units of each feature's spread."""
+
+        def __init__(self):
+            super().__init__()
+            self.inner = module
+            self.register_buffer("s", as_t(s))
+            self.register_buffer("c", as_t(center))
+
+        def forward(self, z):
+            return self.inner(z * self.s + self.c)
+
+    return Rescaled().eval(), x_n, (as_t(lo), as_t(hi))
+
+
+def unit_warnings(eps: float, ranges: np.ndarray) -> list[str]:
+    """Warnings for an absolute budget `eps` on data without a declared input_range, given each feature's holdout
+    range: a budget below `SMALL_BUDGET` of the median range, or ranges (of non-constant features) that differ by
+    more than `RANGE_RATIO`."""
+    ranges = ranges[ranges > 0]
+    if not ranges.size:
+        return []
+    out, med = [], float(np.median(ranges))
+    if eps < SMALL_BUDGET * med:
+        out.append(f"The budget eps={eps:g} is absolute and only {eps / med:.2%} of the median feature range "
+                   f"({med:.4g}) on the holdout: in these units the attack may move no feature noticeably; state "
+                   "the budget relative to the data (scale: range or std) or declare input_range in the data spec.")
+    if ranges.max() > RANGE_RATIO * ranges.min():
+        out.append(f"Feature ranges on the holdout differ by {ranges.max() / ranges.min():.0f}x ({ranges.min():.4g} "
+                   f"to {ranges.max():.4g}) and the budget eps={eps:g} is absolute: it is large for some features and "
+                   "negligible for others; state it relative to the data (scale: range or std).")
+    return out
 
 
 class _Evasion(Attack):
@@ -247,7 +440,8 @@ class _Evasion(Attack):
 
     risk = "evasion"
     metrics = ("clean_accuracy", "robust_accuracy", "attack_success_rate")
-    needs = frozenset({"gradients"})
+    # gradients: checked in `_run`, so that a label-only model's clean accuracy is still measured
+    needs = frozenset()
 
     def _robust(self, p: dict, module, x, y, eps: float, main: bool, ctx: AttackContext) -> np.ndarray:
         raise NotImplementedError
@@ -264,12 +458,28 @@ class _Evasion(Attack):
         x, y = data.x_holdout[idx], data.y_holdout[idx]
         eps, norm, bounds = float(p["eps"]), p["norm"], data.input_range
         self._extra: dict[str, Any] = {}
+        missing = unmet_need({"gradients"}, ctx.model, data)
+        if missing:  # e.g. a label-only model: predictions give the clean accuracy, nothing gives a gradient
+            from amulet_audit.ops.forward import predict
 
+            clean_ok = predict(module, x) == y
+            return AttackResult({
+                "clean_accuracy": rate(clean_ok, idx, confidence=ctx.confidence),
+                "robust_accuracy": Measurement(None, None, 0, missing),
+                "attack_success_rate": Measurement(None, None, 0, missing),
+            }, {"attack": self.name, "norm": norm, "eps": eps, "clean_accuracy": float(clean_ok.mean()),
+                "not_measured": f"robust accuracy and attack success rate: {missing}"})
+
+        scale = p.get("scale", "absolute")
+        ranges, stds, center = feature_spread(data.x_holdout)
+        unit_notes = unit_warnings(eps, ranges) if scale == "absolute" and bounds is None else []
+        spread = {"range": ranges, "std": stds}.get(scale)
+        module_a, x_a, self._bounds = (module, x, bounds) if spread is None else rescaled(module, x, bounds, spread, center)
         multiples = _CURVE.get(ctx.profile.curve_points, _CURVE[6])
-        big = large_epsilon(eps, norm, bounds, x)
+        big = large_epsilon(eps, norm, self._bounds, x_a)
         curve, robust_main = robustness_curve(
-            lambda e, main: self._robust(p, module, x, y, e, main, ctx), eps=eps, multiples=multiples, large_eps=big,
-            confidence=ctx.confidence, progress=ctx.progress)
+            lambda e, main: self._robust(p, module_a, x_a, y, e, main, ctx), eps=eps, multiples=multiples,
+            large_eps=big, confidence=ctx.confidence, progress=ctx.progress)
         from amulet_audit.ops.forward import predict
 
         clean_ok = predict(module, x) == y
@@ -281,10 +491,34 @@ class _Evasion(Attack):
             "attack_success_rate": rate(~robust_main, idx, of=clean_ok, confidence=ctx.confidence,
                                         empty="no record is classified correctly before the attack"),
         }
+        warnings = curve_warnings(curve) + unit_notes
+        if warnings:  # the attack may have missed adversarial examples, or its budget says little: never a PASS
+            why = " ".join(warnings)
+            for name, side in (("robust_accuracy", "upper"), ("attack_success_rate", "lower")):
+                if metrics[name].value is not None:
+                    metrics[name].bound, metrics[name].bound_reason = side, why
         details = {"attack": self.name, "norm": norm, "eps": eps, **self._describe(p, ctx), **self._extra,
                    "curve": curve, "clean_accuracy": k_clean / n, "large_eps": big,
-                   "input_range": list(bounds) if bounds else None, "warnings": curve_warnings(curve)}
+                   "input_range": list(bounds) if bounds else None, "warnings": warnings,
+                   **_units(eps, scale, ranges, stds, bounds)}
         return AttackResult(metrics, details)
+
+
+def _units(eps: float, scale: str, ranges: np.ndarray, stds: np.ndarray, bounds) -> dict[str, Any]:
+    """The budget's units for the evidence: `scale`, and, when the data spec declares no input_range, the budget
+    as a share of each (non-constant) feature's holdout range: median, min and max over features."""
+    out: dict[str, Any] = {"scale": scale}
+    if scale != "absolute":
+        out["eps_units"] = f"multiples of each feature's holdout {'range' if scale == 'range' else 'standard deviation'}"
+    else:
+        out["eps_units"] = "the data's units" + (" (input_range declared)" if bounds is not None else "")
+    keep = ranges > 0
+    if bounds is None and keep.any():
+        per_feature = {"absolute": np.full(keep.sum(), eps), "range": eps * ranges[keep],
+                       "std": eps * stds[keep]}[scale] / ranges[keep]
+        out["budget_relative_to_range"] = {"median": float(np.median(per_feature)), "min": float(per_feature.min()),
+                                           "max": float(per_feature.max()), "features": int(keep.sum())}
+    return out
 
 
 class FGSM(_Evasion):
@@ -292,11 +526,11 @@ class FGSM(_Evasion):
     x + eps * grad / ||grad||_2 for L2. A single step: a weak, fast lower bound on vulnerability."""
 
     name = "fgsm"
-    defaults = {"eps": 0.1, "norm": "linf", "samples": None}
+    defaults = {"eps": 0.1, "norm": "linf", "samples": None, "scale": "absolute"}
     parameter_constraints = dict(_EVASION_PARAMS)
 
     def _robust(self, p, module, x, y, eps, main, ctx):
-        return fgsm_attack(module, x, y, eps=eps, norm=p["norm"], bounds=ctx.data.input_range)
+        return fgsm_attack(module, x, y, eps=eps, norm=p["norm"], bounds=self._bounds)
 
     def _describe(self, p, ctx):
         return {"steps": 1, "combined": "single gradient step per record"}
@@ -305,18 +539,23 @@ class FGSM(_Evasion):
 class PGD(_Evasion):
     """Projected gradient descent with random start and restarts, on holdout records.
 
-    `step_size` defaults to 2.5 * eps / steps (Madry et al.). Records are sampled up to the profile's
-    evaluation budget; restarts add the profile's extra restarts; a record is robust only if it survives all.
+    `step_size` defaults to 2.5 * eps / steps (Madry et al.). `loss`: "ce" (cross-entropy; where float32 cannot
+    resolve its gradient, as on a very confident model, the record's step follows the margin loss instead) or
+    "margin" (the Carlini-Wagner margin, scale-invariant in the direction it steps). Records are sampled up to the
+    profile's evaluation budget; restarts add the profile's extra restarts; a record is robust only if it survives
+    all.
     """
 
     name = "pgd"
-    defaults = {"eps": 0.1, "norm": "linf", "steps": 40, "step_size": None, "restarts": 1, "random_start": True, "samples": None}
+    defaults = {"eps": 0.1, "norm": "linf", "steps": 40, "step_size": None, "restarts": 1, "random_start": True,
+                "samples": None, "scale": "absolute", "loss": "ce"}
     parameter_constraints = {
         **_EVASION_PARAMS,
         "steps": Interval(Integral, 1, 10_000),
         "step_size": OptionalOf(Interval(Real, 0, None, closed="neither")),
         "restarts": Interval(Integral, 1, 100),
         "random_start": Boolean(),
+        "loss": Options(frozenset({"ce", "margin"})),
     }
 
     def _robust(self, p, module, x, y, eps, main, ctx):
@@ -325,40 +564,100 @@ class PGD(_Evasion):
         step = (p["step_size"] * eps / p["eps"]) if p["step_size"] else 2.5 * eps / steps
         restarts = int(p["restarts"]) + ctx.profile.restarts if main else 1
         return pgd_attack(module, x, y, eps=eps, norm=p["norm"], steps=steps, step_size=step, restarts=restarts,
-                          random_start=p["random_start"], bounds=ctx.data.input_range, seed=ctx.seed)
+                          random_start=p["random_start"], bounds=self._bounds, seed=ctx.seed, loss=p["loss"])
 
     def _describe(self, p, ctx):
         restarts = int(p["restarts"]) + ctx.profile.restarts
+        loss = ("cross-entropy (margin loss where its float32 gradient underflows)" if p["loss"] == "ce"
+                else "Carlini-Wagner margin")
         return {"steps": int(p["steps"]), "step_size": p["step_size"] or 2.5 * p["eps"] / int(p["steps"]),
-                "restarts": restarts, "combined": f"worst case per record over {restarts} restart(s) and every iterate"}
+                "restarts": restarts, "loss": loss,
+                "combined": f"worst case per record over {restarts} restart(s) and every iterate"}
 
 
 class APGD(_Evasion):
-    """APGD-CE (Croce & Hein, ICML 2020): parameter-free step sizes, so no step size to tune. Each record's result
-    is the worst case over the APGD restarts and a PGD run with the same budget and steps (step 2.5 * eps / steps,
-    random start): a record counts as robust only if neither finds an adversarial example."""
+    """An AutoAttack-style ensemble (Croce & Hein, ICML 2020): APGD-CE, APGD-DLR (the scale-invariant difference
+    of logits ratio; with two classes the margin loss), targeted APGD-DLR towards each of the profile's `targets`
+    most likely other classes (more than two classes), one PGD run (cross-entropy with the margin fall-back, step
+    2.5 * eps / steps, random start), and the gradient-free Square attack (Andriushchenko et al., ECCV 2020) with
+    the profile's query budget (L-inf only). Each attack runs on the records the earlier ones left standing; a
+    record counts as robust only if none fooled it. APGD needs no step size."""
 
     name = "apgd"
-    defaults = {"eps": 0.1, "norm": "linf", "steps": 100, "restarts": 1, "samples": None}
+    defaults = {"eps": 0.1, "norm": "linf", "steps": 100, "restarts": 1, "samples": None, "scale": "absolute",
+                "square": True}
     parameter_constraints = {
         **_EVASION_PARAMS,
         "steps": Interval(Integral, 1, 10_000),
         "restarts": Interval(Integral, 1, 100),
+        "square": Boolean(),
     }
+    budgets = {"quick": {"targets": 3, "square_queries": 1000},
+               "standard": {"targets": 9, "square_queries": 5000},
+               "thorough": {"targets": 9, "square_queries": 10000}}
+
+    def _stages(self, p, ctx, n_classes: int):
+        """(name, run(module, x, y, eps, restarts) -> robust per record) in the order they are tried."""
+        steps, norm, bounds, seed = int(p["steps"]), p["norm"], self._bounds, ctx.seed
+
+        def apgd(loss, rank=0):
+            return lambda m, x, y, eps, r: apgd_attack(m, x, y, eps=eps, norm=norm, steps=steps, restarts=r,
+                                                       bounds=bounds, seed=seed + rank, loss=loss, target_rank=rank)
+
+        stages = [("apgd-ce", apgd("ce")), ("apgd-dlr", apgd("dlr"))]
+        if n_classes > 2:
+            stages += [(f"apgd-t-dlr-{k}", apgd("dlr_targeted", k))
+                       for k in range(1, min(self.budget(ctx.profile, "targets"), n_classes - 1) + 1)]
+        stages.append(("pgd", lambda m, x, y, eps, r: pgd_attack(
+            m, x, y, eps=eps, norm=norm, steps=steps, step_size=2.5 * eps / steps, restarts=1, random_start=True,
+            bounds=bounds, seed=seed + 1)))
+        if p["square"] and norm == "linf":
+            queries = int(self.budget(ctx.profile, "square_queries"))
+            stages.append(("square", lambda m, x, y, eps, r: square_attack(
+                m, x, y, eps=eps, norm=norm, queries=queries, bounds=bounds, seed=seed + 2)))
+        return stages
 
     def _robust(self, p, module, x, y, eps, main, ctx):
-        steps, bounds = int(p["steps"]), ctx.data.input_range
         restarts = int(p["restarts"]) + ctx.profile.restarts if main else 1
-        a = apgd_attack(module, x, y, eps=eps, norm=p["norm"], steps=steps, restarts=restarts, bounds=bounds, seed=ctx.seed)
-        g = pgd_attack(module, x, y, eps=eps, norm=p["norm"], steps=steps, step_size=2.5 * eps / steps, restarts=1,
-                       random_start=True, bounds=bounds, seed=ctx.seed + 1)
+        robust = _clean_correct_np(module, x, y)
+        first: dict[str, int] = {}
+        for name, run in self._stages(p, ctx, _n_classes(module, x, ctx)):
+            live = np.flatnonzero(robust)
+            if not live.size:
+                break
+            ok = run(module, x[live], y[live], eps, restarts)
+            first[name] = int((~ok).sum())
+            robust[live[~ok]] = False
         if main:
-            self._extra = {"fooled_only_by_apgd": int((~a & g).sum()), "fooled_only_by_pgd": int((a & ~g).sum())}
-        return a & g
+            self._extra = {"fooled_first_by": first}
+        return robust
 
     def _describe(self, p, ctx):
         restarts = int(p["restarts"]) + ctx.profile.restarts
+        names = [name for name, _ in self._stages(p, ctx, int(getattr(ctx.data, "n_classes", 0) or 0))]
+        square = ("" if "square" in names else
+                  " (no Square attack: " + ("it is L-inf only)" if p["square"] else "square: false)"))
         return {"steps": int(p["steps"]), "restarts": restarts, "rho": 0.75, "momentum": 0.75,
-                "checkpoints": apgd_checkpoints(int(p["steps"])),
-                "combined": f"worst case per record over {restarts} APGD-CE restart(s) and one PGD run "
-                            f"({int(p['steps'])} steps, step 2.5*eps/steps, random start)"}
+                "checkpoints": apgd_checkpoints(int(p["steps"])), "attacks": names,
+                "square_queries": self.budget(ctx.profile, "square_queries") if "square" in names else 0,
+                "combined": f"worst case per record over {', '.join(names)}: {restarts} restart(s) for each APGD "
+                            f"loss at the policy's eps, one PGD run ({int(p['steps'])} steps, step 2.5*eps/steps, "
+                            f"random start){square}"}
+
+
+def _clean_correct_np(module, x, y) -> np.ndarray:
+    out = np.zeros(len(x), dtype=bool)
+    for start, xb, yb in _batches(x, y, BATCH):
+        out[start:start + len(xb)] = _clean_correct(module, xb, yb).numpy()
+    return out
+
+
+def _n_classes(module, x, ctx) -> int:
+    """The number of classes: the data's, else the width of the model's scores."""
+    import torch
+
+    k = getattr(ctx.data, "n_classes", None)
+    if k:
+        return int(k)
+    with torch.no_grad():
+        return int(module(torch.as_tensor(x[:1], dtype=torch.float32)).shape[1])

@@ -129,14 +129,15 @@ def judge_requirements(loaded: LoadedPolicy, plan: Plan, outputs: dict[str, tupl
         threshold = Threshold(op=req.threshold.op, value=req.threshold.value)
         if out.not_applicable or req.metric not in out.metrics:
             value, ci, n, reason = None, None, 0, out.not_applicable or f"{job.attack} did not report {req.metric}"
-            ci_method = ""
+            ci_method, bound = "", ("", "")
         else:
             m = out.metrics[req.metric]
             value, ci, n, reason = m.value, m.ci, m.n, m.reason
+            bound = (m.bound, m.bound_reason)
             ci_method = "" if value is None else m.ci_method or "not stated by the attack"
             if m.paired is not None:
                 paired[req.id] = m.paired
-        verdict, why = judge(value, ci, threshold.op, threshold.value, reason)
+        verdict, why = judge(value, ci, threshold.op, threshold.value, reason, bound=bound[0], bound_reason=bound[1])
         spec = registry.metric(req.metric)
         rows.append(RequirementResult(
             id=req.id, title=req.title, risk=req.risk, attack=job.attack, metric=req.metric,
