@@ -292,7 +292,8 @@ def _data_info(data: AuditData) -> DataInfo:
     spec = data.spec
     return DataInfo(path=str(data.spec_path), sha256=data.sha256, name=spec.name, files=data.files,
                     n_train=len(data.y_train), n_holdout=len(data.y_holdout), n_features=data.n_features,
-                    classes=data.classes, positive_label=None if spec.positive_label is None else str(spec.positive_label),
+                    classes=data.classes,
+                    positive_label=None if data.positive_index is None else data.classes[data.positive_index],
                     sensitive=list(spec.sensitive))
 
 
