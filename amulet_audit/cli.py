@@ -183,8 +183,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads or threads_for(model.module))
     _check_model_fits(model, data)
-    from amulet_audit.plan.preflight import check_class_order
+    from amulet_audit.ops.scores import attach
 
+    model = attach(model, data)  # what the model outputs (logits, probabilities, ...): every attack reads through it
+    from amulet_audit.plan.preflight import check_batch_dimension, check_class_order
+
+    check_batch_dimension(model, data)
     check_class_order(model, data)  # before any attack: an inverted class order would invert every number
     baseline = _read_baseline(args.baseline)
 
@@ -207,23 +211,18 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _check_model_fits(model, data) -> None:
-    """One forward pass on a few records: the model must accept the features and output one score per class."""
+    """One forward pass on a few records: the model must accept the features (its output shape is read by
+    `ops.scores.attach`)."""
     import torch
 
     x = torch.as_tensor(data.x_holdout[:2])
     try:
         with torch.no_grad():
-            out = model.module(x)
+            model.module(x)
     except Exception as exc:
         from amulet_audit.inputs.torch_errors import probe_failure
 
         raise InputError(probe_failure(model.path, model.format, exc, list(x.shape[1:]))) from None
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != data.n_classes:
-        shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise InputError(
-            f"{model.path}: the model outputs {shape} per batch, but the data has {data.n_classes} classes; "
-            "the model must return one score (logit) per class."
-        )
 
 
 def _out_dir(value: str) -> Path:

@@ -27,9 +27,9 @@ class AdversarialTraining(Defense):
 
     def fit(self, ctx: DefenseContext, x, y, recipe, seed):
         import torch
-        import torch.nn.functional as F
 
-        from amulet_audit.training.loop import make_optimizer
+        from amulet_audit.training.copies import scored
+        from amulet_audit.training.loop import batch_loss, make_optimizer
         from amulet_audit.training.cache import ModelCache, content_key
 
         p = self.get_params()
@@ -39,6 +39,8 @@ class AdversarialTraining(Defense):
 
         def train(module):
             gen = torch.Generator().manual_seed(seed)
+            scores = scored(ctx.model, module)  # per-class scores of the copy (same parameters): what PGD attacks
+            loss = batch_loss(ctx.model.output)  # the loss the model's output convention trains with
             xt, yt = torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.long)
             opt = make_optimizer(module.parameters(), recipe)
             for epoch in range(epochs):
@@ -46,18 +48,19 @@ class AdversarialTraining(Defense):
                 for start in range(0, len(xt), recipe.batch_size):
                     idx = order[start:start + recipe.batch_size]
                     set_mode(module, False)  # craft examples against the current weights without updating batch statistics
-                    adv = pgd_examples(module, xt[idx], yt[idx], eps=p["eps"], norm=p["norm"], steps=p["steps"],
+                    adv = pgd_examples(scores, xt[idx], yt[idx], eps=p["eps"], norm=p["norm"], steps=p["steps"],
                                        step_size=step_size, bounds=bounds, gen=gen)
                     set_mode(module, True)
                     opt.zero_grad(set_to_none=True)
-                    F.cross_entropy(module(adv), yt[idx]).backward()
+                    loss(module(adv), yt[idx]).backward()
                     opt.step()
                 if ctx.progress:
                     ctx.progress((epoch + 1) / epochs)
             return set_mode(module, False)
 
         key = content_key("adversarial_training", ctx.model.architecture_digest(), seed, recipe.model_dump(), p, x, y)
-        return (ctx.cache or ModelCache(None)).get_or_train(key, ctx.model.fresh_copy(seed), train)
+        trained = (ctx.cache or ModelCache(None)).get_or_train(key, ctx.model.fresh_copy(seed), train)
+        return scored(ctx.model, trained)  # per-class scores, as the audited model's module
 
     def evidence(self, ctx, module):
         p = self.get_params()

@@ -27,18 +27,20 @@ SURROGATE_ACCURACY = MetricSpec(
 MIN_STEPS = 300
 
 
-def soft_train(module, x: np.ndarray, targets: np.ndarray, recipe, *, seed: int, epochs: int):
+def soft_train(module, x: np.ndarray, targets: np.ndarray, recipe, *, seed: int, epochs: int, output: str = "logits"):
     """Train `module` in place on soft labels: cross-entropy to the target distribution `targets` (n, classes),
     i.e. KL divergence to the model's answers up to a constant (Hinton et al., 2015, distillation at T = 1). One-hot
-    targets give ordinary cross-entropy. Mini-batches and optimiser follow the data spec's `recipe`."""
+    targets give ordinary cross-entropy. Mini-batches and optimiser follow the data spec's `recipe`. `output`: the
+    convention of `module`'s raw output, whose log-probabilities the loss reads (`training.loop.soft_loss`)."""
     import torch
 
-    from amulet_audit.training.loop import make_optimizer
+    from amulet_audit.training.loop import make_optimizer, soft_loss
 
     gen = torch.Generator().manual_seed(seed)
     xt = torch.as_tensor(x, dtype=torch.float32)
     tt = torch.as_tensor(targets, dtype=torch.float32)
     opt = make_optimizer(module.parameters(), recipe)
+    loss_fn = soft_loss(output)
     set_mode(module, True)
     n = len(xt)
     for _ in range(epochs):
@@ -46,7 +48,7 @@ def soft_train(module, x: np.ndarray, targets: np.ndarray, recipe, *, seed: int,
         for start in range(0, n, recipe.batch_size):
             idx = order[start:start + recipe.batch_size]
             opt.zero_grad(set_to_none=True)
-            loss = -(tt[idx] * torch.log_softmax(module(xt[idx]), dim=1)).sum(1).mean()
+            loss = loss_fn(module(xt[idx]), tt[idx]).mean()
             loss.backward()
             opt.step()
     return set_mode(module, False)
@@ -73,7 +75,9 @@ class Extraction(Attack):
     name = "extraction"
     risk = "model_extraction"
     metrics = ("fidelity", "surrogate_accuracy")
-    needs = frozenset({"trained_copies"})  # and scores with `access: probabilities` (needs_for)
+    # scores with `access: probabilities` (needs_for); the surrogate is a trained copy of the architecture where the
+    # model allows one, else (a label-only model) a small MLP of the adversary's own
+    needs = frozenset()
     budgets = {"quick": {"queries": 1000}, "standard": {"queries": 5000}, "thorough": {"queries": 20000}}
     defaults = {"access": "probabilities", "queries": None, "source": "holdout", "epochs": None}
     parameter_constraints = {
@@ -134,7 +138,7 @@ class Extraction(Attack):
         }
         details = {
             "access": p["access"], "source": source, "queries": budget, "queries_requested": asked,
-            "surrogate": "fresh copy of the audited architecture", "n_eval": n,
+            "surrogate": self._surrogate_kind(ctx), "n_eval": n,
             "target_accuracy": float((target_eval == y_eval).mean()), "curve": curve,
         }
         if budget < asked:
@@ -143,17 +147,51 @@ class Extraction(Attack):
         return AttackResult(metrics, details)
 
     def _surrogate(self, ctx: AttackContext, p: dict, x: np.ndarray, answers: np.ndarray):
+    @staticmethod
+    def _copyable(ctx: AttackContext) -> bool:
+        from amulet_audit.core.component import model_capabilities
+
+        return "trained_copies" in model_capabilities(ctx.model)
+
+    def _surrogate_kind(self, ctx: AttackContext) -> str:
+        if self._copyable(ctx):
+            return "fresh copy of the audited architecture"
+        return (f"an MLP ({_MLP_HIDDEN} hidden ReLU units) of the adversary's own: the audited model returns labels "
+                "only, so no copy of its architecture can be trained")
+
         recipe = ctx.data.spec.training
+        """The surrogate trained on (x, answers), returning per-class scores (a copy of the architecture, read
+        through the model's output convention, or the adversary's own MLP for a label-only model)."""
         steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
         epochs = int(p["epochs"] or max(recipe.epochs, math.ceil(MIN_STEPS / steps_per_epoch)))
-        module = ctx.model.fresh_copy(ctx.seed + 1)
+        if self._copyable(ctx):
+            module, output, arch = ctx.model.fresh_copy(ctx.seed + 1), ctx.model.output, ctx.model.architecture_digest()
+        else:
+            module, output, arch = _mlp(int(np.prod(x.shape[1:])), answers.shape[1], ctx.seed + 1), "logits", "mlp"
 
         def fit(mod):
-            return soft_train(mod, x, answers, recipe, seed=ctx.seed, epochs=epochs)
+            return soft_train(mod, x, answers, recipe, seed=ctx.seed, epochs=epochs, output=output)
 
         if ctx.cache is None:
-            return fit(module)
-        from amulet_audit.training.cache import content_key
+            trained = fit(module)
+        else:
+            from amulet_audit.training.cache import content_key
 
-        key = content_key("extraction-surrogate", ctx.model.architecture_digest(), ctx.seed, recipe.model_dump(), epochs, x, answers)
-        return ctx.cache.get_or_train(key, module, fit)
+            key = content_key("extraction-surrogate", arch, ctx.seed, recipe.model_dump(), epochs, x, answers)
+            trained = ctx.cache.get_or_train(key, module, fit)
+        from amulet_audit.ops.scores import scores_module
+
+        return scores_module(trained, output)
+
+
+_MLP_HIDDEN = 64
+
+
+def _mlp(d: int, classes: int, seed: int):
+    """The adversary's own surrogate when the audited architecture cannot be trained: Flatten, Linear(d, 64), ReLU,
+    Linear(64, classes), initialised from `seed`."""
+    import torch
+
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(d, _MLP_HIDDEN), torch.nn.ReLU(),
+                               torch.nn.Linear(_MLP_HIDDEN, classes))
