@@ -352,6 +352,15 @@ class _ToGpu(torch.nn.Module):
         return self.fc(x) + torch.zeros(2, device="cuda")
 
 
+class _FixedBatch(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.fc(x.view(2, -1, 6)).view(-1, 2)  # runs on batches of an even size only
+
+
 class _Checks(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -370,9 +379,9 @@ def test_torchscript_runtime_error_is_quoted_by_its_cause_not_its_header():
     assert error_cause(err.value) == "RuntimeError: mat1 and mat2 shapes cannot be multiplied (2x6 and 5x2)"
 
 
-@pytest.mark.parametrize("case", ["shape", "gpu", "model_error"])
+@pytest.mark.parametrize("case", ["shape", "gpu", "model_error", "fixed_batch"])
 def test_a_model_that_fails_on_the_data_is_named_with_its_real_cause(tmp_path, tabular, case):
-    module = {"shape": lambda: torch.nn.Linear(5, 2), "gpu": _ToGpu, "model_error": _Checks}[case]()
+    module = {"shape": lambda: torch.nn.Linear(5, 2), "gpu": _ToGpu, "model_error": _Checks, "fixed_batch": _FixedBatch}[case]()
     model = tmp_path / "m.pt"
     torch.jit.save(torch.jit.script(module), model)
     done = run(model, "--policy", "eu_ai_act", "--data", tabular.with_name("model.data.yaml"), "--out",
@@ -385,6 +394,8 @@ def test_a_model_that_fails_on_the_data_is_named_with_its_real_cause(tmp_path, t
     elif case == "gpu":
         assert "moves tensors to a GPU" in msg and "re-save the model so that it runs on the CPU" in msg
         assert "input_shape" not in msg
+    elif case == "fixed_batch":
+        assert "runs on a batch of 2 records but not on a batch of 1" in msg and "batch size is fixed" in msg
     else:
         assert "inputs must be normalised with the training statistics" in msg
         assert "input_shape" not in msg and "does not accept" not in msg

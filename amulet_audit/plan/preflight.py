@@ -7,6 +7,36 @@ import numpy as np
 from amulet_audit.core.errors import InputError
 
 
+def check_batch_dimension(model, data) -> None:
+    """Refuse a model that runs on some batch sizes only (a batch size fixed by tracing or export, a reshape to a
+    constant size): attacks score records in batches of any size. Tries batches of 1 and 3 records of the holdout.
+    `model`: a ModelHandle whose `module` already ran on a batch of 2; `data`: an AuditData."""
+    import torch
+
+    for size in (1, 3):
+        x = torch.as_tensor(data.x_holdout[:size])
+        if len(x) < size:
+            continue
+        try:
+            with torch.no_grad():
+                out = model.module(x)
+        except Exception as exc:
+            from amulet_audit.inputs.torch_errors import error_cause
+
+            raise InputError(
+                f"{model.path}: the model runs on a batch of 2 records but not on a batch of {size} ({error_cause(exc)}): "
+                "its batch size is fixed (by tracing, by export without a dynamic batch dimension, or by a reshape to a "
+                "constant size); save it so that the first dimension may be any size (e.g. view(x.shape[0], -1), "
+                "torch.export with dynamic_shapes)."
+            ) from None
+        # (a batch of 1 may come back squeezed; 3 records must give 3 rows)
+        if size == 3 and isinstance(out, torch.Tensor) and out.dim() >= 1 and out.shape[0] != size:
+            raise InputError(
+                f"{model.path}: the model returns {out.shape[0]} rows for a batch of {size} records; it must return one "
+                "row per record (the first dimension is the batch)."
+            )
+
+
 def check_class_order(model, data) -> None:
     """Refuse when the model's accuracy on its own training records is below the majority-class rate (beyond chance:
     a one-sided exact binomial test at 0.1%, so an under-fitted model at about the majority rate is not refused).
@@ -21,7 +51,14 @@ def check_class_order(model, data) -> None:
     if data.spec.expect_low_training_accuracy or len(data.y_train) == 0:
         return
     y = np.asarray(data.y_train)
-    pred = np.asarray(predict(model.module, data.x_train)).astype(np.int64).reshape(-1)
+    try:
+        pred = np.asarray(predict(model.module, data.x_train)).astype(np.int64).reshape(-1)
+    except InputError:
+        raise
+    except Exception as exc:  # e.g. a model that accepts the probe's 2 records but not a batch of 1,024
+        from amulet_audit.inputs.torch_errors import probe_failure
+
+        raise InputError(probe_failure(model.path, model.format, exc, list(data.x_train.shape[1:]))) from None
     correct = int((pred == y).sum())
     accuracy = correct / len(y)
     counts = np.bincount(y, minlength=data.n_classes)
