@@ -39,8 +39,8 @@ def soft_train(module, x: np.ndarray, targets: np.ndarray, recipe, *, seed: int,
     gen = torch.Generator().manual_seed(seed)
     xt = torch.as_tensor(x, dtype=torch.float32)
     tt = torch.as_tensor(targets, dtype=torch.float32)
-    opt = make_optimizer(module.parameters(), recipe)
     loss_fn = soft_loss(output)
+    opt = make_optimizer(module.parameters(), recipe)
     set_mode(module, True)
     n = len(xt)
     for _ in range(epochs):
@@ -146,7 +146,6 @@ class Extraction(Attack):
                                    "the extraction risk at the requested budget may be higher."]
         return AttackResult(metrics, details)
 
-    def _surrogate(self, ctx: AttackContext, p: dict, x: np.ndarray, answers: np.ndarray):
     @staticmethod
     def _copyable(ctx: AttackContext) -> bool:
         from amulet_audit.core.component import model_capabilities
@@ -159,9 +158,10 @@ class Extraction(Attack):
         return (f"an MLP ({_MLP_HIDDEN} hidden ReLU units) of the adversary's own: the audited model returns labels "
                 "only, so no copy of its architecture can be trained")
 
-        recipe = ctx.data.spec.training
+    def _surrogate(self, ctx: AttackContext, p: dict, x: np.ndarray, answers: np.ndarray):
         """The surrogate trained on (x, answers), returning per-class scores (a copy of the architecture, read
         through the model's output convention, or the adversary's own MLP for a label-only model)."""
+        recipe = ctx.data.spec.training
         steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
         epochs = int(p["epochs"] or max(recipe.epochs, math.ceil(MIN_STEPS / steps_per_epoch)))
         if self._copyable(ctx):
