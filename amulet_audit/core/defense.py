@@ -117,8 +117,8 @@ class Defense(Component):
         fixed = getattr(ctx.model, "fixed_mode_layers", None)
         if fixed and self.trains_copies:
             details["training_mode"] = (
-                f"{', '.join(fixed[:5])} keep the train/eval behaviour frozen in the model file (traced or exported): "
-                "the defended model trained with them as frozen, not as in training mode")
+                f"the model file (traced or exported) freezes the train/eval behaviour of {', '.join(fixed[:5])}: "
+                "the defended model trained with it as frozen, not as in training mode")
         return DefenseOutcome(handle, details)
 
 

@@ -24,7 +24,7 @@ from numbers import Integral, Real
 from amulet_audit.core.defense import Defense, DefenseContext, DefenseNotApplicable
 from amulet_audit.core.mode import set_mode
 from amulet_audit.core.params import Boolean, Interval, OptionalOf
-from amulet_audit.inputs.model import layers, mode_dependent_layers
+from amulet_audit.inputs.model import layers
 
 
 # Rényi orders for the accountant: Opacus's defaults stop at 63, which is not enough for small epsilons with
@@ -42,6 +42,31 @@ def refused_layers(module) -> list[str]:
             if "BatchNorm" in kind or ("InstanceNorm" in kind and f"{path}.running_mean" in buffers)]
 
 
+def _loaded(model):
+    """The model as loaded (inside any wrapper the handle adds), whose layers copies are made of."""
+    return getattr(model, "arch_module", model.module)
+
+
+def _without_batchnorm(module):
+    """A copy of `module` (an nn.Module) that Opacus accepts: BatchNorm replaced by GroupNorm and InstanceNorm
+    without running statistics, by Opacus's `ModuleValidator.fix` (GroupNorm with gcd(32, C) groups). A BatchNorm1d
+    usually sees features without spatial extent, (N, C), where a group of one channel would normalise a single
+    value to zero; it gets groups of at least 8 channels (gcd(32, C // 8) groups, one group below 16 channels)."""
+    import copy
+    import math
+
+    import torch
+    from opacus.validators import ModuleValidator
+
+    fixed = copy.deepcopy(module)
+    for name, sub in list(fixed.named_modules()):
+        if isinstance(sub, torch.nn.BatchNorm1d):
+            parent, _, leaf = name.rpartition(".")
+            groups = math.gcd(32, max(1, sub.num_features // 8))
+            setattr(fixed.get_submodule(parent), leaf, torch.nn.GroupNorm(groups, sub.num_features, affine=sub.affine))
+    return ModuleValidator.fix(fixed)
+
+
 def _per_example_route(model, seed: int, example):
     """(route, params, buffers, per_example) for a re-initialised copy of `model` (a ModelHandle):
     `per_example(x, y)` gives each record's gradient of the loss (name -> tensor (B, *param.shape)) at the current
@@ -51,9 +76,8 @@ def _per_example_route(model, seed: int, example):
     import torch.nn.functional as F
     from torch.func import functional_call, grad, vmap
 
-    func = model.functional_copy(seed, example)
-    switchable = set(mode_dependent_layers(model.module)) - set(model.fixed_mode_layers)  # Dropout that trains
-    if func is not None and not (func.eval_only and switchable):
+    func = model.functional_copy(seed, example)  # None for a scripted Dropout, which must train in training mode
+    if func is not None:
         params = {k: v.clone().requires_grad_(True) for k, v in func.params.items()}
         buffers = func.buffers
 
@@ -117,7 +141,7 @@ class DPSGD(Defense):
         Opacus refuses a layer and it cannot or may not be replaced."""
         import dataclasses
 
-        refused = refused_layers(model.module)
+        refused = refused_layers(_loaded(model))
         if not refused:
             return model, ""
         causes = [c for kind, c in (("BatchNorm", "BatchNorm mixes the records of a batch"),
@@ -133,16 +157,17 @@ class DPSGD(Defense):
             raise DefenseNotApplicable(why + f"; replace_batchnorm needs the architecture as a Python class (a "
                                              f"state_dict with --arch), and a {model.format} model's layers cannot "
                                              "be swapped")
-        from opacus.validators import ModuleValidator
-
-        fixed = ModuleValidator.fix(model.module)
+        fixed = _without_batchnorm(_loaded(model))
         left = refused_layers(fixed)
         if left:
             raise DefenseNotApplicable(why + f"; Opacus's replacement left {', '.join(left[:5])}")
         kinds = dict(layers(fixed))
-        change = "; ".join(f"{r} replaced by {kinds.get(r.rsplit(' at ', 1)[1], 'another layer')}"
-                           for r in refused) + " (Opacus ModuleValidator.fix): the defended architecture differs"
-        return dataclasses.replace(model, module=fixed, architecture=f"{model.architecture} (BatchNorm -> GroupNorm)"), change
+        subs = dict(fixed.named_modules())
+        change = "; ".join(f"{r} replaced by {kinds.get(path, 'another layer')}({subs[path].extra_repr()})"
+                           for r in refused for path in [r.rsplit(' at ', 1)[1]] if path in subs)
+        change += " (Opacus's BatchNorm to GroupNorm replacement): the defended architecture differs from the audited one"
+        swap = {"raw": fixed} if getattr(model, "raw", None) is not None else {"module": fixed}
+        return dataclasses.replace(model, **swap, architecture=f"{model.architecture} (BatchNorm -> GroupNorm)"), change
 
     def fit(self, ctx: DefenseContext, x_np, y_np, recipe, seed):
         import torch

@@ -74,7 +74,7 @@ class ModelHandle:
             # deepcopy of a ScriptModule gives non-leaf parameters; a save/load round trip does not.
             copy = torch.jit.load(io.BytesIO(self._source_bytes), map_location="cpu")
         elif self.format == "export":
-            copy = torch.export.load(io.BytesIO(self._source_bytes)).module()
+            copy = _exported_copy(self._source_bytes)
         else:
             import copy as _copy
 
@@ -87,11 +87,12 @@ class ModelHandle:
         """A re-initialised copy usable with `torch.func` (functional_call, vmap, per-sample gradients), or None.
 
         TorchScript modules refuse the stateless API, so a scripted copy is converted to an equivalent FX
-        GraphModule (same tensor names) through torch.export's TorchScript converter. The conversion is made and
-        checked in eval mode, so the graph's Dropout/BatchNorm behave as in eval mode (its mode is then fixed; see
-        `FunctionalModel.eval_only`). Returns None when the architecture cannot be converted (e.g. a scripted
-        GroupNorm: `prim::Loop` with a dynamic trip count); callers then fall back to another route (one model at a
-        time, a loop over the batch) and say so. `example`: a small input batch (tensor).
+        GraphModule (same tensor names) through torch.export's TorchScript converter, made and checked in eval
+        mode (a Dropout converted in train mode is random, and no comparison could pass). Returns None when the
+        copy would not train as the model does: a scripted model with Dropout/BatchNorm (the graph fixes their eval
+        behaviour), or an architecture the converter refuses (e.g. a scripted GroupNorm: `prim::Loop` with a
+        dynamic trip count); callers then fall back to another route (one model at a time, a loop over the batch)
+        and say so. `example`: a small input batch (tensor).
         """
         import torch
 
@@ -100,7 +101,9 @@ class ModelHandle:
         buffers = {k: v.detach().clone() for k, v in copy.named_buffers()}
         if self.format != "torchscript":
             return FunctionalModel(copy, params, buffers)
-        set_mode(copy, False)  # a scripted Dropout converted in train mode is random: no comparison could pass
+        if set(mode_dependent_layers(getattr(self, "arch_module", self.module))) - set(self.fixed_mode_layers):
+            return None  # scripted Dropout/BatchNorm: the eval-mode graph would not train them as the model does
+        set_mode(copy, False)
         import warnings
 
         from torch._export.converter import TS2EPConverter
@@ -122,20 +125,42 @@ class ModelHandle:
             return None
         finally:
             quiet.setLevel(level)
-        return FunctionalModel(graph, params, buffers, eval_only=True) if same else None
+        return FunctionalModel(graph, params, buffers) if same else None
+
+
+_EXPORTED: dict[bytes, Any] = {}  # torch.export archive -> its module, loaded once (loading costs ~20 deep copies)
+
+
+def _exported_copy(raw: bytes):
+    """An independent copy of the torch.export program in `raw` (its module, with parameters of its own), which
+    refuses .train()/.eval() as the loaded module does (a deep copy drops those per-instance methods)."""
+    import copy
+    import types
+    import warnings
+
+    if raw not in _EXPORTED:
+        _EXPORTED.clear()  # one audited model at a time
+        import torch
+
+        _EXPORTED[raw] = torch.export.load(io.BytesIO(raw)).module()
+    template = _EXPORTED[raw]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation, raised while copying
+        module = copy.deepcopy(template)
+    for name in ("train", "eval"):
+        if name in vars(template):
+            setattr(module, name, types.MethodType(vars(template)[name].__func__, module))
+    return module
 
 
 @dataclass
 class FunctionalModel:
     """A stateless view of a model copy: call `torch.func.functional_call(module, {**params, **buffers}, (x,))`.
-    `params` are the trainable tensors (same names as the audited model's state_dict), `buffers` the rest.
-    `eval_only`: the module is a graph converted in eval mode (a TorchScript model's copy), so its Dropout and
-    BatchNorm never behave as in training."""
+    `params` are the trainable tensors (same names as the audited model's state_dict), `buffers` the rest."""
 
     module: Any
     params: dict
     buffers: dict
-    eval_only: bool = False
 
 
 def reinitialise(module, seed: int) -> None:
