@@ -263,3 +263,49 @@ def test_scale_is_validated():
         PGD(eps=0.1, scale="metres").validated_params()
     with pytest.raises(ParameterError, match="loss"):
         PGD(eps=0.1, loss="hinge").validated_params()
+
+
+class _ScriptableStep:
+    """Built lazily so that torch is imported inside the test: a TorchScript-able model whose logits are a step
+    function of a linear score (zero gradient everywhere: gradient masking by quantisation)."""
+
+    @staticmethod
+    def build():
+        import torch
+
+        class QuantisedLinear(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.register_buffer("w", torch.tensor([1.0, 0.8, -0.5, 0.0, 0.0, 0.0]))
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                z = torch.round(x @ self.w * 4) / 4
+                return torch.stack([-z, z], 1)
+
+        return QuantisedLinear().eval()
+
+
+def test_audit_of_a_masked_model_is_indeterminate_with_the_check_sentence(tmp_path):
+    """End to end: the runner passes the Measurement's bound to `judge`; the requirement PGD would PASS is
+    INDETERMINATE with the gradient-masking sentence, and the audit exits 1."""
+    import json
+    import subprocess
+
+    import torch
+
+    from conftest import AMULET
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(600, 6)).astype(np.float32)
+    y = (x @ np.array([1.0, 0.8, -0.5, 0, 0, 0], dtype=np.float32) > 0).astype(np.int64)
+    _write(tmp_path, x, y, {"m": torch.jit.script(_ScriptableStep.build())})
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump({
+        "policy": "masked", "title": "masked", "requirements": [
+            {"id": "robust", "risk": "evasion", "attack": {"name": "pgd", "params": {"eps": 0.3, "steps": 5, "samples": 150}},
+             "metric": "robust_accuracy", "threshold": {"min": 0.6}}]}))
+    proc = subprocess.run([*AMULET, str(tmp_path / "m.pt"), "--policy", str(tmp_path / "policy.yaml"), "--out",
+                           str(tmp_path / "out"), "--profile", "quick", "--no-pdf"], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    row = json.loads((tmp_path / "out" / "results.json").read_text())["requirements"][0]
+    assert row["value"] > 0.6 and row["ci"][0] > 0.6  # the unbounded reading would PASS
+    assert row["verdict"] == "indeterminate" and "gradient masking" in row["reason"]

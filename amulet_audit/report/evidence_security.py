@@ -122,6 +122,11 @@ def robustness(details: Mapping[str, Any], params: Mapping[str, Any], reqs: Sequ
         "Accuracy under attack as the perturbation budget grows; the band is the confidence interval "
         + (f"and the vertical line marks the policy's budget ε = {eps:g}." if eps is not None else "at each budget.")
     )
+    rel = details.get("budget_relative_to_range")
+    if details.get("eps_units"):
+        caption += f" ε is in {details['eps_units']}"
+        caption += (f"; as a share of each feature's holdout range it is {rel['median']:.2%} (median; {rel['min']:.2%} "
+                    f"to {rel['max']:.2%} over {rel['features']} features)." if isinstance(rel, Mapping) else ".")
     table = Table(
         ("ε", "Robust accuracy [CI]", "n"),
         tuple(
