@@ -344,6 +344,7 @@ def test_label_only_model_is_measured_where_predictions_suffice(softmax_pair, tm
         assert rows[refused].verdict == "not_applicable", refused
         assert "labels" in rows[refused].reason and rows[refused].reason.count(". ") == 0, rows[refused].reason
     assert rows["steal"].value > 0.6  # the adversary's own surrogate learns the labels
+    assert "MLP" in result.run_of(rows["steal"]).details["surrogate"]
     assert "labels" in result.defenses[0].not_applicable
     write_report(result, tmp_path / "report", pdf=False)
     assert "Model output" in (tmp_path / "report" / "report.html").read_text()
