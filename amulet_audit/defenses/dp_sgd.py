@@ -73,16 +73,18 @@ def _per_example_route(model, seed: int, example):
     `params` (leaf tensors, the ones the optimizer steps), with the copy in training mode where its format allows.
     torch.func's vmap when the copy can be called functionally as it trains, else a loop over the batch."""
     import torch
-    import torch.nn.functional as F
     from torch.func import functional_call, grad, vmap
 
+    from amulet_audit.training.loop import batch_loss
+
+    loss = batch_loss(model.output)  # the loss the model's output convention trains with
     func = model.functional_copy(seed, example)  # None for a scripted Dropout, which must train in training mode
     if func is not None:
         params = {k: v.clone().requires_grad_(True) for k, v in func.params.items()}
         buffers = func.buffers
 
         def loss_one(prm, xi, yi):
-            return F.cross_entropy(functional_call(func.module, {**prm, **buffers}, (xi.unsqueeze(0),)), yi.unsqueeze(0))
+            return loss(functional_call(func.module, {**prm, **buffers}, (xi.unsqueeze(0),)), yi.unsqueeze(0))
 
         # randomness="different": each record draws its own Dropout mask, as one-at-a-time training would
         vectorised = vmap(grad(loss_one), in_dims=(None, 0, 0), randomness="different")
@@ -92,7 +94,7 @@ def _per_example_route(model, seed: int, example):
     params = dict(copy.named_parameters())
 
     def per_example(xb, yb):
-        rows = [torch.autograd.grad(F.cross_entropy(copy(xb[i:i + 1]), yb[i:i + 1]), list(params.values()))
+        rows = [torch.autograd.grad(loss(copy(xb[i:i + 1]), yb[i:i + 1]), list(params.values()))
                 for i in range(len(xb))]
         return {k: torch.stack([row[j] for row in rows]) for j, k in enumerate(params)}
 
@@ -215,7 +217,9 @@ class DPSGD(Defense):
         self._spent = float(state["__spent_epsilon__"])
         self._route = ROUTES[int(state["__route__"])]
         copy.load_state_dict({k: v for k, v in state.items() if not k.startswith("__")})
-        return set_mode(copy, False)
+        from amulet_audit.training.copies import scored
+
+        return scored(model, set_mode(copy, False))  # per-class scores, as the audited model's module
 
     def evidence(self, ctx, module):
         p = self.get_params()
