@@ -22,18 +22,18 @@ import numpy as np
 from amulet_audit.core.attack import Attack, AttackContext, AttackResult, Measurement, MetricSpec, PairedSample
 from amulet_audit.ops.forward import logits
 from amulet_audit.core.params import Boolean, Interval, OptionalOf, Options, Text
-from amulet_audit.core.stats import sample_ci
+from amulet_audit.core.stats import CI_BOOTSTRAP, sample_ci
 
 BALANCED_ACCURACY = MetricSpec(
     "balanced_accuracy",
     "Balanced accuracy (mean per-group recall) of the attack's guesses of the sensitive attribute of training records.",
-    higher_is_worse=True,
+    higher_is_worse=True, unit="fraction",
 )
 ADVANTAGE_OVER_PRIOR = MetricSpec(
     "advantage_over_prior",
     "Balanced accuracy of the attack minus that of the best guess without the model (the prior, or the other "
     "features alone); 0 means the model discloses nothing beyond the population statistics.",
-    higher_is_worse=True,
+    higher_is_worse=True, unit="difference",
 )
 
 _METRICS = ("balanced_accuracy", "advantage_over_prior")
@@ -183,9 +183,10 @@ class AttributeInference(Attack):
                              "n_auxiliary": int(len(g_aux)), "baseline": baseline_kind}
             measured[attr] = {
                 "balanced_accuracy": Measurement(ba_attack, _around(ci_attack, ba_attack), int(len(g_vic)),
-                                                 paired=samples["balanced_accuracy"]),
+                                                 paired=samples["balanced_accuracy"], ci_method=_CI_METHOD),
                 "advantage_over_prior": Measurement(ba_attack - ba_base, _around(ci_adv, ba_attack - ba_base),
-                                                    int(len(g_vic)), paired=samples["advantage_over_prior"]),
+                                                    int(len(g_vic)), paired=samples["advantage_over_prior"],
+                                                    ci_method=_CI_METHOD),
             }
             if ctx.progress:
                 ctx.progress((i + 1) / len(attrs))
@@ -212,6 +213,9 @@ def _known(x: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
 def _recall(g: np.ndarray, pred: np.ndarray, j: int) -> float | None:
     mask = g == j
     return float((pred[mask] == j).mean()) if mask.any() else None
+
+
+_CI_METHOD = f"{CI_BOOTSTRAP}, widened to contain the estimate"
 
 
 def _around(ci: tuple[float, float], value: float) -> tuple[float, float] | None:

@@ -25,7 +25,7 @@ DISTINGUISHING_ACCURACY = MetricSpec(
     "distinguishing_accuracy",
     "Cross-validated accuracy of a meta-classifier telling apart models trained with two different shares of a "
     "sensitive group, from their outputs; 0.5 is chance.",
-    higher_is_worse=True, kind="rate",
+    higher_is_worse=True, kind="rate", unit="fraction",
 )
 
 

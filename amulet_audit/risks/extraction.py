@@ -17,10 +17,11 @@ from amulet_audit.core.stats import binomial_ci
 
 FIDELITY = MetricSpec(
     "fidelity", "Share of unseen holdout records on which the extracted surrogate predicts the same class as the model.",
-    higher_is_worse=True, kind="rate",
+    higher_is_worse=True, kind="rate", unit="fraction",
 )
 SURROGATE_ACCURACY = MetricSpec(
     "surrogate_accuracy", "Accuracy of the extracted surrogate on unseen holdout records.", higher_is_worse=True, kind="rate",
+    unit="fraction",
 )
 
 # The surrogate trains for at least this many optimiser steps, so small budgets are not under-trained.

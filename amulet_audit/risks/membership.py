@@ -20,18 +20,19 @@ import numpy as np
 from amulet_audit.core.attack import Attack, AttackContext, AttackResult, Measurement, MetricSpec, PairedSample
 from amulet_audit.ops.forward import cross_entropy, logits
 from amulet_audit.core.params import Boolean, Interval, OptionalOf, Options
-from amulet_audit.core.stats import binomial_ci, sample_ci
+from amulet_audit.core.stats import CI_BINOMIAL, CI_STRATIFIED_BOOTSTRAP, binomial_ci, sample_ci
 
-AUC = MetricSpec("auc", "Area under the membership ROC curve; 0.5 is chance.", higher_is_worse=True)
+AUC = MetricSpec("auc", "Area under the membership ROC curve; 0.5 is chance.", higher_is_worse=True, unit="auc")
 TPR_AT_FPR_001 = MetricSpec(
     "tpr_at_fpr_0.01", "Members identified at a 1% false-positive rate.", higher_is_worse=True, kind="rate",
-    min_n=100, min_n_of="non-members",
+    unit="fraction", min_n=100, min_n_of="non-members",
 )
 TPR_AT_FPR_0001 = MetricSpec(
     "tpr_at_fpr_0.001", "Members identified at a 0.1% false-positive rate.", higher_is_worse=True, kind="rate",
-    min_n=1000, min_n_of="non-members",
+    unit="fraction", min_n=1000, min_n_of="non-members",
 )
-ADVANTAGE = MetricSpec("advantage", "Membership advantage max(TPR - FPR) (Yeom et al. 2018).", higher_is_worse=True)
+ADVANTAGE = MetricSpec("advantage", "Membership advantage max(TPR - FPR) (Yeom et al. 2018).", higher_is_worse=True,
+                      unit="difference")
 
 
 def roc_points(scores: np.ndarray, is_member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +96,7 @@ def membership_metrics(scores: np.ndarray, is_member: np.ndarray, records: np.nd
     def measured(statistic, value: float, offset: int) -> Measurement:
         paired = PairedSample(records, sample, statistic, strata)
         return Measurement(value, sample_ci(paired, reps=reps, seed=seed + offset, confidence=confidence), n_in + n_out,
-                           paired=paired)
+                           paired=paired, ci_method=CI_STRATIFIED_BOOTSTRAP)
 
     out = {"auc": measured(auc_statistic, auc_statistic(sample), 0),
            "advantage": measured(advantage_statistic, float(np.max(tpr - fpr)), 1)}
@@ -107,7 +108,8 @@ def membership_metrics(scores: np.ndarray, is_member: np.ndarray, records: np.nd
             f"TPR at {target:.1%} FPR needs at least {need:,} non-members to be estimated; only {n_out:,} were available"
         )
         out[spec.name] = Measurement(value, binomial_ci(k, n_in, confidence), n_in, reason,
-                                     paired=PairedSample(records, sample, partial(tpr_statistic, target=target), strata))
+                                     paired=PairedSample(records, sample, partial(tpr_statistic, target=target), strata),
+                                     ci_method=f"{CI_BINOMIAL}, over the members")
     details = {"roc": _downsample_roc(fpr, tpr), "n_members": n_in, "n_nonmembers": n_out, "auc": out["auc"].value}
     return out, details
 

@@ -17,12 +17,13 @@ import numpy as np
 
 from amulet_audit.core.attack import Attack, AttackContext, AttackResult, Measurement, MetricSpec, PairedSample, rate
 from amulet_audit.core.params import Interval, OptionalOf
-from amulet_audit.core.stats import bootstrap_ci, mean_of
+from amulet_audit.core.stats import CI_BOOTSTRAP, bootstrap_ci, mean_of
 from amulet_audit.training.copies import train_copy
 
 ACCURACY_DROP = MetricSpec(
     "accuracy_drop", "Holdout accuracy of a copy trained on clean data minus that of the same copy trained on poisoned "
     "data (accuracy points as a fraction; paired bootstrap interval).", higher_is_worse=True,
+    unit="difference",
 )
 
 
@@ -104,7 +105,7 @@ class _Poisoning(Attack):
         rows = np.arange(n)
         metrics = {
             "accuracy_drop": Measurement(float(drops.mean()), drop_ci, n,
-                                         paired=PairedSample(rows, {"x": drops}, mean_of)),
+                                         paired=PairedSample(rows, {"x": drops}, mean_of), ci_method=CI_BOOTSTRAP),
             "attack_success_rate": rate(hits, rows, of=attacked, confidence=ctx.confidence,
                                         empty="no holdout record can be attacked"),
         }

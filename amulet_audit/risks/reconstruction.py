@@ -25,13 +25,13 @@ import numpy as np
 
 from amulet_audit.core.attack import Attack, AttackContext, AttackResult, Measurement, MetricSpec
 from amulet_audit.core.params import Interval, OptionalOf, Options
-from amulet_audit.core.stats import bootstrap_ci
+from amulet_audit.core.stats import CI_BOOTSTRAP, bootstrap_ci
 
 RECONSTRUCTION_SIMILARITY = MetricSpec(
     "reconstruction_similarity",
     "Similarity of each class's model-inversion reconstruction to its nearest training record minus that to its "
     "nearest unseen record of the class (0: nothing beyond the class is revealed).",
-    higher_is_worse=True,
+    higher_is_worse=True, unit="difference",
 )
 
 # Images with at most this many values each are recorded in the details for the report (32x32 RGB).
@@ -208,7 +208,9 @@ class ModelInversion(Attack):
                 "reconstructions": np.round(recon[:, 0], 3).tolist(),
             }
         n = int(len(per_class))
-        return AttackResult({"reconstruction_similarity": Measurement(value, _around(ci, value), n)}, details)
+        return AttackResult({"reconstruction_similarity": Measurement(
+            value, _around(ci, value), n, ci_method=f"{CI_BOOTSTRAP} over classes, then records within each, widened to "
+                                                    "contain the estimate")}, details)
 
 
 def _around(ci: tuple[float, float], value: float) -> tuple[float, float] | None:
