@@ -94,3 +94,11 @@ def test_paired_bootstrap_of_a_delta_is_far_tighter_than_independent_intervals_w
     moved = PairedSample(records + 1, other.paired.arrays, other.paired.statistic)
     assert paired_delta_ci(base.paired, moved, reps=50, seed=0) is None
     assert paired_delta_ci(base.paired, PairedSample(records, {"x": other_hits}, np.mean), reps=50, seed=0) is None
+
+
+def test_every_registered_metric_declares_its_unit():
+    from amulet_audit.core import registry
+
+    units = {name: registry.metric(name).unit for name in registry.metrics()}
+    assert set(units.values()) <= {"fraction", "difference", "ratio", "auc"}, units
+    assert units["impact_ratio"] == "ratio" and units["auc"] == "auc" and units["robust_accuracy"] == "fraction"
