@@ -348,3 +348,18 @@ def test_label_only_model_is_measured_where_predictions_suffice(softmax_pair, tm
     assert "labels" in result.defenses[0].not_applicable
     write_report(result, tmp_path / "report", pdf=False)
     assert "Model output" in (tmp_path / "report" / "report.html").read_text()
+
+    # recorded in results.json, optional on read (older results have none), and a change of it is a diff note
+    import json
+
+    from amulet_audit.results import read_results, write_results
+    from amulet_audit.results.diff import compare
+
+    write_results(result, tmp_path / "results.json")
+    raw = json.loads((tmp_path / "results.json").read_text())
+    assert raw["model_output"] == "labels" and "labels" in raw["model"]["output_note"]
+    del raw["model_output"]
+    (tmp_path / "old.json").write_text(json.dumps(raw))
+    assert read_results(tmp_path / "old.json").model_output is None
+    later = result.model_copy(update={"model_output": "logits"})
+    assert any("output differently" in n for n in compare(result, later).notes)

@@ -8,7 +8,9 @@ BATCH = 1024
 
 
 def logits(module, x: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
-    """Model outputs (pre-softmax scores) for `x`, float64, shape (n, n_classes)."""
+    """Per-class scores of `module` for `x`, float64, shape (n, n_classes): logits, or log-probabilities where the
+    audited model (or copy) has another output convention (`amulet_audit.ops.scores`); their log-softmax are the
+    model's log-probabilities either way."""
     import torch
 
     out = []

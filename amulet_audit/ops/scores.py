@@ -45,13 +45,6 @@ DESCRIPTIONS = {
               "copies are not applicable",
 }
 
-# What a label-only model cannot give, by attack need (`Attack.needs`), for NOT_APPLICABLE reasons.
-LABEL_ONLY_MISSING = {
-    "gradients": "gradients",
-    "scores": "scores (per-class probabilities or logits)",
-    "copies": "trained copies",
-}
-
 _SUM_TOL = 1e-3  # rows of probabilities sum to 1 within this (float32 Softmax over many classes)
 _LOG_FLOOR = -87.0  # log of float32's smallest normal number: log(0) is floored here, never -inf
 
@@ -68,7 +61,8 @@ class OutputReading:
 
     @property
     def note(self) -> str:
-        return f"{self.convention} ({self.source}: {self.evidence})"
+        """One line for results and the report: the convention, how it was established, how the audit reads it."""
+        return f"{self.convention} ({self.source}: {self.evidence}): {DESCRIPTIONS[self.convention]}"
 
 
 def _column(out):
@@ -177,11 +171,6 @@ def scores_module(raw, convention: str, n_classes: int | None = None, *, stable:
     from amulet_audit.core.mode import set_mode
 
     return set_mode(Scores(), bool(raw.training))  # an exported graph inside keeps its fixed mode
-
-
-def unwrap(module):
-    """The model inside a `scores_module` wrapper (the module itself when it is not one)."""
-    return module.inner if type(module).__name__ == "Scores" and hasattr(module, "inner") else module
 
 
 # --- detection -------------------------------------------------------------------------------------------

@@ -133,6 +133,9 @@ def compare(old: AuditResult, new: AuditResult, *, baseline_path: str = "") -> R
     if (old.seed, old.profile) != (new.seed, new.profile):
         notes.append(f"the audits use different settings (seed {old.seed}, {old.profile} profile then "
                      f"seed {new.seed}, {new.profile} profile): differences within the intervals are sampling noise")
+    if old.model_output and new.model_output and old.model_output != new.model_output:
+        notes.append(f"the audits read the model's output differently ({old.model_output} then {new.model_output}): "
+                     "scores, and the copies trained for the audit, changed meaning")
     if interval < 0:
         notes.append("the baseline finished after this audit: check the order of OLD and NEW")
     lapsed = None if period is None else interval > period
