@@ -132,7 +132,9 @@ def project(x, adv, eps: float, norm: str, bounds):
 
 
 def pgd_examples(module, x, y, *, eps: float, norm: str, steps: int, step_size: float, bounds, gen):
-    """PGD adversarial examples for a batch (tensors in, tensor out), random start, no restarts."""
+    """PGD adversarial examples for a batch (tensors in, tensor out), random start, no restarts; cross-entropy with
+    the margin fall-back of `loss_grad`, so that a confident model's underflowing gradient still moves the
+    examples."""
     adv, _ = pgd_steps(module, x, y, project(x, x + random_delta(x, eps, norm, gen), eps, norm, bounds),
-                       eps=eps, norm=norm, steps=steps, step_size=step_size, bounds=bounds)
+                       eps=eps, norm=norm, steps=steps, step_size=step_size, bounds=bounds, fallback=True)
     return adv
