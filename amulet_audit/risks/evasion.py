@@ -592,9 +592,11 @@ class APGD(_Evasion):
         "restarts": Interval(Integral, 1, 100),
         "square": Boolean(),
     }
+    # AutoAttack's standard version: 9 target classes, 5,000 Square queries (thorough here); the Square attack's
+    # cost grows with queries x records that survive the gradient attacks, so lighter profiles query less
     budgets = {"quick": {"targets": 3, "square_queries": 1000},
-               "standard": {"targets": 9, "square_queries": 5000},
-               "thorough": {"targets": 9, "square_queries": 10000}}
+               "standard": {"targets": 9, "square_queries": 2500},
+               "thorough": {"targets": 9, "square_queries": 5000}}
 
     def _stages(self, p, ctx, n_classes: int):
         """(name, run(module, x, y, eps, restarts) -> robust per record) in the order they are tried."""
