@@ -174,6 +174,16 @@ def test_positive_label_and_data_labels_must_be_classes(label_order, tmp_path):
         assert expected in str(err.value), str(err.value)
 
 
+def test_unquoted_yes_no_in_the_spec_mean_the_text_labels(tmp_path):
+    """YAML reads `classes: [no, yes]` as [false, true]; they stand for the data's labels "no" and "yes"."""
+    pd.DataFrame({"f0": [0.1, 0.2, 0.3, 0.4], "y": ["yes", "no", "no", "yes"],
+                  "split": ["train", "train", "holdout", "holdout"]}).to_parquet(tmp_path / "d.parquet")
+    (tmp_path / "d.data.yaml").write_text("name: n\nsource: {format: parquet, path: d.parquet}\nfeatures: [f0]\n"
+                                          "target: y\nclasses: [no, yes]\npositive_label: yes\n")
+    data = load_data(tmp_path / "d.data.yaml")
+    assert data.classes == ["no", "yes"] and data.positive_index == 1 and data.y_train.tolist() == [1, 0]
+
+
 def test_numeric_and_boolean_labels_need_no_classes(tmp_path):
     df = pd.DataFrame({"f0": [0.1, 0.2, 0.3, 0.4], "y": [1, 0, 0, 1], "b": [True, False, True, False],
                        "s": ["1", "0", "1", "0"], "split": ["train", "train", "holdout", "holdout"]})

@@ -78,8 +78,6 @@ def read_csv(src: Path, source: Any, spec_path: Path) -> tuple[Any, Dialect]:
         sep = sniff_separator(text, quotechar)
         inferred.append("sep")
     decimal = source.decimal or "."
-    if source.decimal is None:
-        inferred.append("decimal")
     kwargs: dict[str, Any] = dict(sep=sep, decimal=decimal, quotechar=quotechar, skipinitialspace=True)
     if source.thousands:
         kwargs["thousands"] = source.thousands
@@ -105,6 +103,7 @@ def read_csv(src: Path, source: Any, spec_path: Path) -> tuple[Any, Dialect]:
                 dialect.decimal_comma_columns.append(str(name))
         if dialect.decimal_comma_columns:
             dialect.decimal = ","
+            dialect.inferred.append("decimal")
     return df, dialect
 
 

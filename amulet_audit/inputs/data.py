@@ -171,7 +171,7 @@ class AuditData:
         """Class index of the favourable outcome, or None when the spec names none."""
         if self.spec.positive_label is None:
             return None
-        return self.classes.index(label_string(self.spec.positive_label))
+        return self.classes.index(resolve_label(self.spec.positive_label, self.classes))
 
     @property
     def input_range(self) -> tuple[float, float] | None:
@@ -239,7 +239,7 @@ def load_data(path: str | Path) -> AuditData:
     classes = _class_order(path, spec, src.name, y_raw, y_str)
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[v] for v in y_str], dtype=np.int64)
-    if spec.positive_label is not None and label_string(spec.positive_label) not in index:
+    if spec.positive_label is not None and resolve_label(spec.positive_label, classes) not in index:
         raise InputError(
             f"{path}: key 'positive_label': '{spec.positive_label}' is not a value of '{spec.target}' "
             f"(classes: {', '.join(classes[:10])}); name the favourable outcome exactly as one of the classes."
@@ -331,6 +331,22 @@ def label_string(value: Any) -> str:
     return str(value)
 
 
+# YAML 1.1 reads these unquoted words as booleans: `classes: [no, yes]` arrives as [False, True].
+_YAML_BOOLS = {True: {"y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"},
+               False: {"n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"}}
+
+
+def resolve_label(value: Any, labels: list[str]) -> str:
+    """`value` from the data spec as one of `labels` (the data's label strings): `label_string(value)`, except that a
+    YAML boolean stands for the one label spelled as a YAML 1.1 boolean word (unquoted `yes` in `classes: [no, yes]`
+    is the label "yes")."""
+    text = label_string(value)
+    if text in labels or not isinstance(value, bool):
+        return text
+    spelled = [label for label in labels if label in _YAML_BOOLS[value]]
+    return spelled[0] if len(spelled) == 1 else text
+
+
 def _label_strings(y: np.ndarray) -> np.ndarray:
     if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
         y = y.astype(np.int64)
@@ -368,7 +384,7 @@ def _class_order(path: Path, spec: DataSpec, file: str, y_raw: np.ndarray, y_str
     """The class names in the order of the model's outputs (index i is classes[i])."""
     present = sorted(set(y_str.tolist()))
     if spec.classes is not None:
-        classes = [label_string(c) for c in spec.classes]
+        classes = [resolve_label(c, present) for c in spec.classes]
         unknown = [v for v in present if v not in classes]
         if unknown:
             raise InputError(
@@ -425,7 +441,8 @@ def _check_labels_across_splits(path: Path, spec: DataSpec, file: str, y_str: np
     test file writes '>50K.' where the training file writes '>50K'), unless `classes` declares it as a class that is
     simply absent from the other split and it is no near-copy of another label."""
     train, hold = set(y_str[train_mask].tolist()), set(y_str[hold_mask].tolist())
-    declared = {label_string(c) for c in spec.classes} if spec.classes is not None else set()
+    present = sorted(set(y_str.tolist()))
+    declared = {resolve_label(c, present) for c in spec.classes} if spec.classes is not None else set()
     problems, kinds = [], []
     for only, other, name, other_name in ((hold - train, train, "holdout", "training"),
                                          (train - hold, hold, "training", "holdout")):
