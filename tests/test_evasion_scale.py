@@ -309,3 +309,36 @@ def test_audit_of_a_masked_model_is_indeterminate_with_the_check_sentence(tmp_pa
     row = json.loads((tmp_path / "out" / "results.json").read_text())["requirements"][0]
     assert row["value"] > 0.6 and row["ci"][0] > 0.6  # the unbounded reading would PASS
     assert row["verdict"] == "indeterminate" and "gradient masking" in row["reason"]
+
+
+@pytest.fixture(scope="module")
+def case13(tmp_path_factory):
+    """Case 13's recipe: a 6-64-64-2 MLP on a linear rule over six normal features (seed 13), and the same network
+    with its last layer multiplied by 40."""
+    import torch
+
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(2000, 6)).astype(np.float32)
+    y = (x[:, 0] + 0.8 * x[:, 1] - 0.5 * x[:, 2] > 0).astype(np.int64)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
+                              torch.nn.Linear(64, 2))
+    opt = torch.optim.Adam(net.parameters(), lr=0.003)
+    xt, yt = torch.tensor(x[:1000]), torch.tensor(y[:1000])
+    for _ in range(300):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(xt), yt).backward()
+        opt.step()
+    net.eval()
+    return _write(tmp_path_factory.mktemp("case13"), x, y, {"unscaled": net, "confident": _confident(net)})
+
+
+@pytest.mark.parametrize("cls", [PGD, APGD], ids=lambda c: c.name)
+def test_case_13_confident_model_fails_like_its_unscaled_twin(cls, case13):
+    """Case 13 (saturated logits): PGD and APGD at eps 0.3 give 0.608 and FAIL (min 0.7) for both models; before,
+    the confident model's vanishing cross-entropy gradient gave 0.882 (PGD) and 0.830 (APGD) and a PASS."""
+    for name in ("unscaled", "confident"):
+        model, data = case13[name]
+        m = cls(eps=0.3, steps=20).run(context(model, data)).metrics["robust_accuracy"]
+        verdict, _ = judge(m.value, m.ci, ">=", 0.7, m.reason, bound=m.bound, bound_reason=m.bound_reason)
+        assert m.value == pytest.approx(0.608, abs=0.01) and verdict is Verdict.FAIL, (name, m.value, verdict)
