@@ -240,6 +240,18 @@ def test_leading_spaces_and_case_in_one_split_are_named(tmp_path):
     assert "(' no', ' yes', 'Yes')" in str(err.value) and "spaces" in str(err.value)
 
 
+def test_split_values_that_differ_by_spaces_or_case_are_named_not_dropped(tmp_path):
+    df = pd.DataFrame({"f0": np.arange(6.0), "y": [0, 1, 0, 1, 0, 1],
+                       "split": ["train", "train", "Train ", "holdout", "holdout", "validation"]})
+    df.to_parquet(tmp_path / "d.parquet")
+    (tmp_path / "d.data.yaml").write_text(yaml.safe_dump({"name": "n", "source": {"format": "parquet", "path": "d.parquet"},
+                                                          "features": ["f0"], "target": "y"}))
+    with pytest.raises(InputError, match=r"key 'split.train'.*'Train ', which differs from 'train'.*1 record"):
+        load_data(tmp_path / "d.data.yaml")
+    df[df.split != "Train "].to_parquet(tmp_path / "d.parquet")  # a third split of other records is fine
+    assert len(load_data(tmp_path / "d.data.yaml").y_train) == 2
+
+
 def test_a_declared_class_absent_from_one_split_is_accepted_an_undeclared_one_is_not(tmp_path):
     df = pd.DataFrame({"f0": np.arange(7.0), "y": ["a", "b", "c", "a", "b", "a", "b"],
                        "split": ["train"] * 4 + ["holdout"] * 3})
@@ -313,6 +325,12 @@ def test_declared_options_and_decimal_comma_with_declared_separator(tmp_path, ta
         data = _load(tmp_path, "de.csv", extra)
         np.testing.assert_allclose(data.x_train, plain.x_train, rtol=1e-7)
         assert "decimal ','" in data.reading
+    # quoted values in a comma-separated file: the declared marks apply inside the quotes
+    (tmp_path / "q.csv").write_text('income,age,score,region,label,split\n"1,5",2,"1,234",a,no,train\n'
+                                    '"2,25",3,"12,500",b,yes,holdout\n')
+    assert _load(tmp_path, "q.csv", {"decimal": ","}).x_train[0, 0] == 1.5
+    data = _load(tmp_path, "q.csv", {"thousands": ","})
+    assert data.x_train[0, 2] == 1234.0 and data.x_holdout[0, 2] == 12500.0
     (tmp_path / "tab.tsv").write_text(table.to_csv(sep="\t", index=False))
     assert _load(tmp_path, "tab.tsv", {"sep": "\\t"}).x_train.shape == plain.x_train.shape
 
@@ -326,6 +344,8 @@ def test_declared_options_and_decimal_comma_with_declared_separator(tmp_path, ta
     ("quoted.csv", 'income,age,score,region,label,split\n"1,5",2,3,a,no,train\n"2,5",2,3,a,yes,holdout\n', None,
      ["column 'income' is not numeric in quoted.csv", "decimal comma", 'source.decimal: ","']),
     ("book.csv", b"PK\x03\x04rest-of-a-workbook", None, ["key 'source.format'", "Excel"]),
+    ("thousands.csv", 'income,age,score,region,label,split\n"1,234",2,3,a,no,train\n"12,500",2,3,a,yes,holdout\n', None,
+     ["column 'income' is not numeric in thousands.csv", 'source.thousands: ","', 'source.decimal: ","']),
 ])
 def test_csv_errors_name_the_file_and_the_fix(tmp_path, name, content, extra, expected):
     path = tmp_path / name

@@ -25,6 +25,8 @@ _BOMS = (  # UTF-32 first: its little-endian BOM starts with UTF-16's
 )
 # A number written with a decimal comma: 1,5 · -0,25 · ,5 · 3 · 1,5e-3 (no thousands separator).
 _DECIMAL_COMMA = re.compile(r"^[+-]?(\d+(,\d*)?|,\d+)([eE][+-]?\d+)?$")
+# 1,234 · 12,345,678 · 1,234.5: a comma that may separate thousands.
+_THOUSANDS_COMMA = re.compile(r"^[+-]?\d{1,3}(,\d{3})*(\.\d+)?$")
 _SNIFF_ROWS = 200
 _SNIFF_CHARS = 1 << 16
 
@@ -144,10 +146,16 @@ def header_hint(columns: list[str]) -> str:
 
 
 def decimal_comma_hint(values) -> str:
-    """A hint when a text column's values look like numbers written with a decimal comma."""
+    """A hint when a text column's values look like numbers written with a comma (a decimal comma, or a thousands
+    separator when every comma is followed by groups of three digits)."""
     sample = [str(v).strip() for v in list(values)[:200] if isinstance(v, str)]
-    if sample and all(_DECIMAL_COMMA.match(v) for v in sample) and any("," in v for v in sample):
-        return "; its values look like numbers with a decimal comma: set source.decimal: \",\" in the data spec"
+    if not sample or not any("," in v for v in sample):
+        return ""
+    if all(_THOUSANDS_COMMA.match(v) for v in sample):
+        return ('; its values look like numbers written with a comma: set source.thousands: "," in the data spec if it '
+                'separates thousands (1,234), or source.decimal: "," if it is the decimal mark')
+    if all(_DECIMAL_COMMA.match(v) for v in sample):
+        return '; its values look like numbers with a decimal comma: set source.decimal: "," in the data spec'
     return ""
 
 

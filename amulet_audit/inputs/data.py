@@ -62,8 +62,8 @@ class Source(_Strict):
         given = [k for k in ("sep", "decimal", "thousands", "encoding", "quotechar") if getattr(self, k) is not None]
         if given and self.format != "csv":
             raise ValueError(f"{', '.join(given)} apply to csv sources only")
-        if self.decimal is not None and self.decimal in (self.thousands, self.sep):
-            raise ValueError("decimal must differ from sep and thousands")
+        if self.decimal is not None and self.decimal == self.thousands:
+            raise ValueError("decimal and thousands must differ")
         return self
 
 
@@ -228,6 +228,16 @@ def load_data(path: str | Path) -> AuditData:
             raise InputError(
                 f"{path}: key '{key}': no record has {spec.split.column} == '{val}' (values present: {values}); the split is empty."
             )
+    named = {str(spec.split.train), str(spec.split.holdout)}
+    for value in sorted(set(split_s.tolist()) - named):  # e.g. "Train" or "holdout " beside "train" and "holdout"
+        for key, want in (("split.train", str(spec.split.train)), ("split.holdout", str(spec.split.holdout))):
+            kind = _near_copy(value, {want})
+            if kind is not None:
+                raise InputError(
+                    f"{path}: key '{key}': column '{spec.split.column}' of {src.name} has the value {value!r}, which "
+                    f"differs from '{want}' by {kind}; its {int((split_s == value).sum()):,} record(s) would be left out "
+                    f"of the audit: normalise the values in {src.name}."
+                )
 
     y_raw = np.asarray(col(spec.target, "target"))
     if _has_missing(y_raw):
