@@ -118,6 +118,14 @@ def test_logits_times_40_get_the_same_robust_accuracy_and_verdict(cls, binary):
     assert plain[0] < 0.9  # the budget harms the model: the comparison is not between two untouched accuracies
 
 
+def test_l2_apgd_with_square_is_scale_invariant(binary):
+    params = {"eps": 0.5, "norm": "l2", "steps": 20, "samples": 250}
+    plain, _, details = _robust(APGD(**params), binary["plain"])
+    confident = _robust(APGD(**params), binary["confident"])[0]
+    assert abs(plain - confident) <= 0.01 and plain < 0.9, (plain, confident)
+    assert "square" in details["attacks"]
+
+
 @pytest.mark.parametrize("loss", ["ce", "margin"])
 def test_pgd_losses_are_scale_invariant_with_four_classes(loss, four_classes):
     params = {"eps": 0.25, "steps": 20, "samples": 250, "loss": loss}
@@ -170,6 +178,28 @@ def test_square_attack_fools_a_model_without_gradients():
     module.forward = lambda inp: (seen.append(inp.detach().clone()), orig(inp))[1]
     square_attack(module, x, y, eps=0.5, norm="linf", queries=20, bounds=(-1.0, 1.0), seed=0)
     assert all(s.min() >= -1 and s.max() <= 1 for s in seen[1:]) and bounded.abs().max() > 1
+
+
+def test_l2_square_attack_fools_a_model_without_gradients_within_the_ball():
+    import torch
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(150, 6)).astype(np.float32)
+    w = torch.tensor([1.0, 0.8, -0.5, 0, 0, 0])
+    y = (x @ w.numpy() > 0).astype(np.int64)
+    module = _Step(w)
+    seen = []
+    orig = module.forward
+    module.forward = lambda inp: (seen.append(inp.detach().clone()), orig(inp))[1]
+    clean = float((orig(torch.tensor(x)).argmax(1).numpy() == y).mean())
+    robust = square_attack(module, x, y, eps=1.0, norm="l2", queries=300, bounds=None, seed=0).mean()
+    assert robust < clean - 0.3, (clean, robust)
+    seen.clear()
+    square_attack(module, x[:20], y[:20], eps=1.0, norm="l2", queries=30, bounds=(-1.5, 1.5), seed=0)
+    for s in seen[1:]:  # every query after the clean check: inside the bounds and within eps of some record
+        assert s.min() >= -1.5 and s.max() <= 1.5
+        dist = torch.cdist(s, torch.tensor(x[:20]).clamp(-1.5, 1.5)).min(1).values
+        assert (dist <= 1.0 + 1e-4).all()
 
 
 def test_masked_gradients_make_pgd_an_upper_bound_that_never_passes(tmp_path):

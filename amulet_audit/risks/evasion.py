@@ -8,7 +8,7 @@ Three attacks share one evaluation (sampling, robustness curve, metrics, gradien
 - `apgd`: an ensemble in the manner of AutoAttack (Croce & Hein, "Reliable evaluation of adversarial robustness
   with an ensemble of diverse parameter-free attacks", ICML 2020): APGD on cross-entropy, APGD on the
   scale-invariant DLR loss, targeted APGD-DLR towards the most likely other classes (more than two classes), a
-  PGD run, and the score-based, gradient-free Square attack (Andriushchenko et al., ECCV 2020, L-inf); a record
+  PGD run, and the score-based, gradient-free Square attack (Andriushchenko et al., ECCV 2020); a record
   is robust only if none of them fooled it.
 
 Budgets are in the data's units (`scale: absolute`) or relative to each feature's holdout range or standard
@@ -215,7 +215,7 @@ def square_fraction(i: int, queries: int, p_init: float) -> float:
 
 def square_attack(module, x, y, *, eps: float, norm: str, queries: int, bounds, seed: int, p_init: float = 0.05,
                   batch_size: int = BATCH) -> np.ndarray:
-    """The Square attack for L-inf (Andriushchenko, Croce, Flammarion & Hein, "Square Attack: a query-efficient
+    """The Square attack (Andriushchenko, Croce, Flammarion & Hein, "Square Attack: a query-efficient
     black-box adversarial attack via random search", ECCV 2020, Algorithm 1): random search on the margin loss
     z_y - max_{j != y} z_j of the model's scores, using forward passes only, so gradient masking cannot stop it.
 
@@ -226,20 +226,25 @@ def square_attack(module, x, y, *, eps: float, norm: str, queries: int, bounds, 
     `square_fraction`; a proposal that changes nothing is flipped. It is kept when it lowers the margin; a record
     stops once misclassified. `eps` in input units; `bounds` as for `pgd_attack`.
 
+    L2 (the paper's §3.2 scheme, on coordinate windows for every input shape): start from a random point of the
+    eps-sphere; each proposal takes two disjoint windows of round(p * d) coordinates, empties the second and gives
+    its mass to the first in a new random direction (the mass of the two windows is kept, so the perturbation stays
+    on the sphere before clipping to `bounds`).
+
     Returns a boolean array (n,): True where the record is classified correctly and no query misclassified it.
-    Raises ValueError for a norm other than "linf" (the L2 variant is not implemented)."""
+    Raises ValueError for a norm other than "linf" or "l2"."""
     import torch
 
-    if norm != "linf":
-        raise ValueError("the Square attack here is the L-inf version; use norm: linf")
+    if norm not in ("linf", "l2"):
+        raise ValueError(f"unknown norm {norm!r}; linf or l2")
     gen = torch.Generator().manual_seed(seed)
     robust = np.ones(len(x), dtype=bool)
     for start, xb, yb in _batches(x, y, batch_size):
         ok = _clean_correct(module, xb, yb)
         if ok.any() and eps > 0 and queries > 0:
             live = ok.nonzero().squeeze(1)
-            ok[live] = ~_square_run(module, xb[live], yb[live], eps=eps, queries=queries, bounds=bounds, gen=gen,
-                                    p_init=p_init)
+            run = _square_run if norm == "linf" else _square_l2_run
+            ok[live] = ~run(module, xb[live], yb[live], eps=eps, queries=queries, bounds=bounds, gen=gen, p_init=p_init)
         robust[start:start + len(xb)] = ok.numpy()
     return robust
 
@@ -291,6 +296,42 @@ def _square_run(module, x, y, *, eps, queries, bounds, gen, p_init):
             values[same] = -values[same]
             proposal = flat.scatter(1, chosen, values).view_as(delta)
         cand = project(xa, xa + proposal, eps, "linf", bounds)
+        with torch.no_grad():
+            out = module(cand)
+        m_new, wrong = margin(out, y[active]), out.argmax(1) != y[active]
+        better = m_new < m[active]
+        adv[active[better]], m[active[better]] = cand[better], m_new[better]
+        fooled[active[wrong]] = True
+    return fooled
+
+
+def _square_l2_run(module, x, y, *, eps, queries, bounds, gen, p_init):
+    """One L2 Square run (see `square_attack`); returns, per record, whether some query misclassified it."""
+    import torch
+
+    d = int(np.prod(x.shape[1:]))
+    start = torch.randn(x.shape, generator=gen)
+    adv = project(x, x + eps * start / view(start.flatten(1).norm(dim=1).clamp_min(1e-12), x), eps, "l2", bounds)
+    with torch.no_grad():
+        out = module(adv)
+    m, fooled = margin(out, y), out.argmax(1) != y
+    for i in range(queries - 1):
+        active = (~fooled).nonzero().squeeze(1)
+        if len(active) == 0:
+            break
+        k = len(active)
+        xa, delta = x[active], (adv - x)[active].flatten(1)
+        if d < 2:  # one coordinate: the only other point of the sphere
+            proposal = -delta
+        else:
+            h = max(1, min(d // 2, round(square_fraction(i, queries, p_init) * d)))
+            order = torch.rand(k, d, generator=gen).argsort(1)
+            w1, w2 = order[:, :h], order[:, h:2 * h]
+            mass = (delta.gather(1, w1).square().sum(1) + delta.gather(1, w2).square().sum(1)).sqrt()
+            direction_ = delta.gather(1, w1) + torch.randn(k, h, generator=gen) * view(mass / math.sqrt(h), delta)
+            direction_ = direction_ / direction_.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            proposal = delta.scatter(1, w2, torch.zeros(k, h)).scatter(1, w1, direction_ * mass[:, None])
+        cand = project(xa, xa + proposal.view_as(xa), eps, "l2", bounds)
         with torch.no_grad():
             out = module(cand)
         m_new, wrong = margin(out, y[active]), out.argmax(1) != y[active]
@@ -580,7 +621,7 @@ class APGD(_Evasion):
     of logits ratio; with two classes the margin loss), targeted APGD-DLR towards each of the profile's `targets`
     most likely other classes (more than two classes), one PGD run (cross-entropy with the margin fall-back, step
     2.5 * eps / steps, random start), and the gradient-free Square attack (Andriushchenko et al., ECCV 2020) with
-    the profile's query budget (L-inf only). Each attack runs on the records the earlier ones left standing; a
+    the profile's query budget. Each attack runs on the records the earlier ones left standing; a
     record counts as robust only if none fooled it. APGD needs no step size."""
 
     name = "apgd"
@@ -613,7 +654,7 @@ class APGD(_Evasion):
         stages.append(("pgd", lambda m, x, y, eps, r: pgd_attack(
             m, x, y, eps=eps, norm=norm, steps=steps, step_size=2.5 * eps / steps, restarts=1, random_start=True,
             bounds=bounds, seed=seed + 1)))
-        if p["square"] and norm == "linf":
+        if p["square"]:
             queries = int(self.budget(ctx.profile, "square_queries"))
             stages.append(("square", lambda m, x, y, eps, r: square_attack(
                 m, x, y, eps=eps, norm=norm, queries=queries, bounds=bounds, seed=seed + 2)))
@@ -637,8 +678,7 @@ class APGD(_Evasion):
     def _describe(self, p, ctx):
         restarts = int(p["restarts"]) + ctx.profile.restarts
         names = [name for name, _ in self._stages(p, ctx, int(getattr(ctx.data, "n_classes", 0) or 0))]
-        square = ("" if "square" in names else
-                  " (no Square attack: " + ("it is L-inf only)" if p["square"] else "square: false)"))
+        square = "" if "square" in names else " (no Square attack: square: false)"
         return {"steps": int(p["steps"]), "restarts": restarts, "rho": 0.75, "momentum": 0.75,
                 "checkpoints": apgd_checkpoints(int(p["steps"])), "attacks": names,
                 "square_queries": self.budget(ctx.profile, "square_queries") if "square" in names else 0,
