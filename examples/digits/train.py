@@ -90,6 +90,7 @@ def spec_dict(recipe: TrainingRecipe = RECIPE) -> dict:
         "split": {"column": "split", "train": "train", "holdout": "holdout"},
         "features": {"array": "X"},
         "target": "y",
+        "classes": list(range(N_CLASSES)),  # every digit, also when a small cut leaves one out of a split
         "input_shape": list(INPUT_SHAPE),
         "input_range": [0.0, 1.0],
         "training": recipe.model_dump(),
