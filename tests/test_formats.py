@@ -272,7 +272,7 @@ def test_dp_sgd_replaces_batchnorm_for_an_arch_model_and_records_it(small, monke
     with pytest.raises(DefenseNotApplicable, match="replace_batchnorm: true"):
         _apply(DPSGD(epochs=1), handle, small)
     out = _apply(DPSGD(epochs=1, replace_batchnorm=True), handle, small)
-    assert "BatchNorm1d at net.1 replaced by GroupNorm(2, 16" in out.details["architecture_change"]
+    assert "BatchNorm1d at net.1 -> GroupNorm(2, 16)" in out.details["architecture_change"]
     kinds = {type(m).__name__ for m in out.model.module.modules()}
     assert "GroupNorm" in kinds and "BatchNorm1d" not in kinds
     assert any(isinstance(m, torch.nn.BatchNorm1d) for m in handle.module.modules())  # the audited model is unchanged

@@ -163,11 +163,15 @@ class DPSGD(Defense):
         left = refused_layers(fixed)
         if left:
             raise DefenseNotApplicable(why + f"; Opacus's replacement left {', '.join(left[:5])}")
-        kinds = dict(layers(fixed))
         subs = dict(fixed.named_modules())
-        change = "; ".join(f"{r} replaced by {kinds.get(path, 'another layer')}({subs[path].extra_repr()})"
-                           for r in refused for path in [r.rsplit(' at ', 1)[1]] if path in subs)
-        change += " (Opacus's BatchNorm to GroupNorm replacement): the defended architecture differs from the audited one"
+
+        def now(path: str) -> str:
+            sub = subs.get(path)
+            return (f"GroupNorm({sub.num_groups}, {sub.num_channels})" if hasattr(sub, "num_groups")
+                    else f"{type(sub).__name__} without running statistics")
+
+        change = ("; ".join(f"{r} -> {now(r.rsplit(' at ', 1)[1])}" for r in refused)
+                  + " (Opacus's replacement): the defended architecture differs from the audited one")
         swap = {"raw": fixed} if getattr(model, "raw", None) is not None else {"module": fixed}
         return dataclasses.replace(model, **swap, architecture=f"{model.architecture} (BatchNorm -> GroupNorm)"), change
 
@@ -223,9 +227,7 @@ class DPSGD(Defense):
 
     def evidence(self, ctx, module):
         p = self.get_params()
-        out = {"target_epsilon": p["epsilon"], "spent_epsilon": self._spent, "max_grad_norm": p["max_grad_norm"],
-               **self._schedule(ctx, len(ctx.data.x_train), ctx.data.spec.training),
-               "per_example_gradients": self._route}
-        if self._change:
-            out["architecture_change"] = self._change
-        return out
+        out = {"architecture_change": self._change} if self._change else {}  # first: the report shows it first
+        return {**out, "target_epsilon": p["epsilon"], "spent_epsilon": self._spent, "max_grad_norm": p["max_grad_norm"],
+                **self._schedule(ctx, len(ctx.data.x_train), ctx.data.spec.training),
+                "per_example_gradients": self._route}
