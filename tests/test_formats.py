@@ -305,3 +305,17 @@ def test_set_mode_leaves_exported_graphs_inside_a_wrapper(small):
     assert wrapper.training and wrapper[1].training  # the plain layer switched; the exported graph was not asked
     set_mode(wrapper, False)
     assert not wrapper[1].training
+
+
+@pytest.mark.parametrize("scale", ["absolute", "range", "std"])
+def test_evasion_in_relative_units_on_an_exported_program(scale, small):
+    """The attack wraps the model to work in each feature's units; an exported program inside the wrapper keeps
+    its fixed mode (asking it to switch would raise)."""
+    from amulet_audit.core import registry
+
+    from conftest import context
+
+    torch.manual_seed(0)
+    handle = _handle(small.parent, LAYER_MODELS["dropout"](), "export", "dropout_export3")
+    out = registry.attack_class("pgd")(eps=0.1, steps=3, scale=scale).run(context(handle, load_data(small)))
+    assert not out.not_applicable and 0.0 <= out.metrics["robust_accuracy"].value <= 1.0

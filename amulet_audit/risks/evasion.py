@@ -27,6 +27,7 @@ import numpy as np
 
 from amulet_audit.core.attack import Attack, AttackContext, AttackResult, Measurement, MetricSpec, rate
 from amulet_audit.core.component import unmet_need
+from amulet_audit.core.mode import set_mode
 from amulet_audit.core.params import Boolean, Interval, OptionalOf, Options
 from amulet_audit.core.stats import binomial_ci
 from amulet_audit.ops.perturb import direction, loss_grad, margin, pgd_steps, project, random_delta, view
@@ -453,7 +454,7 @@ def rescaled(module, x: np.ndarray, bounds, spread: np.ndarray, center: np.ndarr
         def forward(self, z):
             return self.inner(z * self.s + self.c)
 
-    return Rescaled().eval(), x_n, (as_t(lo), as_t(hi))
+    return set_mode(Rescaled(), False), x_n, (as_t(lo), as_t(hi))  # `module` may be an exported graph (fixed mode)
 
 
 def unit_warnings(eps: float, ranges: np.ndarray) -> list[str]:
