@@ -319,3 +319,20 @@ def test_evasion_in_relative_units_on_an_exported_program(scale, small):
     handle = _handle(small.parent, LAYER_MODELS["dropout"](), "export", "dropout_export3")
     out = registry.attack_class("pgd")(eps=0.1, steps=3, scale=scale).run(context(handle, load_data(small)))
     assert not out.not_applicable and 0.0 <= out.metrics["robust_accuracy"].value <= 1.0
+
+
+def test_only_set_mode_switches_train_and_eval():
+    """An exported program raises on .train()/.eval(): every mode switch in the package goes through
+    `core.mode.set_mode`, which leaves such graphs alone. A direct call anywhere else fails this test."""
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "amulet_audit"
+    calls = []
+    for path in sorted(package.rglob("*.py")):
+        if path.relative_to(package).as_posix() == "core/mode.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("train", "eval") and len(node.args) <= 1 and not node.keywords):
+                calls.append(f"{path.relative_to(package)}:{node.lineno}")
+    assert calls == []

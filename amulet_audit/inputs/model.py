@@ -272,7 +272,7 @@ def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool 
             module = torch.jit.load(io.BytesIO(raw), map_location="cpu")
         except Exception as exc:
             raise InputError(f"{path}: a TorchScript archive that does not load ({_first_line(exc)}); re-save it with torch.jit.save.") from None
-        module.eval()
+        set_mode(module, False)
         traced = _traced_mode_layers(module)
         if traced:
             warnings.append(
@@ -301,11 +301,11 @@ def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool 
             raise InputError(f"{path}: the pickled module does not load ({_first_line(exc)}); is its code importable here?") from None
         if not isinstance(obj, torch.nn.Module):
             raise InputError(f"{path}: the pickle holds a {type(obj).__name__}, not a torch.nn.Module.")
-        obj.eval()
+        set_mode(obj, False)
         return ModelHandle(path, digest, "pickle", obj, type(obj).__name__, warnings)
 
     if isinstance(obj, torch.nn.Module):  # pragma: no cover - weights_only never yields modules
-        obj.eval()
+        set_mode(obj, False)
         return ModelHandle(path, digest, "pickle", obj, type(obj).__name__, warnings)
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         if not arch:
@@ -317,7 +317,7 @@ def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool 
             module.load_state_dict(obj)
         except RuntimeError as exc:
             raise InputError(f"{path}: the state_dict does not fit --arch {arch} ({_first_line(exc)}); check the class.") from None
-        module.eval()
+        set_mode(module, False)
         return ModelHandle(path, digest, "state_dict", module, arch, warnings)
     raise InputError(f"{path}: holds a {type(obj).__name__}, not a model; save a TorchScript archive with torch.jit.save.")
 

@@ -39,6 +39,7 @@ def tiny_inputs() -> tuple[Any, Any]:
     import yaml
 
     from amulet_audit.inputs.data import TrainingRecipe, load_data
+    from amulet_audit.core.mode import set_mode
     from amulet_audit.inputs.model import load_model
     from amulet_audit.training.loop import train_model
 
@@ -58,7 +59,7 @@ def tiny_inputs() -> tuple[Any, Any]:
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
     train_model(module, x[:members], y[:members].astype(np.int64), recipe, seed=0)
-    torch.jit.save(torch.jit.script(module.eval()), folder / "model.pt")
+    torch.jit.save(torch.jit.script(set_mode(module, False)), folder / "model.pt")
     spec = {"name": "conformance", "source": {"format": "csv", "path": "data.csv"},
             "split": {"column": "split", "train": "train", "holdout": "holdout"},
             "features": {"exclude": ["group"]}, "target": "label", "positive_label": 1, "sensitive": ["group"],
