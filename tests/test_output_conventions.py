@@ -263,6 +263,15 @@ def test_single_logit_model_audits_as_its_two_logit_equivalent(single_logit_pair
         a, b = _values(_run(name, single, data, **params)), _values(_run(name, two, data, **params))
         for metric in a:
             assert a[metric] == pytest.approx(b[metric], abs=1e-9), (name, metric)
+    # the same network ending in a Sigmoid (P(class 1), the usual BCELoss model) reads as the same classifier
+    sigmoid_path = single.path.with_name("sigmoid.pt")
+    torch.jit.save(torch.jit.script(nn.Sequential(torch.jit.load(str(single.path)), nn.Sigmoid())), sigmoid_path)
+    sigmoid, _ = _handle(sigmoid_path, data.spec_path)
+    assert sigmoid.output == "probabilities"
+    for name, params in (("loss", {}), ("pgd", {"eps": 0.2, "steps": 10})):
+        a, b = _values(_run(name, sigmoid, data, **params)), _values(_run(name, single, data, **params))
+        for metric in a:
+            assert a[metric] == pytest.approx(b[metric], abs=1e-9), (name, metric)
     a = _run("lira", single, data, n_reference=4)
     b = _run("lira", two, data, n_reference=4)
     assert not a.not_applicable
