@@ -384,10 +384,20 @@ def _numeric_order(y_raw: np.ndarray, y_str: np.ndarray) -> list[str] | None:
     return None
 
 
-def _yaml_list(values: list[str]) -> str:
+def yaml_list(values: list[str]) -> str:
+    """`values` as a YAML flow list to paste into a data spec: plain words when each reads back as itself
+    ([denied, approved]), else every item double-quoted (["<=50K", ">50K"]; ["no", "yes"], which YAML would read as
+    booleans unquoted)."""
+    import json
+
     import yaml
 
-    return yaml.safe_dump(list(values), default_flow_style=True, width=1000, allow_unicode=True).strip()
+    def plain(v: str) -> bool:
+        return bool(re.fullmatch(r"[A-Za-z_][\w .-]*", v)) and v == v.strip() and yaml.safe_load(v) == v
+
+    if all(plain(v) for v in values):
+        return "[" + ", ".join(values) + "]"
+    return "[" + ", ".join(json.dumps(v, ensure_ascii=False) for v in values) + "]"
 
 
 def _class_order(path: Path, spec: DataSpec, file: str, y_raw: np.ndarray, y_str: np.ndarray) -> list[str]:
@@ -399,7 +409,7 @@ def _class_order(path: Path, spec: DataSpec, file: str, y_raw: np.ndarray, y_str
         if unknown:
             raise InputError(
                 f"{path}: key 'classes': column '{spec.target}' of {file} has label(s) {_quoted(unknown)} that classes "
-                f"{_yaml_list(classes)} does not list; list every label value, in the order of the model's outputs."
+                f"{yaml_list(classes)} does not list; list every label value, in the order of the model's outputs."
             )
         return classes
     order = _numeric_order(y_raw, y_str)
@@ -411,10 +421,12 @@ def _class_order(path: Path, spec: DataSpec, file: str, y_raw: np.ndarray, y_str
 def _refuse_text_labels(path: Path, spec: DataSpec, present: list[str]) -> list[str]:
     shown = present if len(present) <= 10 else present[:10] + ["..."]
     if len(present) == 2:
-        a, b = present
-        example = f"e.g. `classes: {_yaml_list([b, a])}` if the model was trained with {b} = 0 and {a} = 1"
+        # the usual convention: the favourable outcome is 1; without one named, show the order sorting would not give
+        favourable = resolve_label(spec.positive_label, present) if spec.positive_label is not None else present[0]
+        a, b = (favourable, next(v for v in present if v != favourable)) if favourable in present else present
+        example = f"e.g. `classes: {yaml_list([b, a])}` if the model was trained with {b} = 0 and {a} = 1"
     else:
-        example = f"e.g. `classes: {_yaml_list(present[:10])}` reordered to the model's outputs"
+        example = f"e.g. `classes: {yaml_list(present[:10])}` reordered to the model's outputs"
     raise InputError(
         f"{path}: key 'classes': column '{spec.target}' holds text labels ({_quoted(shown)}), and only the model's "
         f"training code knows which output is which label; state the order in the data spec, {example} "

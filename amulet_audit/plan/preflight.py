@@ -91,7 +91,7 @@ def _better_order(pred: np.ndarray, y: np.ndarray, classes: list[str]) -> str:
     """The class order under which the predictions agree best with the labels, when it differs and does better."""
     from scipy.optimize import linear_sum_assignment
 
-    import yaml
+    from amulet_audit.inputs.data import yaml_list
 
     k = len(classes)
     ok = (pred >= 0) & (pred < k)
@@ -105,5 +105,5 @@ def _better_order(pred: np.ndarray, y: np.ndarray, classes: list[str]) -> str:
     counts = np.bincount(y, minlength=k)
     if order == list(classes) or agree < counts.max() / len(y):
         return ""
-    shown = yaml.safe_dump(order, default_flow_style=True, width=1000, allow_unicode=True).strip()
+    shown = yaml_list(order)
     return f"; the predictions match `classes: {shown}` (training accuracy {agree:.3f} with that order)"
