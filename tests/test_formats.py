@@ -173,7 +173,7 @@ def test_every_format_with_every_bundled_policy(fmt, convention, cls_name, matri
                 assert _one_sentence(d["not_applicable"]), f"{where}: {name}: {d['not_applicable']}"
             else:
                 assert d["model_sha256"] and d["requirements"], f"{where}: {name} neither ran nor said why"
-        if stem == "eu_ai_act":
+        if stem == "eu_ai_act" and convention != "labels":  # a label-only model has no gradient to train with
             # the tiny model has Dropout only: every listed defense applies to it, in every format
             assert not any(d["not_applicable"] for d in ran.values()), f"{where}: {ran}"
             if fmt in ("traced", "export"):  # the mode fixed in the file matters, and the evidence says so
