@@ -336,3 +336,16 @@ def test_only_set_mode_switches_train_and_eval():
                     and node.func.attr in ("train", "eval") and len(node.args) <= 1 and not node.keywords):
                 calls.append(f"{path.relative_to(package)}:{node.lineno}")
     assert calls == []
+
+
+@pytest.mark.parametrize("layer", ["groupnorm", "layernorm", "batchnorm"])
+def test_exported_copies_are_initialised_by_their_layer_kinds(layer, small):
+    """An exported graph keeps no layer classes; its copies still start as PyTorch initialises each layer (a norm
+    layer's scale 1 and shift 0), the same start as a scripted copy of the same architecture."""
+    torch.manual_seed(0)
+    net = LAYER_MODELS[layer]()
+    exported = _handle(small.parent, net, "export", f"{layer}_export_init")
+    scripted = _handle(small.parent, net, "scripted", f"{layer}_script_init")
+    a, b = exported.fresh_copy(3).state_dict(), scripted.fresh_copy(3).state_dict()
+    assert torch.equal(a["1.weight"], torch.ones(16)) and torch.equal(a["1.bias"], torch.zeros(16))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

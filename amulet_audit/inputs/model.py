@@ -164,13 +164,15 @@ class FunctionalModel:
 
 
 def reinitialise(module, seed: int) -> None:
-    """Re-draw every parameter as PyTorch's default initialisation would (works on ScriptModules too)."""
+    """Re-draw every parameter as PyTorch's default initialisation would (works on ScriptModules and on exported
+    programs, whose layers are known by their recorded kinds, see `layers`)."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
+    kinds = dict(layers(module))
     with torch.no_grad():
         for name, sub in module.named_modules():
-            kind = layer_kind(sub)
+            kind = kinds.get(name, layer_kind(sub))
             params = dict(sub.named_parameters(recurse=False))
             buffers = dict(sub.named_buffers(recurse=False))
             if any(k in kind for k in ("BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm")):
