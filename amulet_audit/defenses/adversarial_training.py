@@ -6,7 +6,6 @@ from __future__ import annotations
 from numbers import Integral, Real
 
 from amulet_audit.core.defense import Defense, DefenseContext
-from amulet_audit.core.mode import set_mode
 from amulet_audit.core.params import Interval, OptionalOf, Options
 from amulet_audit.ops.perturb import pgd_examples
 
@@ -26,10 +25,12 @@ class AdversarialTraining(Defense):
     policy_params = {"eps": ("evasion", "eps"), "norm": ("evasion", "norm")}
 
     def fit(self, ctx: DefenseContext, x, y, recipe, seed):
-        import torch
-
+        """A fresh copy trained on the PGD adversarial examples of each mini-batch (Madry et al., ICLR 2018):
+        `training.loop.train_loop` whose per-batch transform replaces the batch by PGD examples (`eps`, `norm`,
+        `steps` steps of 2.5 * eps / steps, clipped to the data's input range) crafted in eval mode against the
+        copy's current weights, with the loss of the model's output convention. Returns per-class scores."""
         from amulet_audit.training.copies import scored
-        from amulet_audit.training.loop import batch_loss, make_optimizer
+        from amulet_audit.training.loop import train_loop
         from amulet_audit.training.cache import ModelCache, content_key
 
         p = self.get_params()
@@ -38,25 +39,18 @@ class AdversarialTraining(Defense):
         bounds = ctx.data.input_range
 
         def train(module):
-            gen = torch.Generator().manual_seed(seed)
             scores = scored(ctx.model, module)  # per-class scores of the copy (same parameters): what PGD attacks
-            loss = batch_loss(ctx.model.output)  # the loss the model's output convention trains with
-            xt, yt = torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.long)
-            opt = make_optimizer(module.parameters(), recipe)
-            for epoch in range(epochs):
-                order = torch.randperm(len(xt), generator=gen)
-                for start in range(0, len(xt), recipe.batch_size):
-                    idx = order[start:start + recipe.batch_size]
-                    set_mode(module, False)  # craft examples against the current weights without updating batch statistics
-                    adv = pgd_examples(scores, xt[idx], yt[idx], eps=p["eps"], norm=p["norm"], steps=p["steps"],
-                                       step_size=step_size, bounds=bounds, gen=gen)
-                    set_mode(module, True)
-                    opt.zero_grad(set_to_none=True)
-                    loss(module(adv), yt[idx]).backward()
-                    opt.step()
+
+            def adversarial(xb, yb, gen):
+                return pgd_examples(scores, xb, yb, eps=p["eps"], norm=p["norm"], steps=p["steps"],
+                                    step_size=step_size, bounds=bounds, gen=gen)
+
+            def progress(epoch, total):
                 if ctx.progress:
-                    ctx.progress((epoch + 1) / epochs)
-            return set_mode(module, False)
+                    ctx.progress(epoch / total)
+
+            return train_loop(module, x, y, recipe, seed=seed, epochs=epochs, output=ctx.model.output,
+                              transform=adversarial, on_epoch=progress)
 
         key = content_key("adversarial_training", ctx.model.architecture_digest(), seed, recipe.model_dump(), p, x, y)
         trained = (ctx.cache or ModelCache(None)).get_or_train(key, ctx.model.fresh_copy(seed), train)

@@ -176,16 +176,20 @@ class DPSGD(Defense):
         return dataclasses.replace(model, **swap, architecture=f"{model.architecture} (BatchNorm -> GroupNorm)"), change
 
     def fit(self, ctx: DefenseContext, x_np, y_np, recipe, seed):
+        """A fresh copy trained with DP-SGD (Abadi et al., CCS 2016): `training.loop.train_loop` over `steps`
+        Poisson-sampled batches (sampling rate q), each record's gradient (`_per_example_route`) clipped to
+        `max_grad_norm` and Gaussian noise of `noise_multiplier * max_grad_norm` added by Opacus's DPOptimizer
+        around the recipe's optimizer, both drawing from the seed's generator; the RDP accountant's epsilon at
+        `delta` is recorded. Cached by content. Returns per-class scores, as the audited model's module."""
         import torch
         from opacus.accountants import RDPAccountant
         from opacus.optimizers import DPOptimizer
 
-        from amulet_audit.training.loop import make_optimizer
+        from amulet_audit.training.loop import make_optimizer, poisson, train_loop
         from amulet_audit.training.cache import ModelCache, content_key
 
         p = self.get_params()
         x = torch.tensor(x_np, dtype=torch.float32)
-        y = torch.tensor(y_np, dtype=torch.long)
         n = len(x)
         sched = self._schedule(ctx, n, recipe)
         q, steps, sigma = sched["sample_rate"], sched["steps"], sched["noise_multiplier"]
@@ -196,24 +200,32 @@ class DPSGD(Defense):
         state = cache.load(key)
         if state is None:
             route, params, buffers, per_example = _per_example_route(model, seed, x[:8])
-            optimizer = DPOptimizer(make_optimizer(list(params.values()), recipe), noise_multiplier=sigma,
-                                    max_grad_norm=p["max_grad_norm"], expected_batch_size=max(1, int(round(q * n))))
-            gen = torch.Generator().manual_seed(seed)
-            optimizer.generator = gen  # noise drawn from the audit's seed: reproducible
-            accountant = RDPAccountant()
-            for step in range(steps):
-                idx = torch.nonzero(torch.rand(n, generator=gen) < q).flatten()
-                if len(idx) == 0:  # an empty Poisson batch still counts as a step: clipped sum 0, noise only
+
+            def dp_optimizer(prm, gen):
+                optimizer = DPOptimizer(make_optimizer(prm, recipe), noise_multiplier=sigma,
+                                        max_grad_norm=p["max_grad_norm"], expected_batch_size=max(1, int(round(q * n))))
+                optimizer.generator = gen  # noise drawn from the audit's seed: reproducible
+                return optimizer
+
+            def per_example_gradients(xb, yb):
+                if len(xb) == 0:  # an empty Poisson batch still counts as a step: clipped sum 0, noise only
                     grads = {k: torch.zeros((1, *v.shape)) for k, v in params.items()}
                 else:
-                    grads = per_example(x[idx], y[idx])
+                    grads = per_example(xb, yb)
                 for k, v in params.items():
                     v.grad_sample = grads[k]
-                optimizer.step()
-                optimizer.zero_grad()
+
+            accountant = RDPAccountant()
+
+            def account(step):
                 accountant.step(noise_multiplier=sigma, sample_rate=q)
                 if ctx.progress and step % 20 == 0:
                     ctx.progress(step / steps)
+
+            # one pass of `steps` Poisson-sampled batches; the route's per-example gradients feed the DP optimizer
+            train_loop(None, x_np, y_np, recipe, seed=seed, epochs=1, batches=poisson(q, steps),
+                       gradients=per_example_gradients, optimizer=dp_optimizer, params=list(params.values()),
+                       on_step=account)
             state = {**{k: v.detach() for k, v in params.items()}, **buffers,
                      "__spent_epsilon__": torch.tensor(accountant.get_epsilon(sched["delta"], alphas=ALPHAS)),
                      "__route__": torch.tensor(ROUTES.index(route))}

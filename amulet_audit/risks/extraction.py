@@ -11,7 +11,6 @@ from numbers import Integral
 import numpy as np
 
 from amulet_audit.core.attack import Attack, AttackContext, AttackResult, MetricSpec, rate
-from amulet_audit.core.mode import set_mode
 from amulet_audit.core.params import Interval, OptionalOf, Options
 from amulet_audit.core.stats import binomial_ci
 
@@ -31,28 +30,12 @@ MIN_STEPS = 300
 def soft_train(module, x: np.ndarray, targets: np.ndarray, recipe, *, seed: int, epochs: int, output: str = "logits"):
     """Train `module` in place on soft labels: cross-entropy to the target distribution `targets` (n, classes),
     i.e. KL divergence to the model's answers up to a constant (Hinton et al., 2015, distillation at T = 1). One-hot
-    targets give ordinary cross-entropy. Mini-batches and optimiser follow the data spec's `recipe`. `output`: the
-    convention of `module`'s raw output, whose log-probabilities the loss reads (`training.loop.soft_loss`)."""
-    import torch
+    targets give ordinary cross-entropy. Mini-batches and optimiser follow the data spec's `recipe`
+    (`training.loop.train_loop` with `soft=True`). `output`: the convention of `module`'s raw output, whose
+    log-probabilities the loss reads (`training.loop.soft_loss`). Returns the module in eval mode."""
+    from amulet_audit.training.loop import train_loop
 
-    from amulet_audit.training.loop import make_optimizer, soft_loss
-
-    gen = torch.Generator().manual_seed(seed)
-    xt = torch.as_tensor(x, dtype=torch.float32)
-    tt = torch.as_tensor(targets, dtype=torch.float32)
-    loss_fn = soft_loss(output)
-    opt = make_optimizer(module.parameters(), recipe)
-    set_mode(module, True)
-    n = len(xt)
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=gen)
-        for start in range(0, n, recipe.batch_size):
-            idx = order[start:start + recipe.batch_size]
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(module(xt[idx]), tt[idx]).mean()
-            loss.backward()
-            opt.step()
-    return set_mode(module, False)
+    return train_loop(module, x, targets, recipe, seed=seed, epochs=epochs, output=output, soft=True)
 
 
 def synthetic_queries(pool: np.ndarray, m: int, bounds, rng) -> tuple[np.ndarray, str]:

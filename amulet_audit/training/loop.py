@@ -1,6 +1,13 @@
-"""Training a copy of the audited architecture with the data spec's recipe."""
+"""Training a copy of the audited architecture with the data spec's recipe: one mini-batch loop (`train_loop`)
+with the loss of the model's output convention (hard labels, soft labels, per-record weights) and hooks for the
+procedures that change one part of it (adversarial examples per batch, a DP optimizer fed per-example gradients,
+Poisson-sampled batches, progress). Every copy the audit trains one model at a time goes through it: plain copies
+(`train_model`), the extraction surrogate, adversarial training and DP-SGD. The vectorised reference trainer
+(`training.reference`) trains K models at once with the same losses and optimizer settings."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -9,6 +16,8 @@ from amulet_audit.inputs.data import TrainingRecipe
 
 
 def make_optimizer(params, recipe: TrainingRecipe):
+    """The recipe's torch.optim optimizer over `params`: SGD (momentum, L2 weight decay), AdamW (decoupled weight
+    decay) or Adam (L2 weight decay), at the recipe's learning rate, torch's defaults otherwise."""
     import torch
 
     if recipe.optimizer == "sgd":
@@ -79,35 +88,113 @@ def batch_loss(convention: str = "logits"):
     return lambda out, y: per_record(out, y).mean()
 
 
-def train_model(module, x: np.ndarray, y: np.ndarray, recipe: TrainingRecipe, *, seed: int, sample_weight: np.ndarray | None = None,
-                epochs: int | None = None, output: str = "logits"):
-    """Train `module` in place with mini-batch loss `loss_for(output)` on its raw output (cross-entropy for
-    logits), weighted when `sample_weight` is given.
+def objective(output: str = "logits", *, soft: bool = False, weighted: bool = False):
+    """The mini-batch loss (a scalar tensor, nats) of a raw output `out` under convention `output`: f(out, target)
+    -> the mean over the batch, or f(out, target, w) -> the `w`-weighted mean sum_i w_i l_i / sum_i w_i when
+    `weighted`. `target`: class indices (long, shape (n,)) with `loss_for`/`batch_loss`, or target distributions
+    (float, shape (n, classes)) with `soft_loss` when `soft`. Raises ValueError for `labels` (no gradient)."""
+    per_record = soft_loss(output) if soft else loss_for(output)
+    if weighted:
+        return lambda out, target, w: (per_record(out, target) * w).sum() / w.sum().clamp_min(1e-12)
+    if soft:
+        return lambda out, target: per_record(out, target).mean()
+    return batch_loss(output)
 
-    Deterministic for a seed on CPU. Returns the module in eval mode.
-    """
+
+def shuffled(batch_size: int):
+    """The usual batch schedule: per epoch, `torch.randperm(n, generator=gen)` cut into batches of `batch_size`
+    (the last one shorter). `batches(n, gen)` yields index tensors (long)."""
+    import torch
+
+    def batches(n: int, gen) -> Iterator:
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n, batch_size):
+            yield order[start:start + batch_size]
+
+    return batches
+
+
+def poisson(sample_rate: float, steps: int):
+    """Poisson sampling, as DP-SGD's accountant assumes (Abadi et al., CCS 2016): `steps` batches, each record in
+    each batch independently with probability `sample_rate` (`torch.rand(n, generator=gen) < sample_rate`). A
+    batch may be empty. `batches(n, gen)` yields index tensors (long)."""
+    import torch
+
+    def batches(n: int, gen) -> Iterator:
+        for _ in range(steps):
+            yield torch.nonzero(torch.rand(n, generator=gen) < sample_rate).flatten()
+
+    return batches
+
+
+def train_loop(module, x: np.ndarray, target: np.ndarray, recipe: TrainingRecipe, *, seed: int, epochs: int,
+               output: str = "logits", soft: bool = False, sample_weight: np.ndarray | None = None,
+               batches: Callable | None = None, transform: Callable | None = None, gradients: Callable | None = None,
+               optimizer: Callable | None = None, params=None, on_step: Callable | None = None,
+               on_epoch: Callable | None = None):
+    """Train `module` in place: `epochs` passes of mini-batch steps with the loss `objective(output, soft=soft,
+    weighted=...)` on its raw output, in training mode, with the recipe's optimizer. Returns the module in eval
+    mode (None when `module` is None).
+
+    `x`: inputs (n, ...), read as float32. `target`: class indices (n,) (long), or with `soft` target
+    distributions (n, classes) (float32). `sample_weight`: per-record weights (n,) (float32) or None.
+
+    One generator, `torch.Generator().manual_seed(seed)`, draws every random number the loop and its hooks take,
+    in the order they ask (deterministic for a seed on CPU; Dropout draws from torch's global generator). Hooks:
+    - `batches(n, gen)`: one epoch's batches, index tensors; `shuffled(recipe.batch_size)` when None.
+    - `transform(xb, tb, gen) -> xb`: replaces each batch's inputs (e.g. adversarial examples), called with the
+      module in eval mode (no batch statistics updated); the step then runs in training mode.
+    - `gradients(xb, tb)`: sets the gradients the optimizer steps with (e.g. per-example gradients as
+      `grad_sample` for a DP optimizer) instead of the loss's backward pass through `module`; `module` may then
+      be None (the loop neither calls it nor switches its mode).
+    - `optimizer(params, gen)`: the optimizer over `params` (e.g. a DP optimizer drawing its noise from `gen`);
+      `make_optimizer(params, recipe)` when None. `params`: what it steps, `module.parameters()` when None.
+    - `on_step(i)`: after the i-th optimizer step (from 0); `on_epoch(e, epochs)`: after the e-th epoch (from 1).
+    Raises ValueError for output `labels` (no gradient)."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     # copies: callers (e.g. scikit-learn meta-estimators) may pass read-only arrays
     xt = torch.tensor(np.asarray(x), dtype=torch.float32)
-    yt = torch.tensor(np.asarray(y), dtype=torch.long)
+    tt = torch.tensor(np.asarray(target), dtype=torch.float32 if soft else torch.long)
     wt = torch.tensor(np.asarray(sample_weight), dtype=torch.float32) if sample_weight is not None else None
-    loss_fn, mean_loss = loss_for(output), batch_loss(output)
-    opt = make_optimizer(module.parameters(), recipe)
-    set_mode(module, True)
-    n = len(xt)
-    for _ in range(epochs if epochs is not None else recipe.epochs):
-        order = torch.randperm(n, generator=gen)
-        for start in range(0, n, recipe.batch_size):
-            idx = order[start:start + recipe.batch_size]
+    loss = objective(output, soft=soft, weighted=wt is not None) if gradients is None else None
+    params = module.parameters() if params is None else params
+    opt = optimizer(params, gen) if optimizer is not None else make_optimizer(params, recipe)
+    batches = batches or shuffled(recipe.batch_size)
+    if module is not None:
+        set_mode(module, True)
+    n, step = len(xt), 0
+    for epoch in range(epochs):
+        for idx in batches(n, gen):
+            xb, tb = xt[idx], tt[idx]
+            if transform is not None:
+                set_mode(module, False)
+                xb = transform(xb, tb, gen)
+                set_mode(module, True)
             opt.zero_grad(set_to_none=True)
-            out = module(xt[idx])
-            if wt is None:
-                loss = mean_loss(out, yt[idx])
+            if gradients is not None:
+                gradients(xb, tb)
+            elif wt is None:
+                loss(module(xb), tb).backward()
             else:
-                w = wt[idx]
-                loss = (loss_fn(out, yt[idx]) * w).sum() / w.sum().clamp_min(1e-12)
-            loss.backward()
+                loss(module(xb), tb, wt[idx]).backward()
             opt.step()
-    return set_mode(module, False)
+            if on_step is not None:
+                on_step(step)
+            step += 1
+        if on_epoch is not None:
+            on_epoch(epoch + 1, epochs)
+    return set_mode(module, False) if module is not None else None
+
+
+def train_model(module, x: np.ndarray, y: np.ndarray, recipe: TrainingRecipe, *, seed: int, sample_weight: np.ndarray | None = None,
+                epochs: int | None = None, output: str = "logits"):
+    """Train `module` in place with mini-batch loss `loss_for(output)` on its raw output (cross-entropy for
+    logits), weighted when `sample_weight` is given, for `epochs` (the recipe's when None): `train_loop` with hard
+    labels `y` (class indices).
+
+    Deterministic for a seed on CPU. Returns the module in eval mode.
+    """
+    return train_loop(module, x, y, recipe, seed=seed, epochs=epochs if epochs is not None else recipe.epochs,
+                      output=output, sample_weight=sample_weight)

@@ -32,8 +32,6 @@ from amulet_audit.core.threads import model_threads
 _KEY_VERSION = "amulet-audit/reference-model/v1"
 # Output conventions whose loss gradient the chain kernel writes out (`StackedChain.gradient`).
 CHAIN_OUTPUTS = ("logits", "single_logit")
-_BETAS = (0.9, 0.999)  # torch.optim.Adam / AdamW defaults, as make_optimizer uses them
-_ADAM_EPS = 1e-8
 
 
 @dataclass
@@ -274,9 +272,10 @@ def _train_vectorised(base, param_names: list[str], state: dict, x: np.ndarray, 
     else by autograd through `torch.func.vmap`.
 
     Per epoch, model k draws `torch.randperm(n_k, generator=gen_k)` over its own n_k records and takes batches of
-    `recipe.batch_size` (the last one shorter), exactly as `train_model` does; models with fewer records pad their
-    batches with zero-weight rows and skip optimizer steps once their epoch is done. All parameters live in one
-    (K, P) tensor, so the optimizer runs a handful of operations per step whatever the number of layers."""
+    `recipe.batch_size` (the last one shorter), exactly as `train_model` does (`loop.shuffled`); models with
+    fewer records pad their batches with zero-weight rows and skip optimizer steps once their epoch is done. All
+    parameters live in one (K, P) tensor, so the optimizer runs a handful of operations per step whatever the
+    number of layers."""
     import torch
 
     from amulet_audit.training.loop import loss_for
@@ -343,9 +342,11 @@ def _train_vectorised(base, param_names: list[str], state: dict, x: np.ndarray, 
 
 
 class _StackedOptimizer:
-    """torch.optim's Adam, AdamW and SGD (momentum, weight decay; no dampening or Nesterov, as `make_optimizer`
-    builds them) applied to the stacked parameters `flat` (K, P), with one step count per model: a model whose
-    epoch has ended (`active[k]` False) is left untouched, optimizer state included.
+    """torch.optim's Adam, AdamW and SGD (momentum, weight decay; no dampening or Nesterov) applied to the stacked
+    parameters `flat` (K, P), with one step count per model: a model whose epoch has ended (`active[k]` False) is
+    left untouched, optimizer state included. The settings (learning rate, betas, eps, weight decay, momentum) are
+    those of the optimizer `training.loop.make_optimizer` builds for the recipe, so both trainers step alike;
+    ValueError for a setting this optimizer does not implement (dampening, Nesterov, AMSGrad, maximize).
 
     Adam (Kingma & Ba 2015) with L2 weight decay: g += wd*p; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
     p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps). AdamW (Loshchilov & Hutter 2019): p *= 1 - lr*wd, then
@@ -354,11 +355,18 @@ class _StackedOptimizer:
     def __init__(self, flat, recipe: TrainingRecipe, k_models: int):
         import torch
 
+        from amulet_audit.training.loop import make_optimizer
+
+        settings = make_optimizer([torch.zeros(1, requires_grad=True)], recipe).defaults
+        unsupported = [k for k in ("dampening", "nesterov", "amsgrad", "maximize") if settings.get(k)]
+        if unsupported:
+            raise ValueError(f"the stacked optimizer does not implement {', '.join(unsupported)}")
         self.flat = flat
         self.kind = recipe.optimizer
-        self.lr = recipe.lr
-        self.wd = recipe.weight_decay
-        self.momentum = recipe.momentum
+        self.lr = settings["lr"]
+        self.wd = settings["weight_decay"]
+        self.momentum = settings.get("momentum", 0.0)
+        self.betas, self.eps = settings.get("betas"), settings.get("eps")
         self.t = torch.zeros(k_models, 1, dtype=torch.float64)
         self.m = torch.zeros_like(flat, requires_grad=False)
         self.v = torch.zeros_like(flat, requires_grad=False) if self.kind != "sgd" else None
@@ -378,7 +386,7 @@ class _StackedOptimizer:
                     m = g
                 self._commit(p - self.lr * m, m, None, active, every)
                 return
-            b1, b2 = _BETAS
+            b1, b2 = self.betas
             t = self.t.clamp_min(1.0)
             step_size = (self.lr / (1.0 - b1 ** t)).to(torch.float32)
             bc2_sqrt = torch.sqrt(1.0 - b2 ** t).to(torch.float32)
@@ -391,14 +399,14 @@ class _StackedOptimizer:
             if every:  # the usual case: update in place, no temporaries beyond the denominator
                 self.m.lerp_(g, 1.0 - b1)
                 self.v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
-                denom = self.v.sqrt().div_(bc2_sqrt).add_(_ADAM_EPS)
+                denom = self.v.sqrt().div_(bc2_sqrt).add_(self.eps)
                 if self.kind == "adamw":
                     p.copy_(decayed)
                 p.sub_(denom.reciprocal_().mul_(self.m).mul_(step_size))
                 return
             m = self.m.lerp(g, 1.0 - b1)
             v = self.v.mul(b2).addcmul_(g, g, value=1.0 - b2)
-            denom = (v.sqrt() / bc2_sqrt).add_(_ADAM_EPS)
+            denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
             self._commit(decayed - (m / denom) * step_size, m, v, active, every)
 
     def _commit(self, new_p, m, v, active, every: bool) -> None:
