@@ -39,7 +39,7 @@ demo: $(STAMP)
 	$(VENV)/bin/amulet-audit examples/credit/model.pt --policy eu_ai_act --out build/demo --profile quick --exit-zero
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 clean:
 	rm -rf build dist

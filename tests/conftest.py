@@ -19,6 +19,9 @@ os.environ.setdefault("AMULET_AUDIT_CACHE", tempfile.mkdtemp(prefix="amulet-audi
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("AMULET_AUDIT_SHARED", ROOT.parent / "shared"))
 ADULT = SHARED / "data" / "adult" / "adult.data"
+# The end-to-end tests' policy: three kinds of evidence and one cheap defense (the full eu_ai_act runs in the
+# Adult example test, marked slow).
+ONE_DEFENSE = ROOT / "tests" / "policies" / "one_defense.yaml"
 AMULET = [str(ROOT / ".venv" / "bin" / "amulet-audit")] if (ROOT / ".venv" / "bin" / "amulet-audit").exists() else ["amulet-audit"]
 
 
@@ -85,3 +88,4 @@ def context(model, data, *, seed: int = 0, profile: str = "quick"):
     from amulet_audit.core.attack import PROFILES, AttackContext
 
     return AttackContext(model=model, data=data, seed=seed, profile=PROFILES[profile])
+

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import AMULET
+from conftest import AMULET, ONE_DEFENSE
 
 
 def run(*args, cwd=None):
@@ -49,7 +49,7 @@ def test_schema_export_is_json():
 
 def test_audit_writes_three_files_and_fails_on_a_biased_model(tmp_path, tabular):
     out_dir = tmp_path / "report"
-    done = run(tabular, "--policy", "eu_ai_act", "--out", out_dir, "--profile", "quick", "--quiet")
+    done = run(tabular, "--policy", ONE_DEFENSE, "--out", out_dir, "--profile", "quick", "--quiet")
     assert done.returncode == 1, done.stderr  # the synthetic model is biased by construction
     assert {p.name for p in out_dir.iterdir()} == {"report.html", "report.pdf", "results.json", "manifest.json"}
     result = json.loads((out_dir / "results.json").read_text())
@@ -64,7 +64,7 @@ def test_audit_writes_three_files_and_fails_on_a_biased_model(tmp_path, tabular)
     assert rows["bias-impact-ratio"]["metric_info"] == {"higher_is_worse": False, "unit": "ratio"}
     assert all(r["ci_method"] for r in result["requirements"] if r["value"] is not None)
     # --exit-zero reports without failing; --no-pdf writes no PDF
-    again = run(tabular, "--policy", "eu_ai_act", "--out", tmp_path / "r2", "--profile", "quick", "--quiet", "--exit-zero", "--no-pdf")
+    again = run(tabular, "--policy", ONE_DEFENSE, "--out", tmp_path / "r2", "--profile", "quick", "--quiet", "--exit-zero", "--no-pdf")
     assert again.returncode == 0
     assert not (tmp_path / "r2" / "report.pdf").exists()
 
@@ -72,7 +72,7 @@ def test_audit_writes_three_files_and_fails_on_a_biased_model(tmp_path, tabular)
 def test_same_seed_same_numbers_other_seed_other_sample(tmp_path, tabular):
     results = []
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        run(tabular, "--policy", "eu_ai_act", "--out", tmp_path / name, "--profile", "quick", "--quiet", "--no-pdf", "--seed", seed)
+        run(tabular, "--policy", ONE_DEFENSE, "--out", tmp_path / name, "--profile", "quick", "--quiet", "--no-pdf", "--seed", seed)
         r = json.loads((tmp_path / name / "results.json").read_text())
         results.append([(q["value"], q["ci"]) for q in r["requirements"]])
     assert results[0] == results[1]
@@ -80,7 +80,7 @@ def test_same_seed_same_numbers_other_seed_other_sample(tmp_path, tabular):
 
 
 def test_render_reproduces_the_report_from_results(tmp_path, tabular):
-    run(tabular, "--policy", "eu_ai_act", "--out", tmp_path / "a", "--profile", "quick", "--quiet", "--no-pdf")
+    run(tabular, "--policy", ONE_DEFENSE, "--out", tmp_path / "a", "--profile", "quick", "--quiet", "--no-pdf")
     done = run("render", tmp_path / "a" / "results.json", "--out", tmp_path / "b", "--no-pdf")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "b" / "report.html").stat().st_size > 1000
