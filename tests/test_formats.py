@@ -47,6 +47,39 @@ class TinyLogits(torch.nn.Module):
         return self.net(x)
 
 
+class TinyLogSoftmax(TinyLogits):
+    """Log-probabilities: the same body with a final LogSoftmax."""
+
+    def forward(self, x):
+        return torch.log_softmax(self.net(x), dim=1)
+
+
+class TinySoftmax(TinyLogits):
+    """Probabilities: the same body with a final Softmax, as serving code often ships it."""
+
+    def forward(self, x):
+        return torch.softmax(self.net(x), dim=1)
+
+
+class TinySingleLogit(torch.nn.Module):
+    """One logit for two classes (the logit of class 1), as trained with binary cross-entropy with logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Dropout(0.1),
+                                       torch.nn.Linear(16, 1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class TinyLabels(TinyLogits):
+    """Labels only: the predicted class index, as a float column (no scores, no useful gradient)."""
+
+    def forward(self, x):
+        return self.net(x).argmax(dim=1, keepdim=True).to(x.dtype)
+
+
 class TinyBatchNorm(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -58,8 +91,12 @@ class TinyBatchNorm(torch.nn.Module):
 '''
 
 # Output conventions of the matrix: (name, class in ARCH_SOURCE). Add a convention by adding its class.
-CONVENTIONS = [("logits", "TinyLogits")]
+CONVENTIONS = [("logits", "TinyLogits"), ("log_probabilities", "TinyLogSoftmax"), ("probabilities", "TinySoftmax"),
+               ("single_logit", "TinySingleLogit"), ("labels", "TinyLabels")]
 FORMATS = ["scripted", "traced", "export", "state_dict"]
+# Plain logits in every format; the other conventions in the two that differ most (TorchScript and an exported
+# graph), which keeps the matrix to a couple of minutes on two cores.
+MATRIX = [(c, k, f) for c, k in CONVENTIONS for f in (FORMATS if c == "logits" else ["scripted", "export"])]
 
 
 def _arch(folder: Path, name: str):
@@ -106,8 +143,11 @@ def save_model(folder: Path, cls_name: str, fmt: str) -> tuple[Path, list[str]]:
     members = df[df.split == "train"]
     torch.manual_seed(0)
     model = _arch(folder, cls_name)()
-    train_model(model, members[[f"f{i}" for i in range(FEATURES)]].to_numpy(np.float32), members.label.to_numpy(),
-                TrainingRecipe(epochs=30, batch_size=32, lr=0.01), seed=0)
+    # trained as such a model is: the body on logits for a final (Log)Softmax or labels, a single logit with BCE
+    single = cls_name == "TinySingleLogit"
+    train_model(model if single else model.net, members[[f"f{i}" for i in range(FEATURES)]].to_numpy(np.float32),
+                members.label.to_numpy(), TrainingRecipe(epochs=30, batch_size=32, lr=0.01), seed=0,
+                output="single_logit" if single else "logits")
     model.eval()
     example = torch.zeros(8, FEATURES)
     stem = folder / f"{cls_name}_{fmt}"
@@ -152,8 +192,7 @@ def _one_sentence(text: str) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("convention,cls_name", CONVENTIONS)
+@pytest.mark.parametrize("convention,cls_name,fmt", MATRIX)
 def test_every_format_with_every_bundled_policy(fmt, convention, cls_name, matrix_folder, tmp_path, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(matrix_folder))  # --arch tiny_arch:Class
     model, extra = save_model(matrix_folder, cls_name, fmt)
@@ -161,6 +200,7 @@ def test_every_format_with_every_bundled_policy(fmt, convention, cls_name, matri
         code, results, err = _audit(model, extra, stem, tmp_path / stem, capsys)
         where = f"{fmt}/{convention} with {stem}"
         assert code == 0, f"{where}: exit {code}: {err}"
+        assert results["model_output"] == convention, where  # detected from the outputs, recorded
         rows = results["requirements"]
         assert len(rows) == len(load_policy(stem).policy.requirements), where
         for row in rows:

@@ -67,6 +67,21 @@ def _figure(size: tuple[float, float] = _SIZE) -> Iterator[tuple[Figure, Axes]]:
         yield fig, fig.add_subplot()
 
 
+@contextmanager
+def _quiet_font_lookup() -> Iterator[None]:
+    """Silence matplotlib's font-lookup log lines (e.g. no bold face of a CJK fallback font): the console shows only
+    the report's own font warnings (report/fonts.py)."""
+    import logging
+
+    log = logging.getLogger("matplotlib.font_manager")
+    before = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(before)
+
+
 def _to_svg(fig: Figure, label: str) -> Markup:
     """Serialise `fig` to an `<svg>` element for inline HTML, labelled for screen readers."""
     import matplotlib
@@ -74,7 +89,7 @@ def _to_svg(fig: Figure, label: str) -> Markup:
     families = _set_fonts(fig)
     buf = io.StringIO()
     # Texts made while drawing take their fonts from rcParams.
-    with warnings.catch_warnings(), matplotlib.rc_context({"font.family": families}):
+    with warnings.catch_warnings(), matplotlib.rc_context({"font.family": families}), _quiet_font_lookup():
         # A character no installed font has is named once, in the results' report warnings (report/fonts.py).
         warnings.filterwarnings("ignore", message=r"Glyph .* missing from (current )?font", category=UserWarning)
         fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
@@ -87,10 +102,11 @@ def _to_svg(fig: Figure, label: str) -> Markup:
     # reject the SVG-only properties; presentation attributes mean the same to every SVG renderer.
     svg = re.sub(r'\sstyle="([^"]*)"', _presentation_attributes, svg)
     prefix = "c" + hashlib.sha256(svg.encode()).hexdigest()[:8] + "-"
-    for ident in set(re.findall(r'\bid="([^"]+)"', svg)):
-        q = re.escape(ident)
-        svg = re.sub(rf'\bid="{q}"', f'id="{prefix}{ident}"', svg)
-        svg = re.sub(rf'(["(])#{q}([")])', rf"\g<1>#{prefix}{ident}\g<2>", svg)
+    # one pass each: every id, and every reference to one of them
+    ids = set(re.findall(r'\bid="([^"]+)"', svg))
+    svg = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}{m.group(1)}"', svg)
+    svg = re.sub(r'(["(])#([^")]+)([")])',
+                 lambda m: f"{m.group(1)}#{prefix}{m.group(2)}{m.group(3)}" if m.group(2) in ids else m.group(0), svg)
     svg = svg.replace("<svg", f'<svg class="chart" role="img" aria-label="{escape(label)}" '
                       'stroke-linejoin="round" stroke-linecap="butt"', 1)
     return Markup(svg.strip())
