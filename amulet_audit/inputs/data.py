@@ -113,7 +113,7 @@ class DataSpec(_Strict):
     input_shape: list[int] | None = None
     input_range: tuple[float, float] | None = None
     training: TrainingRecipe = Field(default_factory=TrainingRecipe)
-    # what the model outputs (amulet_audit.ops.scores); None: detected from its outputs on probe records
+    # what the model outputs (amulet_audit.core.outputs.CONVENTIONS); None: detected from its outputs on probe records
     output: Literal["logits", "log_probabilities", "probabilities", "single_logit", "labels"] | None = None
 
     @field_validator("input_range")

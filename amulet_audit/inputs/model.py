@@ -39,7 +39,7 @@ class ModelHandle:
     # Train/eval-dependent layers ("Dropout at 2") whose mode the format fixed (a traced module, a torch.export
     # program): copies trained from this model run them as they were frozen, whatever the trainer asks.
     fixed_mode_layers: list[str] = field(default_factory=list)
-    # The output convention (`amulet_audit.ops.scores.CONVENTIONS`) of the architecture, and how it was read;
+    # The output convention (`amulet_audit.core.outputs.CONVENTIONS`) of the architecture, and how it was read;
     # `module` returns per-class scores whatever it is (`ops.scores.attach`), `raw` is the model as loaded when
     # `module` wraps it (None: `module` is the model as loaded). Fresh copies are copies of the raw architecture.
     output: str = "logits"

@@ -1,4 +1,5 @@
-"""What the model outputs, and the one conversion from its raw output to per-class log-probabilities.
+"""What the model outputs: detecting its convention from probe records, and attaching the one conversion to
+per-class log-probabilities (`amulet_audit.core.outputs`) to the audited model.
 
 Models are shipped with different output conventions (DESIGN.md, "Output conventions"):
 
@@ -29,25 +30,9 @@ from typing import Any
 import numpy as np
 
 from amulet_audit.core.errors import InputError
-
-CONVENTIONS = ("logits", "log_probabilities", "probabilities", "single_logit", "labels")
-
-# One line per convention, for results and the report: what the output is and how the audit reads and trains it.
-DESCRIPTIONS = {
-    "logits": "one score (logit) per class; read through log-softmax, copies trained with cross-entropy",
-    "log_probabilities": "per-class log-probabilities (a final LogSoftmax); copies trained with negative "
-                         "log-likelihood on them",
-    "probabilities": "class probabilities (a final Softmax or Sigmoid); read as their logarithm, copies trained with "
-                     "negative log-likelihood on that logarithm (binary cross-entropy for one column)",
-    "single_logit": "one logit z for two classes (class index 1's), read as the logits [0, z]; copies trained with "
-                    "binary cross-entropy with logits",
-    "labels": "class labels only (no scores, no useful gradient); attacks that need scores, gradients or trained "
-              "copies are not applicable",
-}
+from amulet_audit.core.outputs import CONVENTIONS, DESCRIPTIONS, as_column, scores_module, to_log_probabilities  # noqa: F401
 
 _SUM_TOL = 1e-3  # rows of probabilities sum to 1 within this (float32 Softmax over many classes)
-_LOG_FLOOR = -87.0  # log of float32's smallest normal number: log(0) is floored here, never -inf
-
 
 @dataclass(frozen=True)
 class OutputReading:
@@ -63,114 +48,6 @@ class OutputReading:
     def note(self) -> str:
         """One line for results and the report: the convention, how it was established, how the audit reads it."""
         return f"{self.convention} ({self.source}: {self.evidence}): {DESCRIPTIONS[self.convention]}"
-
-
-def _column(out):
-    """A 1-D output (n,) as one column (n, 1); anything else unchanged."""
-    return out.unsqueeze(-1) if out.dim() == 1 else out
-
-
-def to_log_probabilities(out, convention: str, n_classes: int | None = None):
-    """Per-class log-probabilities (n, n_classes), float, from a model's raw output `out` under `convention`.
-    `n_classes` None: the output's columns, or 2 for one column (a label index output needs it given).
-
-    Works inside `torch.func.vmap` (no data-dependent control flow). logits and log_probabilities: log-softmax
-    (which leaves exact log-probabilities unchanged); probabilities: the logarithm, renormalised over the classes
-    (one column p: [log(1 - p), log p]); single_logit z: log-softmax of [0, z]; labels: the log of the one-hot
-    prediction, floored at log(1e-12). log(0) is floored at about -87, never -inf."""
-    import torch
-    import torch.nn.functional as F
-
-    if convention not in CONVENTIONS:
-        raise ValueError(f"unknown output convention {convention!r}; one of {', '.join(CONVENTIONS)}")
-    out = _column(out)
-    if n_classes is None:
-        n_classes = out.shape[-1] if out.shape[-1] > 1 else 2
-    if convention == "labels":
-        idx = out.argmax(-1) if out.shape[-1] == n_classes and n_classes > 1 else out[..., 0].round().long()
-        onehot = F.one_hot(idx.clamp(0, n_classes - 1), n_classes).float()
-        return torch.log(onehot.clamp_min(1e-12))
-    out = out.float() if not out.is_floating_point() else out
-    if convention in ("logits", "log_probabilities"):
-        return torch.log_softmax(out, dim=-1)
-    if convention == "single_logit":
-        z = out[..., :1]
-        return torch.log_softmax(torch.cat([torch.zeros_like(z), z], dim=-1), dim=-1)
-    # probabilities
-    if out.shape[-1] == 1 and n_classes == 2:
-        p = out[..., :1]
-        out = torch.cat([1.0 - p, p], dim=-1)
-    logp = torch.log(out.clamp_min(0.0)).clamp_min(_LOG_FLOOR)
-    return logp - torch.logsumexp(logp, dim=-1, keepdim=True)
-
-
-def _final_layer(raw, convention: str) -> str:
-    """'softmax' / 'sigmoid' / 'log_softmax' when `raw` is a Sequential (plain or TorchScript) whose last layer is
-    that activation over the classes and the convention reads it; '' otherwise."""
-    from amulet_audit.core.digest import layer_kind
-
-    if layer_kind(raw) != "Sequential":
-        return ""
-    children = list(raw.children())
-    if len(children) < 2:
-        return ""
-    last = layer_kind(children[-1])
-    dim = getattr(children[-1], "dim", None)
-    if convention == "probabilities" and last == "Softmax" and dim in (None, 1, -1):
-        return "softmax"
-    if convention == "probabilities" and last == "Sigmoid":
-        return "sigmoid"
-    if convention == "log_probabilities" and last == "LogSoftmax" and dim in (None, 1, -1):
-        return "log_softmax"
-    return ""
-
-
-def _stable(h, final: str, n_classes: int | None):
-    """The log-probabilities of the final activation `final` applied to `h` (the layer's input), computed without
-    forming the probabilities (so no precision is lost where they saturate)."""
-    import torch
-    import torch.nn.functional as F
-
-    h = _column(h)
-    if final in ("softmax", "log_softmax"):
-        return torch.log_softmax(h, dim=-1)
-    if h.shape[-1] == 1 and n_classes in (None, 2):  # a sigmoid unit: P(class 1) = sigmoid(z), the logits [0, z]
-        return torch.log_softmax(torch.cat([torch.zeros_like(h), h], dim=-1), dim=-1)
-    return torch.log_softmax(F.logsigmoid(h), dim=-1)  # per-class sigmoids, renormalised
-
-
-def scores_module(raw, convention: str, n_classes: int | None = None, *, stable: bool = True):
-    """`raw` (a model or trained copy with output `convention`) as a module whose output is per-class scores: `raw`
-    itself for logits, else a wrapper returning `to_log_probabilities` of its output. Where `raw` is a Sequential
-    ending in the Softmax/Sigmoid/LogSoftmax the convention reads, the wrapper applies the log-space equivalent to
-    the last layer's input (same function, no saturation of float32 probabilities) unless `stable` is False."""
-    if convention == "logits":
-        return raw
-    import torch
-
-    final = _final_layer(raw, convention) if stable else ""
-
-    class Scores(torch.nn.Module):
-        """Per-class log-probabilities (n, classes) of the wrapped model's output; parameters are the model's."""
-
-        def __init__(self):
-            super().__init__()
-            self.inner = raw
-            self.convention = convention
-            self.n_classes = n_classes
-            self.final = final
-
-        def forward(self, x):
-            if self.final:
-                h = x
-                for layer in list(self.inner.children())[:-1]:
-                    h = layer(h)
-                return _stable(h, self.final, self.n_classes)
-            return to_log_probabilities(self.inner(x), self.convention, self.n_classes)
-
-    from amulet_audit.core.mode import set_mode
-
-    return set_mode(Scores(), bool(raw.training))  # an exported graph inside keeps its fixed mode
 
 
 # --- detection -------------------------------------------------------------------------------------------
@@ -195,7 +72,7 @@ def _stress_outputs(module, x: np.ndarray) -> list[np.ndarray]:
     for scale in (10.0, 100.0, -100.0):
         try:
             o = _run(module, x * scale)
-            out.append(_column(o).double().numpy())
+            out.append(as_column(o).double().numpy())
         except Exception:  # e.g. an embedding lookup out of range: only the data probes then count
             continue
     return out
@@ -250,7 +127,7 @@ def detect(module, x: np.ndarray, n_classes: int, *, declared: str | None = None
         raise InputError(
             f"{model_path}: the model outputs {shape} per batch; it must return one row per record: a score per "
             f"class ({n_classes} columns), one column for a two-class target, or the class label.")
-    z = _column(raw).double().numpy()
+    z = as_column(raw).double().numpy()
     cols = z.shape[1]
     k = n_classes
     if not np.all(np.isfinite(z)):
@@ -300,7 +177,7 @@ def _check_declared(declared, z, cols, k, raw, model_path, spec_path, module, x)
                          f"correct `output` (one of {', '.join(CONVENTIONS)}) or remove it to let the audit detect it.")
 
     if declared not in CONVENTIONS:
-        refuse(f"not a known convention")
+        refuse("not a known convention")
     if declared == "labels":
         if cols == 1 and not (_integer_valued(z) and z.min() >= 0 and z.max() <= k - 1):
             refuse(f"its one output column does not hold class indices 0..{k - 1}")

@@ -163,7 +163,7 @@ class Extraction(Attack):
 
             key = content_key("extraction-surrogate", arch, ctx.seed, recipe.model_dump(), epochs, x, answers)
             trained = ctx.cache.get_or_train(key, module, fit)
-        from amulet_audit.ops.scores import scores_module
+        from amulet_audit.core.outputs import scores_module
 
         return scores_module(trained, output)
 

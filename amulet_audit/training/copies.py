@@ -31,8 +31,8 @@ def train_copy(model, x: np.ndarray, y: np.ndarray, recipe, *, seed: int, cache:
 
 def scored(model, raw):
     """A trained copy `raw` of `model`'s architecture (its raw output) as a module returning per-class scores, as
-    `model.module` does (`amulet_audit.ops.scores.scores_module` for `model.output`)."""
-    from amulet_audit.ops.scores import scores_module
+    `model.module` does (`amulet_audit.core.outputs.scores_module` for `model.output`)."""
+    from amulet_audit.core.outputs import scores_module
 
     return scores_module(raw, model.output)
 

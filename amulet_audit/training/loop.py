@@ -29,7 +29,7 @@ def make_optimizer(params, recipe: TrainingRecipe):
 
 def loss_for(convention: str = "logits"):
     """The per-record training loss (nats, shape (n,)) for a model whose raw output follows `convention`
-    (`amulet_audit.ops.scores.CONVENTIONS`): f(out, y) with `out` the raw output and `y` class indices (long).
+    (`amulet_audit.core.outputs.CONVENTIONS`): f(out, y) with `out` the raw output and `y` class indices (long).
 
     Every copy the audit trains uses it, so a copy learns as a model of that convention is trained: cross-entropy
     on logits; negative log-likelihood on log-probabilities (a final LogSoftmax); negative log-likelihood on the
@@ -38,7 +38,7 @@ def loss_for(convention: str = "logits"):
     logit (the logit of class index 1). Raises ValueError for `labels`: a label-only output has no gradient."""
     import torch.nn.functional as F
 
-    from amulet_audit.ops.scores import to_log_probabilities
+    from amulet_audit.core.outputs import to_log_probabilities
 
     def column(out):
         return out.unsqueeze(-1) if out.dim() == 1 else out
@@ -63,12 +63,12 @@ def loss_for(convention: str = "logits"):
 
 def soft_loss(convention: str = "logits"):
     """Per-record cross-entropy (nats, shape (n,)) of a raw output `out` under `convention` to target
-    distributions `targets` (n, classes): -sum_c t_c log p_c, with log p read as `amulet_audit.ops.scores`
+    distributions `targets` (n, classes): -sum_c t_c log p_c, with log p read as `amulet_audit.core.outputs`
     reads the output (log-softmax of logits). Distillation at T = 1 (Hinton et al., 2015); one-hot targets give
     `loss_for`'s negative log-likelihood. Raises ValueError for `labels` (no gradient)."""
     import torch
 
-    from amulet_audit.ops.scores import to_log_probabilities
+    from amulet_audit.core.outputs import to_log_probabilities
 
     if convention == "labels":
         raise ValueError("a model that outputs labels only cannot be trained: its output has no gradient")

@@ -46,7 +46,7 @@ class ReferenceModels:
     _base: Any = None  # vectorised: the module whose forward is called with each model's tensors
     _stacked: dict[str, Any] = field(default_factory=dict)  # vectorised: name -> tensor (K, ...)
     _modules: list[Any] = field(default_factory=list)  # sequential: one trained module per model
-    output: str = "logits"  # the models' output convention (`amulet_audit.ops.scores`), as the audited model's
+    output: str = "logits"  # the models' output convention (`amulet_audit.core.outputs`), as the audited model's
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])
@@ -56,17 +56,22 @@ class ReferenceModels:
         convention, as the audited model's are read): float64, shape (K, n, classes)."""
         import torch
 
-        if self._modules:
-            from amulet_audit.ops.forward import logits
-            from amulet_audit.ops.scores import scores_module
+        from amulet_audit.core.outputs import scores_module
 
-            return np.stack([logits(scores_module(m, self.output), x, batch_size) for m in self._modules])
-        forward = _vectorised_forward(self._base, output=self.output)
+        if self._modules:  # trained one at a time
+            scored = [scores_module(m, self.output) for m in self._modules]
+
+            def forward(xb):
+                return torch.stack([m(xb) for m in scored])
+        else:
+            vectorised = _vectorised_forward(self._base, output=self.output)
+
+            def forward(xb):
+                return vectorised(self._stacked, xb)
         out = []
         with torch.no_grad():
             for start in range(0, len(x), batch_size):
-                xb = torch.as_tensor(x[start:start + batch_size], dtype=torch.float32)
-                out.append(forward(self._stacked, xb).double().numpy())
+                out.append(forward(torch.as_tensor(x[start:start + batch_size], dtype=torch.float32)).double().numpy())
         return np.concatenate(out, axis=1) if out else np.zeros((len(self), 0, 0))
 
     def state_dict(self, k: int) -> dict:
@@ -213,10 +218,10 @@ def _model_key(arch: str, seed: int, recipe: TrainingRecipe, mask: np.ndarray, d
 def _vectorised_forward(base, *, per_model_inputs: bool = False, output: str = "logits"):
     """f(stacked, x) -> (K, n, classes): every model's forward on the same inputs x (n, ...), or with
     `per_model_inputs` on its own inputs x[k] (x: (K, n, ...)). The raw outputs for `output` "logits" (and for
-    training); per-class log-probabilities (`ops.scores.to_log_probabilities`) for any other convention."""
+    training); per-class log-probabilities (`core.outputs.to_log_probabilities`) for any other convention."""
     from torch.func import functional_call, vmap
 
-    from amulet_audit.ops.scores import to_log_probabilities
+    from amulet_audit.core.outputs import to_log_probabilities
 
     def one(state, xb):
         out = functional_call(base, state, (xb,))
