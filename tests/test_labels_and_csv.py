@@ -161,6 +161,36 @@ def test_class_order_check_refuses_clearly_inverted_models_not_under_fitted_ones
         check_class_order(model, data)
 
 
+class _Echo3(torch.nn.Module):
+    """Predicts the class index written in feature f0 (0, 1 or 2), as one-hot logits."""
+
+    def forward(self, x):
+        return torch.nn.functional.one_hot(x[:, 0].round().long().clamp(0, 2), 3).float() * 10
+
+
+@pytest.mark.parametrize("declared, refused", [(["low", "mid", "high"], False), (["low", "high", "mid"], True),
+                                               (["mid", "low", "high"], True)])
+def test_class_order_check_refuses_a_partly_wrong_order(tmp_path, declared, refused):
+    """Three classes, 40 low, 30 mid, 30 high; the model knows every training record. Two classes swapped in the data
+    spec leave the training accuracy at or above the majority rate (0.40), yet another order fits far better."""
+    from amulet_audit.inputs.model import load_model
+
+    y = np.array(["low"] * 40 + ["mid"] * 30 + ["high"] * 30)
+    f0 = np.select([y == "low", y == "mid"], [0.0, 1.0], 2.0)
+    pd.DataFrame({"f0": np.r_[f0, f0], "y": np.r_[y, y], "split": ["train"] * 100 + ["holdout"] * 100}
+                 ).to_parquet(tmp_path / "d.parquet")
+    (tmp_path / "d.data.yaml").write_text(yaml.safe_dump({"name": "n", "source": {"format": "parquet", "path": "d.parquet"},
+                                                          "features": ["f0"], "target": "y", "classes": declared}))
+    torch.jit.save(torch.jit.script(_Echo3()), tmp_path / "m.pt")
+    model, data = load_model(tmp_path / "m.pt"), load_data(tmp_path / "d.data.yaml")
+    if refused:
+        with pytest.raises(InputError, match=r"with the declared class order but 1\.000 with another.*"
+                                             r"classes: \[low, mid, high\]"):
+            check_class_order(model, data)
+    else:
+        check_class_order(model, data)
+
+
 def test_positive_label_and_data_labels_must_be_classes(label_order, tmp_path):
     folder, _ = label_order
     spec = yaml.safe_load((folder / "right.data.yaml").read_text())

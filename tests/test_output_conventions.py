@@ -175,6 +175,36 @@ def test_detection_refuses_outputs_that_fit_no_convention():
         detect(nn.Linear(4, 1), x, 3)
 
 
+class _ClassValues(nn.Module):
+    """A label-only model that returns class values 1..k (argmax + 1) as floats, not indices 0..k-1."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.net = nn.Linear(4, k)
+
+    def forward(self, x):
+        return (self.net(x).argmax(1, keepdim=True) + 1).float()
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_whole_number_outputs_outside_the_indices_are_refused_not_read_as_a_logit(k):
+    """Outputs 1/2 from a two-class label-only model would otherwise pass as a single logit (every record class 1)."""
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    with pytest.raises(InputError, match=r"whole numbers \(1, 2.*not class indices 0\.\.%d.*label-only" % (k - 1)):
+        detect(_ClassValues(k).eval(), x, k)
+
+
+def test_an_output_without_gradient_gives_no_ascent_direction_not_an_error():
+    """A model whose output does not depend differentiably on its input: the gradient attacks find no direction
+    (their masking checks then say so) instead of failing."""
+    from amulet_audit.ops.perturb import loss_grad
+
+    x = torch.randn(8, 4)
+    values, grad, wrong = loss_grad(lambda t: torch.ones(len(t), 2), x, torch.zeros(8, dtype=torch.long))
+    assert torch.equal(grad, torch.zeros_like(x)) and values.shape == (8,) and not wrong.any()
+
+
 def test_the_data_spec_overrides_detection_and_is_checked():
     x = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
     softmax = nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1))

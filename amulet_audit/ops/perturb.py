@@ -87,7 +87,11 @@ def loss_grad(module, adv, y, loss: str = "ce", *, fallback: bool = False, targe
     objective = values
     if fallback and loss == "ce":
         objective = torch.where(values.detach() < CE_FLOOR, -margin(out, y), values)
-    (grad,) = torch.autograd.grad(objective.sum(), adv)
+    if objective.requires_grad:
+        (grad,) = torch.autograd.grad(objective.sum(), adv, allow_unused=True)
+    else:  # the output does not depend differentiably on the input (e.g. a rounded or arg-max output)
+        grad = None
+    grad = torch.zeros_like(adv) if grad is None else grad  # no gradient: no ascent direction; the masking check says so
     return values.detach(), grad.detach(), (out.argmax(1) != y).detach()
 
 

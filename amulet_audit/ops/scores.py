@@ -142,6 +142,13 @@ def detect(module, x: np.ndarray, n_classes: int, *, declared: str | None = None
         if integer_like and z.min() >= 0 and z.max() <= k - 1:
             return OutputReading("labels", "detected", f"one integer column with values in 0..{k - 1} on "
                                  f"{len(z)} probe records")
+        if integer_like:  # whole numbers outside 0..k-1: class values (e.g. 1/2), never a logit or a probability
+            values = np.unique(z)
+            shown = ", ".join(f"{v:g}" for v in values[:6]) + (", …" if len(values) > 6 else "")
+            raise InputError(
+                f"{model_path}: the model outputs one column of whole numbers ({shown}), not class indices "
+                f"0..{k - 1}, so it looks like a label-only model returning class values; return the class index "
+                f"(output index i is `classes[i]` in {spec_path}) or one score per class.")
         if k != 2:
             raise InputError(
                 f"{model_path}: the model outputs one column per record, but the data has {k} classes and the "

@@ -38,13 +38,17 @@ def check_batch_dimension(model, data) -> None:
 
 
 def check_class_order(model, data) -> None:
-    """Refuse when the model's accuracy on its own training records is below the majority-class rate (beyond chance:
-    a one-sided exact binomial test at 0.1%, so an under-fitted model at about the majority rate is not refused).
+    """Refuse when the predictions on the model's own training records say its class order is not the data spec's:
+    (a) its training accuracy is below the majority-class rate, or (b) another order of the classes fits its training
+    records clearly better than the declared one (by at least 10 points). Both beyond chance (one-sided exact binomial
+    tests at 0.1%: against the majority rate for (a); on the records where exactly one of the two orders is right for
+    (b), as McNemar's test), so an under-fitted model is not refused.
 
-    A trained model beats always predicting the most frequent class on the records it was trained on; one that does
-    not almost certainly reads its outputs in another class order than the data spec's (text labels, or a model
-    trained with another mapping). The data spec's `expect_low_training_accuracy: true` turns the check off (e.g. for
-    a model trained with class weights). `model`: a ModelHandle; `data`: an AuditData.
+    A trained model beats always predicting the most frequent class on the records it was trained on, and its own
+    order fits it best; one that does not almost certainly reads its outputs in another class order than the data
+    spec's (text labels, or a model trained with another mapping). The data spec's
+    `expect_low_training_accuracy: true` turns the check off (e.g. for a model trained with class weights).
+    `model`: a ModelHandle; `data`: an AuditData. Raises InputError (exit 2) naming the data spec.
     """
     from amulet_audit.ops.forward import predict
 
@@ -63,21 +67,29 @@ def check_class_order(model, data) -> None:
     accuracy = correct / len(y)
     counts = np.bincount(y, minlength=data.n_classes)
     majority = float(counts.max() / len(y))
-    if not _clearly_below(correct, len(y), majority):
-        return
-    most = data.classes[int(counts.argmax())]
-    raise InputError(
-        f"{data.spec_path}: the model's accuracy on its own training records is {accuracy:.3f}, below the "
-        f"majority-class rate {majority:.3f} (always predicting '{most}'): the class order may be inverted; set "
-        f"`classes` in the data spec to the model's output order (output index i is classes[i]){_better_order(pred, y, data.classes)}. "
-        "If so low a training accuracy is expected (e.g. a model trained with class weights), set "
-        "`expect_low_training_accuracy: true` in the data spec."
-    )
+    order, relabelled = _best_order(pred, y, data.classes)
+    better = order != list(data.classes) and _clearly_better(relabelled == y, pred == y)
+    fix = ("set `classes` in the data spec to the model's output order (output index i is classes[i])"
+           + (f"; the predictions match `classes: {_yaml_list(order)}` (training accuracy "
+              f"{float((relabelled == y).mean()):.3f} with that order)" if order != list(data.classes) else ""))
+    tail = ("If so low a training accuracy is expected (e.g. a model trained with class weights), set "
+            "`expect_low_training_accuracy: true` in the data spec.")
+    if _clearly_below(correct, len(y), majority):
+        most = data.classes[int(counts.argmax())]
+        raise InputError(
+            f"{data.spec_path}: the model's accuracy on its own training records is {accuracy:.3f}, below the "
+            f"majority-class rate {majority:.3f} (always predicting '{most}'): the class order may be inverted; "
+            f"{fix}. {tail}")
+    if better:
+        raise InputError(
+            f"{data.spec_path}: the model's accuracy on its own training records is {accuracy:.3f} with the declared "
+            f"class order but {float((relabelled == y).mean()):.3f} with another: the class order may be wrong; {fix}. "
+            f"{tail}")
 
 
-# How sure the check must be: the chance that a model as accurate as the majority-class rate scores this low or lower
-# on n records. An under-fitted model that sits at the majority rate is not flagged; an inverted one is far below it.
+# How sure the checks must be: the chance of a result this extreme when the declared order is right.
 _P_BELOW = 1e-3
+_MARGIN = 0.10  # another order must fit at least this much better (accuracy on the training records)
 
 
 def _clearly_below(correct: int, n: int, majority: float) -> bool:
@@ -87,23 +99,35 @@ def _clearly_below(correct: int, n: int, majority: float) -> bool:
     return correct < majority * n and float(binom.cdf(correct, n, majority)) < _P_BELOW
 
 
-def _better_order(pred: np.ndarray, y: np.ndarray, classes: list[str]) -> str:
-    """The class order under which the predictions agree best with the labels, when it differs and does better."""
-    from scipy.optimize import linear_sum_assignment
+def _clearly_better(other: np.ndarray, declared: np.ndarray) -> bool:
+    """Whether per-record correctness `other` (bool, n) beats `declared` by at least `_MARGIN` and beyond chance: an
+    exact one-sided sign test on the records where exactly one of the two is right (McNemar's test)."""
+    from scipy.stats import binom
 
-    from amulet_audit.inputs.data import yaml_list
+    wins, losses = int((other & ~declared).sum()), int((declared & ~other).sum())
+    if wins - losses < _MARGIN * len(other):
+        return False
+    return float(binom.sf(wins - 1, wins + losses, 0.5)) < _P_BELOW
+
+
+def _best_order(pred: np.ndarray, y: np.ndarray, classes: list) -> tuple[list, np.ndarray]:
+    """The class order under which the predictions (output indices, n) agree best with the labels (class indices, n)
+    (a maximum-weight matching of the confusion matrix), and the predictions relabelled under it (n,)."""
+    from scipy.optimize import linear_sum_assignment
 
     k = len(classes)
     ok = (pred >= 0) & (pred < k)
     confusion = np.zeros((k, k), dtype=np.int64)  # [true class, predicted output index]
     np.add.at(confusion, (y[ok], pred[ok]), 1)
     rows, cols = linear_sum_assignment(-confusion)
-    order = list(classes)
+    order, to_class = list(classes), np.arange(k)
     for t, p in zip(rows, cols):
-        order[p] = classes[t]
-    agree = float(confusion[rows, cols].sum() / len(y))
-    counts = np.bincount(y, minlength=k)
-    if order == list(classes) or agree < counts.max() / len(y):
-        return ""
-    shown = yaml_list(order)
-    return f"; the predictions match `classes: {shown}` (training accuracy {agree:.3f} with that order)"
+        order[p], to_class[p] = classes[t], t
+    relabelled = np.where(ok, to_class[np.clip(pred, 0, k - 1)], -1)
+    return order, relabelled
+
+
+def _yaml_list(order: list) -> str:
+    from amulet_audit.inputs.data import yaml_list
+
+    return yaml_list(order)
