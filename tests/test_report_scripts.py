@@ -249,3 +249,21 @@ def _boxes(pdf: Path) -> list[tuple[int, str, int]]:
                         if code == 0 or code >= glyphs[id(font)]:
                             found.append((number, str(font["/BaseFont"]), code))
     return found
+
+
+def test_every_character_no_font_has_is_named_emoji_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Fonts that draw ASCII, Hebrew, Arabic and CJK only (fc-list's charset text, astral ranges included): ten
+    # Devanagari letters sort before the emoji, and the warning must still name the emoji and every letter.
+    ranges = dict(fonts._ranges("20-7e 5d0-5ea 600-6ff 4e00-9fff 1f300-1f3ff zz"))
+    assert ranges[0x1F300] == 0x1F3FF and 0x1F680 not in ranges
+    font = fonts.Font("Test Sans", "Regular", "test.ttf", 0, tuple(sorted(ranges)), tuple(ranges[a] for a in sorted(ranges)))
+    assert font.has("\U0001F3A8") and not font.has("\U0001F680")
+    monkeypatch.setattr(fonts, "installed_fonts", lambda: (font,))
+    region = {"उत्तर": (300, 0.5, 0.8, 0.2, 0.8, 1.0), "दक्षिण": (300, 0.5, 0.8, 0.2, 0.8, 1.0),
+              "क्षेत्र": (300, 0.5, 0.8, 0.2, 0.8, 1.0), "group🚀": (200, 0.45, 0.7, 0.1, 0.7, 0.9)}
+    src = tmp_path / "results.json"
+    src.write_text(json.dumps(_results(region=region, title="Plain"), ensure_ascii=False), encoding="utf-8")
+    [warning] = fonts.glyph_warnings(read_results(src))
+    missing = set("उत्तरदक्षिणक्षेत्र") | {"🚀"}
+    assert "U+1F680" in warning and "group🚀" in warning and "fonts-noto-color-emoji" in warning
+    assert all(c in warning for c in missing), [c for c in missing if c not in warning]

@@ -24,7 +24,8 @@ from amulet_audit.results.model import AuditResult
 # DejaVu Sans for Latin, Greek, Cyrillic, Arabic and Hebrew; Noto Sans CJK for Chinese, Japanese and Korean.
 FAMILIES = ("DejaVu Sans", "Noto Sans CJK SC")
 _REGULAR = ("Regular", "Book", "Normal")
-_SHOWN = 8  # characters named in a warning
+_SHOWN = 8  # characters named with their code point in a warning
+_LISTED = 200  # further characters named (beyond these, a count)
 
 
 @dataclass(frozen=True)
@@ -147,24 +148,53 @@ def glyph_warnings(result: AuditResult) -> list[str]:
     if fonts is None:
         return ["The report's fonts could not be checked for the characters of the data and policy names "
                 "(fontconfig's fc-list could not be run); a character no installed font has prints as a box."]
-    missing = missing_characters(first_seen, fonts)
+    missing = _interleaved(missing_characters(first_seen, fonts))
     if not missing:
         return []
     named = ", ".join(f"{c} (U+{ord(c):04X})" for c in missing[:_SHOWN])
-    more = f" and {len(missing) - _SHOWN} more" if len(missing) > _SHOWN else ""
+    rest = missing[_SHOWN:]
+    more = ""
+    if rest:
+        listed = " ".join(rest[:_LISTED])
+        beyond = f" and {len(rest) - _LISTED} others" if len(rest) > _LISTED else ""
+        more = f" and {len(rest)} more ({listed}{beyond})"
     examples = "; ".join(f"“{visible(s)}”" for s in dict.fromkeys(first_seen[c] for c in missing[:3]))
     return [f"No installed font has {'a glyph' if len(missing) == 1 else 'glyphs'} for {named}{more}, "
             f"used in {examples}: {'it prints' if len(missing) == 1 else 'they print'} as empty boxes in the report. "
             f"Install a font that covers them (on Debian, {_package(missing)}) and re-render with `amulet-audit render`."]
 
 
+def _kind(char: str) -> str:
+    """The script of `char` ("DEVANAGARI", "CJK", ...), or "symbol" for emoji and other symbols."""
+    if unicodedata.category(char)[0] == "S":
+        return "symbol"
+    return (unicodedata.name(char, "") or "?").split()[0]
+
+
+def _interleaved(chars: list[str]) -> list[str]:
+    """`chars` (in code-point order) taken in turn from each script, so that the first few named include every
+    script and the emoji: ten Devanagari letters must not hide the one emoji after them."""
+    groups: dict[str, list[str]] = {}
+    for c in chars:
+        groups.setdefault(_kind(c), []).append(c)
+    out: list[str] = []
+    for i in range(max((len(g) for g in groups.values()), default=0)):
+        out.extend(g[i] for g in groups.values() if i < len(g))
+    return out
+
+
+def _is_emoji(char: str) -> bool:
+    return unicodedata.category(char) == "So" and (ord(char) >= 0x1F000 or 0x2600 <= ord(char) <= 0x27BF)
+
+
 def _package(chars: list[str]) -> str:
-    """The Debian font packages that cover `chars`: Noto CJK for wide (Chinese, Japanese, Korean) characters,
-    the Noto core and extra sets for the other scripts."""
-    wide = any(unicodedata.east_asian_width(c) in "WF" for c in chars)
-    other = any(unicodedata.east_asian_width(c) not in "WF" for c in chars)
-    return " and ".join(p for p, needed in (("fonts-noto-cjk", wide), ("fonts-noto-core or fonts-noto-extra", other))
-                        if needed)
+    """The Debian font packages that cover `chars`: Noto Color Emoji for emoji, Noto CJK for wide (Chinese,
+    Japanese, Korean) characters, the Noto core and extra sets for the other scripts."""
+    emoji = any(_is_emoji(c) for c in chars)
+    wide = any(unicodedata.east_asian_width(c) in "WF" and not _is_emoji(c) for c in chars)
+    other = any(unicodedata.east_asian_width(c) not in "WF" and not _is_emoji(c) for c in chars)
+    return " and ".join(p for p, needed in (("fonts-noto-cjk", wide), ("fonts-noto-core or fonts-noto-extra", other),
+                                            ("fonts-noto-color-emoji", emoji)) if needed)
 
 
 # Characters that reorder the text around them without being seen (the "Trojan Source" overrides and embeddings).
