@@ -106,6 +106,26 @@ def test_state_dict_needs_arch_and_loads_with_it(tmp_path, monkeypatch):
     assert handle.format == "state_dict"
 
 
+class TinyNoBatchNorm(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(6, 4)
+        self.out = torch.nn.Linear(4, 2)
+        self.extra = torch.nn.Linear(2, 2)
+
+
+def test_state_dict_that_does_not_fit_arch_names_the_keys_and_shapes(tmp_path, monkeypatch):
+    torch.save(TinyNet().state_dict(), tmp_path / "w.pt")
+    monkeypatch.syspath_prepend(str(tmp_path.parent))
+    with pytest.raises(InputError) as err:
+        load_model(tmp_path / "w.pt", arch="test_inputs:TinyNoBatchNorm")
+    msg = str(err.value)
+    assert "does not fit --arch test_inputs:TinyNoBatchNorm" in msg and "\n" not in msg
+    assert "2 keys in the class but not in the file: extra.weight, extra.bias" in msg
+    assert "5 keys in the file but not in the class: bn.weight, bn.bias, bn.running_mean and 2 more" in msg
+    assert "fc.weight is 8x6 in the file and 4x6 in the class" in msg and "Error(s)" not in msg
+
+
 def test_pickled_module_is_refused_unless_trusted(tmp_path):
     torch.save(TinyNet(), tmp_path / "m.pt")
     with pytest.raises(InputError) as err:

@@ -318,7 +318,10 @@ def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool 
         try:
             module.load_state_dict(obj)
         except RuntimeError as exc:
-            raise InputError(f"{path}: the state_dict does not fit --arch {arch} ({_first_line(exc)}); check the class.") from None
+            from amulet_audit.inputs.torch_errors import state_dict_mismatch
+
+            raise InputError(f"{path}: the state_dict does not fit --arch {arch} ({state_dict_mismatch(module, obj, exc)}); "
+                             "check the class.") from None
         set_mode(module, False)
         return ModelHandle(path, digest, "state_dict", module, arch, warnings)
     raise InputError(f"{path}: holds a {type(obj).__name__}, not a model; save a TorchScript archive with torch.jit.save.")

@@ -82,6 +82,37 @@ def probe_failure(path, fmt: str, exc: BaseException, record_shape: list[int]) -
             "model's own code: fix the model, or check that the data spec's features are what it expects.")
 
 
+def state_dict_mismatch(module, state_dict, exc: BaseException | None = None, shown: int = 3) -> str:
+    """Why `state_dict` does not load into `module`, in one clause: the keys the class has and the file lacks, the
+    keys the file has and the class lacks, and the tensors whose shapes differ (the first `shown` of each, then a
+    count). Falls back to the lines of torch's own message after its "Error(s) in loading state_dict" header."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    sizes = [f"{k} is {_shape(state_dict[k])} in the file and {_shape(expected[k])} in the class"
+             for k in expected if k in state_dict and hasattr(state_dict[k], "shape")
+             and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
+    parts = []
+    for what, items in (("in the class but not in the file", missing), ("in the file but not in the class", unexpected)):
+        if items:
+            parts.append(f"{len(items)} key{'s' if len(items) > 1 else ''} {what}: {_first(items, shown)}")
+    if sizes:
+        parts.append(f"size mismatch: {_first(sizes, shown)}")
+    if parts:
+        return "; ".join(parts)
+    lines = [line.strip() for line in str(exc or "").splitlines() if line.strip()]
+    body = [line for line in lines if not line.startswith("Error(s) in loading state_dict")]
+    return _shorten(" ".join(body or lines) or type(exc).__name__, 300)
+
+
+def _first(items: list[str], shown: int) -> str:
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+
+def _shape(tensor) -> str:
+    return "x".join(str(d) for d in tensor.shape) or "a scalar"
+
+
 def _shorten(line: str, limit: int) -> str:
     if len(line) <= limit:
         return line
