@@ -4,6 +4,8 @@ plugin stops the CLI with exit 2 naming its distribution."""
 
 from __future__ import annotations
 
+from numbers import Real
+
 import dataclasses
 import os
 import subprocess
@@ -285,3 +287,57 @@ def test_a_plugin_that_fails_to_import_exits_2_naming_its_distribution(tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert "'probe'" in proc.stderr and "fake-plugin 0.1" in proc.stderr and "failed to import" in proc.stderr
     assert "missing_dependency_of_the_plugin" in proc.stderr and "Traceback" not in proc.stderr
+
+
+
+def test_the_runner_holds_third_party_components_to_the_contract():
+    """A plugin that modifies the audited model, fails, or returns evidence that is not JSON stops the audit with
+    exit 2 naming it and its distribution; a built-in's own error stays an internal error."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from amulet_audit.core.errors import InputError
+    from amulet_audit.run.runner import guarded
+
+    model = SimpleNamespace(module=torch.nn.Linear(3, 2))
+    plugin = "thirdparty-attacks 0.3.1"
+
+    def modifies():
+        with torch.no_grad():
+            model.module.weight.zero_()
+
+    def fails():
+        raise RuntimeError("boom")
+
+    with pytest.raises(InputError, match=r"attack 'x' from thirdparty-attacks 0\.3\.1 modified the audited model's "
+                                         r"weights.*authors of thirdparty-attacks"):
+        guarded("attack", "x", plugin, model, modifies, lambda out: {})
+    with pytest.raises(InputError, match=r"attack 'x' from thirdparty-attacks 0\.3\.1 failed on this audit "
+                                         r"\(RuntimeError: boom\)"):
+        guarded("attack", "x", plugin, model, fails, lambda out: {})
+    with pytest.raises(InputError, match="defense 'd' from thirdparty-attacks 0.3.1 failed.*not JSON serializable"):
+        guarded("defense", "d", plugin, model, lambda: np.float32(1.0), lambda out: {"v": out})
+    with pytest.raises(RuntimeError, match="boom"):  # a built-in's bug is not the user's input
+        guarded("attack", "x", "amulet-audit 1.0", model, fails, lambda out: {})
+    with pytest.raises(RuntimeError, match="modified the audited model"):
+        guarded("attack", "x", "amulet-audit 1.0", model, lambda: model.module.bias.data.add_(1.0), lambda out: {})
+    assert guarded("attack", "x", plugin, model, lambda: 7, lambda out: {"ok": 1.5}) == 7
+
+
+def test_constraints_refuse_non_finite_numbers_and_survive_a_raising_check():
+    from amulet_audit.core.params import Interval, validate_params
+
+    eps = Interval(Real, 0, None, closed="neither")
+    assert not eps.check(float("inf")) and not eps.check(float("nan")) and eps.check(0.1)
+    assert str(Interval(int, 1, None)) == "an integer in [1, inf]"
+
+    class Positive:
+        def check(self, v):
+            return v > 0  # raises for a string
+
+        def __str__(self):
+            return "a positive number"
+
+    assert validate_params("p", {"sigma": Positive()}, {"sigma": "abc"}) == [
+        "'p' parameter 'sigma' must be a positive number, got 'abc'"]

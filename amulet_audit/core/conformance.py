@@ -20,7 +20,7 @@ import numpy as np
 from amulet_audit.core.attack import PROFILES, RISKS, Attack, AttackContext, AttackResult, Measurement, MetricSpec
 from amulet_audit.core.component import BUDGET_TYPES, NEEDS, Component
 from amulet_audit.core.defense import Defense, DefenseContext, DefenseNotApplicable, DefenseOutcome
-from amulet_audit.core.params import ParameterError, validate_params
+from amulet_audit.core.params import ParameterError, allows, validate_params
 
 METRIC_KINDS = ("rate", "statistic")
 
@@ -59,14 +59,13 @@ def contract_problems(component: Any) -> list[str]:
         unknown = [r for r in cls.intended if r not in RISKS]
         if unknown or not cls.intended:
             out.append(f"{label} declares unknown or no intended risk(s) {', '.join(unknown)}".rstrip())
+    no_check = [name for name, c in cls.parameter_constraints.items() if not callable(getattr(c, "check", None))]
+    out += [f"{label}: the constraint of '{name}' has no check(value) method" for name in no_check]
     if set(cls.defaults) != set(cls.parameter_constraints):
         odd = sorted(set(cls.defaults) ^ set(cls.parameter_constraints))
         out.append(f"{label}: every parameter needs a default and a constraint ({', '.join(odd)} has only one)")
-    else:
+    elif not no_check:
         out += [f"{label} default: {p}" for p in validate_params(cls.name, cls.parameter_constraints, dict(cls.defaults))]
-    for name, constraint in cls.parameter_constraints.items():
-        if not callable(getattr(constraint, "check", None)):
-            out.append(f"{label}: the constraint of '{name}' has no check(value) method")
     unknown_needs = sorted(set(cls.needs) - set(NEEDS))
     if unknown_needs:
         out.append(f"{label} declares unknown need(s) {', '.join(unknown_needs)} (needs: {', '.join(NEEDS)})")
@@ -278,7 +277,8 @@ def _check_invalid_refused(cls, get, run) -> None:
     and the component."""
     model, data = get()
     probe = object()
-    bad = [("no_such_parameter", 1)] + [(name, probe) for name, c in cls.parameter_constraints.items() if not c.check(probe)]
+    bad = [("no_such_parameter", 1)] + [(name, probe) for name, c in cls.parameter_constraints.items()
+                                        if not allows(c, probe)]
     for name, value in bad:
         try:
             run(cls(**{name: value}), model, data)

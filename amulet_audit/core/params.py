@@ -9,6 +9,7 @@ violation reads the same way: "'<component>' parameter '<name>' must be <allowed
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from numbers import Integral
 from typing import Any, Protocol, runtime_checkable
@@ -35,20 +36,24 @@ class ParameterError(InputError, ValueError):
 
 @dataclass(frozen=True)
 class Interval:
+    """A finite number of `type` (`numbers.Real` or `numbers.Integral`, or `float`/`int`) between `low` and `high`
+    (None: unbounded on that side), each end included or not as `closed` says ("both", "left", "right" or
+    "neither"). Booleans, NaN and infinities are never allowed."""
+
     type: type  # Real or Integral
     low: float | None = None
     high: float | None = None
     closed: str = "both"  # both | left | right | neither
 
     def check(self, v: Any) -> bool:
-        if isinstance(v, bool) or not isinstance(v, self.type):
+        if isinstance(v, bool) or not isinstance(v, self.type) or not math.isfinite(v):
             return False
         lo_ok = self.low is None or (v >= self.low if self.closed in ("both", "left") else v > self.low)
         hi_ok = self.high is None or (v <= self.high if self.closed in ("both", "right") else v < self.high)
         return lo_ok and hi_ok
 
     def __str__(self) -> str:
-        kind = "an integer" if self.type is Integral else "a number"
+        kind = "an integer" if issubclass(self.type, Integral) else "a number"
         lb = "[" if self.closed in ("both", "left") else "("
         rb = "]" if self.closed in ("both", "right") else ")"
         lo = "-inf" if self.low is None else f"{self.low:g}"
@@ -58,6 +63,8 @@ class Interval:
 
 @dataclass(frozen=True)
 class Options:
+    """One of `values` (strings or numbers); a boolean matches only a boolean."""
+
     values: frozenset
 
     def check(self, v: Any) -> bool:
@@ -73,6 +80,8 @@ class Options:
 
 @dataclass(frozen=True)
 class OptionalOf:
+    """None, or a value that `inner` (another constraint) allows."""
+
     inner: Any
 
     def check(self, v: Any) -> bool:
@@ -91,6 +100,15 @@ class Boolean:
 
     def __str__(self) -> str:
         return "true or false"
+
+
+def allows(constraint: Any, value: Any) -> bool:
+    """Whether `constraint` allows `value`; a constraint whose `check` raises (e.g. comparing a string with a number)
+    does not allow it."""
+    try:
+        return bool(constraint.check(value))
+    except Exception:
+        return False
 
 
 def validate_params(component: str, constraints: dict[str, Any], params: dict[str, Any]) -> list[str]:
@@ -116,13 +134,15 @@ def validate_params(component: str, constraints: dict[str, Any], params: dict[st
         if key not in constraints:
             known = ", ".join(sorted(constraints)) or "none"
             problems.append(f"'{component}' has no parameter '{key}' (parameters: {known})")
-        elif not constraints[key].check(value):
+        elif not allows(constraints[key], value):
             problems.append(f"'{component}' parameter '{key}' must be {constraints[key]}, got {value!r}")
     return problems
 
 
 @dataclass(frozen=True)
 class Text:
+    """A non-empty string."""
+
     def check(self, v: Any) -> bool:
         return isinstance(v, str) and bool(v)
 

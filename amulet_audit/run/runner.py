@@ -105,10 +105,11 @@ def evaluate(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: Pl
         ctx = AttackContext(model=model, data=data, seed=inputs.seed, profile=profile, confidence=inputs.confidence,
                             progress=(lambda f, name=name: progress(name, f)) if progress else None, cache=_cache(inputs))
         attack = registry.attack_class(job.attack)(**job.params)
+        provider = registry.attacks()[job.attack].provider
         t = time.perf_counter()
-        out = attack.run(ctx)
+        out = guarded("attack", job.attack, provider, model, lambda: attack.run(ctx), lambda out: out.details)
         run = Run(id=f"{scope}r{i + 1}", attack=job.attack, params=attack.get_params(),
-                  provider=registry.attacks()[job.attack].provider, seconds=round(time.perf_counter() - t, 3),
+                  provider=provider, seconds=round(time.perf_counter() - t, 3),
                   defense=defense, not_applicable=out.not_applicable, details=out.details)
         runs.append(run)
         outputs[job.key] = (run.id, out)
@@ -116,6 +117,48 @@ def evaluate(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: Pl
             progress(name, 1.0)
     rows, paired = judge_requirements(loaded, plan, outputs)
     return UnitResult(rows, runs, paired=paired)
+
+
+BUILT_IN = "amulet-audit"
+
+
+def guarded(kind: str, name: str, provider: str, model: ModelHandle, call: Callable[[], Any],
+            evidence: Callable[[Any], Any]) -> Any:
+    """`call()` (an attack's `run` or a defense's `apply` on `model`), held to the component contract where the audit
+    relies on it: the audited model's weights are the same afterwards (else every later measurement would be of
+    another model), and a third-party component's failure or evidence that is not JSON names the component and its
+    distribution (`provider`) as bad input (exit 2) instead of passing for an internal error of amulet-audit.
+
+    Raises RegistryError (an InputError) for a third-party component; a built-in's own errors propagate unchanged,
+    and a built-in that modified the model is a RuntimeError (an internal error)."""
+    import json
+
+    from amulet_audit.core.defense import DefenseNotApplicable
+    from amulet_audit.core.digest import weights_digest
+    from amulet_audit.core.errors import InputError
+    from amulet_audit.core.registry import RegistryError
+
+    plugin = not provider.startswith(BUILT_IN + " ")
+    before = weights_digest(model.module)
+    try:
+        out = call()
+        if plugin:
+            json.dumps(evidence(out), allow_nan=False)
+    except (InputError, DefenseNotApplicable):
+        raise
+    except Exception as exc:
+        if not plugin:
+            raise
+        raise RegistryError(f"{kind} '{name}' from {provider} failed on this audit ({type(exc).__name__}: {exc}); "
+                            f"report it to the authors of {provider.rsplit(' ', 1)[0]}, or leave it out of the "
+                            "policy.") from None
+    if weights_digest(model.module) != before:
+        message = (f"{kind} '{name}' from {provider} modified the audited model's weights, so every later "
+                   "measurement would be of another model; the audit stopped")
+        if plugin:
+            raise RegistryError(message + f"; report it to the authors of {provider.rsplit(' ', 1)[0]}.")
+        raise RuntimeError(message + ".")
+    return out
 
 
 def judge_requirements(loaded: LoadedPolicy, plan: Plan, outputs: dict[str, tuple[str, AttackResult]]
@@ -168,7 +211,7 @@ def run_unit(unit: Unit, progress: Progress | None = None) -> UnitResult:
                          progress=(lambda f: progress(f"{label}training", f)) if progress else None)
     defense = reg.obj(**job.params)
     try:
-        outcome = defense.apply(ctx)
+        outcome = guarded("defense", job.name, reg.provider, model, lambda: defense.apply(ctx), lambda out: out.details)
     except DefenseNotApplicable as exc:
         return UnitResult([], [], DefenseResult(
             name=job.name, description=reg.obj.description, params=defense.get_params(), intended=list(reg.obj.intended),
