@@ -64,6 +64,27 @@ class PairedSample:
 
 @dataclass
 class Measurement:
+    """One metric's value as an attack measured it: what a requirement is judged on.
+
+    value : float or None
+        The point estimate in the metric's unit (`MetricSpec.unit`); None when it could not be measured (then
+        `reason` says why, and the requirement is NOT_APPLICABLE).
+    ci : (low, high) or None
+        The confidence interval at the context's confidence; None when none could be computed (never PASS).
+    n : int
+        The sample size behind the value (records, or members and non-members each, as the metric counts).
+    reason : str
+        One sentence when there is no value, or when the sample is too small for a verdict (INDETERMINATE).
+    paired : PairedSample or None
+        The per-record evidence, so that two models measured on the same records compare record by record.
+    bound, bound_reason : str
+        "upper" or "lower" when the audit itself found the true value may lie below or above `value` (robust
+        accuracy under a gradient-masking warning is an upper bound), with the sentence saying why; a verdict the
+        bound leaves open is INDETERMINATE.
+    ci_method : str
+        How `ci` was computed (`stats.CI_BINOMIAL`, `stats.CI_BOOTSTRAP`, ...), recorded in results.json.
+    """
+
     value: float | None
     ci: tuple[float, float] | None
     n: int

@@ -67,7 +67,8 @@ def load_policy(ref: str) -> LoadedPolicy:
         line = line_of(node, loc)
         where = f"line {line}: " if line else ""
         more = f" ({len(problems) - 1} more problem(s) after fixing this one)" if len(problems) > 1 else ""
-        raise InputError(f"{path}: {where}{msg}{more}.")
+        end = "" if (msg + more).endswith(("?", ".")) else "."
+        raise InputError(f"{path}: {where}{msg}{more}{end}")
     return LoadedPolicy(policy, path, digest.hexdigest(), chain)
 
 
