@@ -365,6 +365,22 @@ def test_declared_options_and_decimal_comma_with_declared_separator(tmp_path, ta
     assert _load(tmp_path, "tab.tsv", {"sep": "\\t"}).x_train.shape == plain.x_train.shape
 
 
+def test_decimal_comma_with_dot_thousands_is_detected_in_a_semicolon_file(tmp_path):
+    rows = ["income;age;score;region;label;split", "-2.711,163;3;0,5;a;no;train", "345,584;4;1.000,25;b;yes;holdout",
+            "12.345.678,5;5;-0,75;a;yes;train", "0,5;6;2,5;b;no;holdout"]
+    (tmp_path / "de.csv").write_text("\n".join(rows) + "\n")
+    auto = _load(tmp_path, "de.csv")
+    declared = _load(tmp_path, "de.csv", {"sep": ";", "decimal": ",", "thousands": "."})
+    np.testing.assert_array_equal(auto.x_train, declared.x_train)
+    np.testing.assert_array_equal(auto.x_holdout, declared.x_holdout)
+    assert auto.x_train[:, 0].tolist() == pytest.approx([-2711.163, 12345678.5])
+    assert auto.x_holdout[0, 2] == pytest.approx(1000.25)
+    assert "decimal ',' (detected), thousands '.' (detected)" in auto.reading
+    # a '.' without a decimal comma in the column stays a decimal point
+    (tmp_path / "pt.csv").write_text("income;age;score;region;label;split\n1.5;3;0.5;a;no;train\n2.25;4;1.000;b;yes;holdout\n")
+    assert _load(tmp_path, "pt.csv").x_holdout[0, 2] == 1.0
+
+
 @pytest.mark.parametrize("name, content, extra, expected", [
     ("semi.csv", "income;age;score;region;label;split\n1,5;3;2;a;no;train\n", {"sep": ","},
      ["column 'split' is not in semi.csv", "the header 'income;age;score;region;label;split' holds ';'",
@@ -376,6 +392,8 @@ def test_declared_options_and_decimal_comma_with_declared_separator(tmp_path, ta
     ("book.csv", b"PK\x03\x04rest-of-a-workbook", None, ["key 'source.format'", "Excel"]),
     ("thousands.csv", 'income,age,score,region,label,split\n"1,234",2,3,a,no,train\n"12,500",2,3,a,yes,holdout\n', None,
      ["column 'income' is not numeric in thousands.csv", 'source.thousands: ","', 'source.decimal: ","']),
+    ("dots.csv", 'income,age,score,region,label,split\n"-2.711,163",2,3,a,no,train\n"345,5",2,3,a,yes,holdout\n', None,
+     ["column 'income' is not numeric in dots.csv", "'-2.711,163'", 'decimal: "," and thousands: "." under source']),
 ])
 def test_csv_errors_name_the_file_and_the_fix(tmp_path, name, content, extra, expected):
     path = tmp_path / name

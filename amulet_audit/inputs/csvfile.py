@@ -27,6 +27,8 @@ _BOMS = (  # UTF-32 first: its little-endian BOM starts with UTF-16's
 _DECIMAL_COMMA = re.compile(r"^[+-]?(\d+(,\d*)?|,\d+)([eE][+-]?\d+)?$")
 # 1,234 · 12,345,678 · 1,234.5: a comma that may separate thousands.
 _THOUSANDS_COMMA = re.compile(r"^[+-]?\d{1,3}(,\d{3})*(\.\d+)?$")
+# 1.234,5 · -2.711,163 · 12.345.678: '.' separating thousands, ',' the decimal mark (German, Dutch, ... locales).
+_DOT_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(\.\d{3})+(,\d*)?$")
 _SNIFF_ROWS = 200
 _SNIFF_CHARS = 1 << 16
 
@@ -41,6 +43,7 @@ class Dialect:
     quotechar: str
     inferred: list[str] = field(default_factory=list)
     decimal_comma_columns: list[str] = field(default_factory=list)
+    thousands: str | None = None
 
     def describe(self) -> str:
         """e.g. "sep ';' (detected), decimal ',' (detected), encoding cp1252 (detected: not UTF-8)"."""
@@ -48,6 +51,8 @@ class Dialect:
         parts = [f"sep {sep}" + (" (detected)" if "sep" in self.inferred else ""),
                  f"decimal {self.decimal!r}" + (" (detected)" if "decimal" in self.inferred else ""),
                  f"encoding {self.encoding}" + (" (detected)" if "encoding" in self.inferred else "")]
+        if self.thousands:
+            parts.insert(2, f"thousands {self.thousands!r}" + (" (detected)" if "thousands" in self.inferred else ""))
         return ", ".join(parts)
 
 
@@ -94,15 +99,20 @@ def read_csv(src: Path, source: Any, spec_path: Path) -> tuple[Any, Dialect]:
             "check the file, or set source.sep / source.quotechar to the ones it uses."
         ) from None
     df.columns = _clean_names(df.columns)
-    dialect = Dialect(sep, decimal, encoding, quotechar, inferred)
+    dialect = Dialect(sep, decimal, encoding, quotechar, inferred, thousands=source.thousands)
     if source.decimal is None and sep != ",":
-        # A ';'- or tab-separated file from a decimal-comma locale: "1,5" is a number. (With sep ',' a comma inside a
-        # quoted value is more likely a thousands separator, so it is never read as a decimal mark.)
+        # A ';'- or tab-separated file from a decimal-comma locale: "1,5" is a number, and so is "1.234,5" (with '.'
+        # separating thousands) when the column also has a decimal comma. (With sep ',' a comma inside a quoted
+        # value is more likely a thousands separator, so it is never read as a decimal mark.)
+        dot_thousands = source.thousands in (None, ".")
         for name in df.columns:
-            values = _as_decimal_comma(df[name])
+            values, grouped = _as_decimal_comma(df[name], dot_thousands)
             if values is not None:
                 df[name] = values
                 dialect.decimal_comma_columns.append(str(name))
+                if grouped and not dialect.thousands:
+                    dialect.thousands = "."
+                    dialect.inferred.append("thousands")
         if dialect.decimal_comma_columns:
             dialect.decimal = ","
             dialect.inferred.append("decimal")
@@ -156,6 +166,10 @@ def decimal_comma_hint(values) -> str:
                 'separates thousands (1,234), or source.decimal: "," if it is the decimal mark')
     if all(_DECIMAL_COMMA.match(v) for v in sample):
         return '; its values look like numbers with a decimal comma: set source.decimal: "," in the data spec'
+    if all(_DECIMAL_COMMA.match(v) or _DOT_THOUSANDS.match(v) for v in sample):
+        example = next(v for v in sample if _DOT_THOUSANDS.match(v))
+        return (f"; its values look like numbers with a decimal comma and '.' separating thousands ('{example}'): "
+                'set decimal: "," and thousands: "." under source in the data spec')
     return ""
 
 
@@ -217,20 +231,24 @@ def _clean_names(columns) -> list[Any]:
     return names if len(set(map(str, names))) == len(names) else list(columns)
 
 
-def _as_decimal_comma(series):
-    """The column as float64 when every value is a number written with a decimal comma (and one has a comma);
-    else None."""
+def _as_decimal_comma(series, dot_thousands: bool = True):
+    """(the column as float64, whether '.' separates its thousands) when every value is a number written with a
+    decimal comma (and one has a comma), with '.' separating thousands when `dot_thousands` (1.234,5) and one value
+    is so written; else (None, False)."""
     import numpy as np
     import pandas as pd
 
     if pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
-        return None
+        return None, False
     present = series.dropna()
     if present.empty:
-        return None
+        return None, False
     texts = [str(v).strip() for v in present.tolist()]
-    if not all(_DECIMAL_COMMA.match(v) for v in texts) or not any("," in v for v in texts):
-        return None
+    grouped = dot_thousands and any(_DOT_THOUSANDS.match(v) for v in texts)
+    if not all(_DECIMAL_COMMA.match(v) or (grouped and _DOT_THOUSANDS.match(v)) for v in texts) \
+            or not any("," in v for v in texts):
+        return None, False
     out = np.full(len(series), np.nan)
-    out[np.asarray(series.notna())] = [float(v.replace(",", ".")) for v in texts]
-    return out
+    out[np.asarray(series.notna())] = [float(v.replace(".", "").replace(",", ".") if grouped else v.replace(",", "."))
+                                       for v in texts]
+    return out, grouped

@@ -27,7 +27,7 @@ class Source(_Strict):
     # csv only: as spreadsheet programs write it. Each is inferred from the file when not given (see csvfile.py).
     sep: str | None = None  # field separator: ",", ";", "\t" (or tab), "|"
     decimal: Literal[".", ","] | None = None  # decimal mark; "," is detected in ';'- and tab-separated files
-    thousands: str | None = None  # thousands separator, e.g. "." in "1.234,5"; never inferred
+    thousands: str | None = None  # thousands separator, e.g. "." in "1.234,5"; "." is detected with a decimal comma
     encoding: str | None = None  # e.g. utf-8 (a BOM is removed), cp1252, latin-1; default UTF-8, else cp1252
     quotechar: str | None = None  # default '"'
 
