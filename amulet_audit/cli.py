@@ -218,11 +218,34 @@ def _check_model_fits(model, data) -> None:
     x = torch.as_tensor(data.x_holdout[:2])
     try:
         with torch.no_grad():
-            model.module(x)
+            out = model.module(x)
     except Exception as exc:
         from amulet_audit.inputs.torch_errors import probe_failure
 
         raise InputError(probe_failure(model.path, model.format, exc, list(x.shape[1:]))) from None
+    _check_declared_classes(model, data, out)
+
+
+def _check_declared_classes(model, data, out) -> None:
+    """The data spec's `classes` lists classes no record holds, and the model has one output per label the data
+    does hold: the spec's list is what is wrong, not the model (which `attach` would blame)."""
+    import numpy as np
+    import torch
+
+    if data.spec.classes is None or not isinstance(out, torch.Tensor) or out.dim() != 2:
+        return
+    held = set(np.unique(np.concatenate([data.y_train, data.y_holdout])).tolist())
+    absent = [c for i, c in enumerate(data.classes) if i not in held]
+    cols = int(out.shape[1])
+    if not absent or cols < 2 or cols != len(held):
+        return
+    from amulet_audit.inputs.data import yaml_list
+
+    present = [c for i, c in enumerate(data.classes) if i in held]
+    raise InputError(
+        f"{data.spec_path}: key 'classes' lists {data.n_classes} classes ({yaml_list(data.classes)}), but the data holds "
+        f"{len(held)} labels ({yaml_list(present)}) and the model {model.path} has {cols} outputs; no record is "
+        f"{yaml_list(absent)}: list only the model's classes under `classes`, in the order of its outputs.")
 
 
 def _out_dir(value: str) -> Path:

@@ -477,3 +477,22 @@ def test_a_model_that_fails_on_the_data_is_named_with_its_real_cause(tmp_path, t
     else:
         assert "inputs must be normalised with the training statistics" in msg
         assert "input_shape" not in msg and "does not accept" not in msg
+
+
+def test_classes_listing_more_than_the_data_and_the_model_hold_names_the_spec_key(tmp_path, table):
+    from amulet_audit.cli import _check_model_fits
+
+    table.to_csv(tmp_path / "plain.csv", index=False)
+    spec = {"name": "extra", "source": {"format": "csv", "path": "plain.csv"}, "features": ["income", "age", "score"],
+            "target": "label", "classes": ["no", "yes", "maybe"]}
+    (tmp_path / "extra.data.yaml").write_text(yaml.safe_dump(spec))
+    data = load_data(tmp_path / "extra.data.yaml")
+    torch.jit.script(torch.nn.Linear(3, 2)).save(str(tmp_path / "two.pt"))
+    with pytest.raises(InputError) as err:
+        _check_model_fits(load_model(tmp_path / "two.pt"), data)
+    msg = str(err.value)
+    assert msg.startswith(f"{tmp_path / 'extra.data.yaml'}: key 'classes' lists 3 classes")
+    assert 'the data holds 2 labels (["no", "yes"]) and the model' in msg and "has 2 outputs" in msg
+    assert "no record is [maybe]" in msg
+    torch.jit.script(torch.nn.Linear(3, 3)).save(str(tmp_path / "three.pt"))
+    _check_model_fits(load_model(tmp_path / "three.pt"), data)  # a class without records is fine for a 3-output model
