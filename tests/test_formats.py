@@ -318,8 +318,12 @@ def test_dp_sgd_replaces_batchnorm_for_an_arch_model_and_records_it(small, monke
     assert any(isinstance(m, torch.nn.BatchNorm1d) for m in handle.module.modules())  # the audited model is unchanged
     # on a format whose layers cannot be swapped, the reason says so
     scripted = _handle(small.parent, net, "scripted", "bn_script")
-    with pytest.raises(DefenseNotApplicable, match="Python class"):
+    with pytest.raises(DefenseNotApplicable, match="Python class") as err:
         _apply(DPSGD(epochs=1, replace_batchnorm=True), scripted, small)
+    assert "a TorchScript model's layers cannot be swapped" in str(err.value)
+    from amulet_audit.core.component import model_phrase
+
+    assert model_phrase("export") == "an exported program" and model_phrase("onnx") == "an onnx model"
 
 
 @pytest.mark.parametrize("name", ["adversarial_training", "dp_sgd", "fairness_mitigation"])

@@ -36,6 +36,18 @@ def model_capabilities(model) -> frozenset[str]:
     return frozenset(offered)
 
 
+_FORMAT_PHRASES = {"export": "an exported program", "torchscript": "a TorchScript model", "pickle": "a pickled module",
+                   "state_dict": "a state_dict model"}
+
+
+def model_phrase(fmt: str | None) -> str:
+    """A model of format `fmt` in a sentence, with its article: "an exported program", "a TorchScript model"."""
+    if fmt in _FORMAT_PHRASES:
+        return _FORMAT_PHRASES[fmt]
+    word = f"{fmt or 'given'} model"
+    return ("an " if word[0].lower() in "aeiou" else "a ") + word
+
+
 def unmet_need(needs, model, data) -> str:
     """The first of `needs` (in `NEEDS` order) that `model` and `data` do not meet, as one sentence; "" when
     every need is met."""
@@ -49,7 +61,7 @@ def unmet_need(needs, model, data) -> str:
         if need in ("scores", "gradients", "trained_copies") and need not in model_capabilities(model):
             output = getattr(model, "output", "logits")
             why = (f"the model returns {output} only" if output == "labels"
-                   else f"a {getattr(model, 'format', 'given')} model does not offer them")
+                   else f"{model_phrase(getattr(model, 'format', None))} does not offer them")
             what = {"scores": "per-class scores (logits or probabilities)",
                     "gradients": "gradients with respect to the inputs",
                     "trained_copies": "trainable copies of its architecture"}[need]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import warnings
 from numbers import Integral, Real
 
+from amulet_audit.core.component import model_phrase
 from amulet_audit.core.defense import Defense, DefenseContext, DefenseNotApplicable
 from amulet_audit.core.mode import set_mode
 from amulet_audit.core.params import Boolean, Interval, OptionalOf
@@ -157,7 +158,7 @@ class DPSGD(Defense):
                                               "and replace_batchnorm: true) can be trained with DP-SGD"))
         if not python_class:
             raise DefenseNotApplicable(why + f"; replace_batchnorm needs the architecture as a Python class (a "
-                                             f"state_dict with --arch), and a {model.format} model's layers cannot "
+                                             f"state_dict with --arch), and {model_phrase(model.format)}'s layers cannot "
                                              "be swapped")
         fixed = _without_batchnorm(_loaded(model))
         left = refused_layers(fixed)
