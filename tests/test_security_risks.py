@@ -254,3 +254,16 @@ def test_image_backdoor_stamps_a_corner_patch_only():
     out = apply_trigger(x, {"kind": "patch", "size": 2, "value": 1.0})
     assert out[:, :, -2:, -2:].min() == 1.0 and out.sum() == 3 * 4
     assert x.sum() == 0  # the input is not modified
+
+
+def test_extraction_from_probabilities_on_a_label_only_model_points_at_access_labels():
+    from types import SimpleNamespace
+
+    from amulet_audit.core.attack import PROFILES, AttackContext
+
+    model = SimpleNamespace(output="labels", format="torchscript", module=None)
+    ctx = AttackContext(model=model, data=SimpleNamespace(), seed=0, profile=PROFILES["quick"])
+    refused = Extraction(access="probabilities").run(ctx)
+    assert refused.not_applicable.startswith("this needs the model's per-class scores")
+    assert refused.not_applicable.endswith("; `access: labels` measures extraction from the predicted labels only")
+    assert Extraction(access="labels").unmet({"access": "labels"}, model, None) == ""

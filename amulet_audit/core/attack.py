@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from amulet_audit.core.component import Component, unmet_need
+from amulet_audit.core.component import Component
 
 # risk -> one-line description (DESIGN.md, "Risks, attacks, metrics, defenses")
 RISKS: dict[str, str] = {
@@ -193,7 +193,7 @@ class Attack(Component):
             attack, the parameter and its allowed values.
         """
         params = self.validated_params()
-        reason = unmet_need(self.needs_for(params), ctx.model, ctx.data)
+        reason = self.unmet(params, ctx.model, ctx.data)
         if reason:
             return AttackResult({}, {}, not_applicable=reason)
         return self._run(ctx)

@@ -113,6 +113,18 @@ class Component:
         its parameters (e.g. extraction needs scores only when it reads probabilities)."""
         return frozenset(self.needs)
 
+    def unmet(self, params: dict[str, Any], model, data) -> str:
+        """One sentence when `model` and `data` do not meet the needs of a run with these (validated) parameters
+        (`unmet_need`), followed by what the component can do instead (`instead`); "" when every need is met."""
+        reason = unmet_need(self.needs_for(params), model, data)
+        alternative = self.instead(params) if reason else ""
+        return f"{reason}; {alternative}" if alternative else reason
+
+    def instead(self, params: dict[str, Any]) -> str:
+        """What other parameters measure when the needs of these are not met (e.g. extraction from labels only);
+        "" when nothing does."""
+        return ""
+
     @classmethod
     def budget(cls, profile, key: str | None = None) -> Any:
         """The budget `key` this component declares for `profile` (a `Profile` or its name); every key of that

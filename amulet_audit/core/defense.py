@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from amulet_audit.core.attack import Profile
-from amulet_audit.core.component import Component, unmet_need
+from amulet_audit.core.component import Component
 from amulet_audit.core.mode import set_mode
 from amulet_audit.core.digest import weights_digest
 
@@ -98,7 +98,7 @@ class Defense(Component):
             the defense cannot apply to these inputs.
         """
         params = self.validated_params()
-        reason = unmet_need(self.needs_for(params), ctx.model, ctx.data)
+        reason = self.unmet(params, ctx.model, ctx.data)
         if reason:
             raise DefenseNotApplicable(reason)
         return self._apply(ctx)

@@ -74,6 +74,10 @@ class Extraction(Attack):
     def needs_for(self, params):
         return self.needs | ({"scores"} if params["access"] == "probabilities" else set())
 
+    def instead(self, params):
+        return ("`access: labels` measures extraction from the predicted labels only" if params["access"] == "probabilities"
+                else "")
+
     def _run(self, ctx: AttackContext) -> AttackResult:
         from amulet_audit.ops.forward import logits
 
