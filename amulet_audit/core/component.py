@@ -120,6 +120,13 @@ class Component:
         alternative = self.instead(params) if reason else ""
         return f"{reason}; {alternative}" if alternative else reason
 
+    def uses_copies(self, params: dict[str, Any], model) -> bool:
+        """True when a run with these (validated) parameters on `model` trains copies of the audited architecture
+        with the data spec's recipe (reference models, shadow models, poisoned copies, a surrogate), so that its value
+        holds only as far as those copies reproduce the audited model (`AuditResult.copy_fidelity`). Default: the
+        run needs "trained_copies"."""
+        return "trained_copies" in self.needs_for(params)
+
     def instead(self, params: dict[str, Any]) -> str:
         """What other parameters measure when the needs of these are not met (e.g. extraction from labels only);
         "" when nothing does."""

@@ -171,6 +171,7 @@ def _cover(result: AuditResult) -> Cover:
         Field("Model SHA-256", m.sha256, mono=True),
         Field("Model format", f"{m.format}, {m.parameters:,} parameters" + (f", {m.architecture}" if m.architecture else "")),
         *((Field("Model output", m.output_note or result.model_output),) if result.model_output else ()),
+        *((Field("Trained copies", _fidelity_text(result)),) if result.copy_fidelity else ()),
         Field("Data", (f"{d.name} — " if d.name else "") + d.path, mono=not d.name),
         Field("Data records", f"{d.n_train:,} training, {d.n_holdout:,} held out"),
         Field("Policy", f"{p.title} ({p.id})"),
@@ -189,6 +190,16 @@ def _cover(result: AuditResult) -> Cover:
         date=date(result.finished_at),
         facts=facts,
     )
+
+
+def _fidelity_text(result: AuditResult) -> str:
+    """How closely a copy trained with the data spec's recipe reproduces the audited model (`copy_fidelity`)."""
+    cf = result.copy_fidelity
+    if cf.not_measured or cf.accuracy_gap is None:
+        return cf.not_measured or DASH
+    verdict = "Reproduce" if cf.faithful else "Do not reproduce"
+    return (f"{verdict} the model: holdout accuracy {cf.copy_accuracy:.1%} against {cf.audited_accuracy:.1%} "
+            f"({cf.accuracy_gap * 100:+.1f} points), same prediction on {cf.agreement:.1%} of {cf.n:,} records")
 
 
 def _summary(result: AuditResult) -> Summary:
@@ -298,7 +309,8 @@ def build_document(result: AuditResult) -> Document:
         running_title=f"{model_name} · {result.policy.id}",
         generator=f"{result.tool.name} {result.tool.version}",
         cover=_cover(result),
-        warnings=tuple(result.model.warnings) + tuple(result.report_warnings),
+        warnings=tuple(result.model.warnings) + tuple(result.report_warnings)
+        + ((result.copy_fidelity.warning,) if result.copy_fidelity and result.copy_fidelity.warning else ()),
         summary=_summary(result),
         sections=sections,
         interactions=interactions,

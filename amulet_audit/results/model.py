@@ -203,6 +203,34 @@ class Recertification(_Strict):
     notes: list[str] = Field(default_factory=list)
 
 
+class CopyFidelity(_Strict):
+    """One copy of the audited architecture trained with the data spec's recipe on the training split (the audit
+    seed), compared with the audited model on the holdout records. Every attack that trains copies (reference and
+    shadow models, poisoned copies, an extraction surrogate) and every defended model relies on that recipe; when
+    the copy does not reproduce the audited model, their values may under-state the risk."""
+
+    accuracy_gap: float | None = Field(None, description="Holdout accuracy of the copy minus that of the audited "
+                                                         "model (a difference of fractions); null when not measured.")
+    accuracy_gap_ci: list[float] | None = Field(None, description="[low, high] of the gap at the audit's confidence "
+                                                                  "(normal approximation of the paired difference).")
+    agreement: float | None = Field(None, description="Share of holdout records on which the copy predicts the "
+                                                      "audited model's label; null when not measured.")
+    agreement_ci: list[float] | None = Field(None, description="[low, high], exact binomial.")
+    audited_accuracy: float | None = None
+    copy_accuracy: float | None = None
+    n: int = Field(0, description="Holdout records compared.")
+    max_accuracy_gap: float = Field(0.03, description="The copy reproduces the model when |accuracy_gap| is at most "
+                                                      "this ...")
+    min_agreement: float = Field(0.9, description="... and agreement at least this: the audited model's holdout "
+                                                  "accuracy, at most 0.9.")
+    faithful: bool | None = Field(None, description="Whether the copy reproduces the audited model; null when not "
+                                                    "measured.")
+    warning: str = Field("", description="The sentence every requirement relying on trained copies carries when the "
+                                         "copy is not faithful.")
+    not_measured: str = Field("", description="Why no copy was trained (e.g. a label-only model).")
+    seconds: float = 0.0
+
+
 class AuditResult(_Strict):
     schema_version: str = SCHEMA_VERSION
     converted_from: str | None = Field(None, description="The schema version of the file this result was read from, "
@@ -218,6 +246,9 @@ class AuditResult(_Strict):
         None, description="What the model outputs, as the audit read it (detected, or the data spec's `output`): "
                           "every score was read through it and every trained copy trained by it; null in results "
                           "written before output conventions were recorded.")
+    copy_fidelity: CopyFidelity | None = Field(None, description="A copy trained with the data spec's recipe "
+                                                                 "compared with the audited model; null in results "
+                                                                 "written before it was recorded.")
     interactions: list[Interaction] = Field(default_factory=list)
     defenses: list[DefenseResult] = Field(default_factory=list)
     seed: int

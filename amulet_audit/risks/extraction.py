@@ -78,6 +78,12 @@ class Extraction(Attack):
         return ("`access: labels` measures extraction from the predicted labels only" if params["access"] == "probabilities"
                 else "")
 
+    def uses_copies(self, params, model):
+        # the surrogate is a trained copy of the architecture wherever the model allows one (`_copyable`)
+        from amulet_audit.core.component import model_capabilities
+
+        return "trained_copies" in model_capabilities(model)
+
     def _run(self, ctx: AttackContext) -> AttackResult:
         from amulet_audit.ops.forward import logits
 

@@ -261,6 +261,14 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
         for i in pending:
             results[i] = run_unit(units[i], progress)
 
+    # once per audit: does a copy trained with the data spec's recipe reproduce the model? (run/fidelity.py)
+    from amulet_audit.run.fidelity import copy_fidelity, mark
+
+    fidelity = copy_fidelity(model, data, seed=seed, confidence=confidence, cache=cache)
+    for res in results:
+        mark(fidelity, res.requirements, res.runs, model, defended=res.defense is not None)
+        if res.defense is not None:
+            mark(fidelity, res.defense.requirements, res.runs, model, defended=True)
     baseline, baseline_paired = results[0].requirements, results[0].paired
     runs: list[Run] = []
     interactions, defenses = [], []
@@ -272,7 +280,7 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
             interactions += compare(res.defense.name, tuple(res.defense.intended), baseline, res.requirements,
                                     tolerance=tolerance, confidence=confidence, paired=(baseline_paired, res.paired),
                                     reps=profile.bootstrap_reps, seed=seed)
-    timings = {"total": round(time.perf_counter() - t0, 3)}
+    timings = {"total": round(time.perf_counter() - t0, 3), "copy_fidelity": fidelity.seconds}
     return AuditResult(
         tool=ToolInfo(version=__version__),
         verdict=overall([r.verdict for r in baseline]),
@@ -281,6 +289,7 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
         policy=_policy_info(loaded),
         requirements=baseline,
         model_output=model.output,
+        copy_fidelity=fidelity,
         runs=runs,
         interactions=interactions,
         defenses=defenses,
