@@ -9,8 +9,6 @@ import sys
 
 import pytest
 
-from amulet_audit.core.verdict import Verdict
-
 from conftest import ADULT, AMULET, ROOT
 
 POLICY = """\
@@ -89,9 +87,14 @@ def test_matrix_rows_directions_and_audited_model_untouched(adult_overfit, tmp_p
                      if r["id"] == "parity" else [])
             paired = not worst or worst[0] == worst[1]
             assert row["delta_ci_method"] == ("paired bootstrap" if paired else "normal approximation")
-            verdict_worse = Verdict(row["defended_verdict"]).worse_than(row["baseline_verdict"])
-            assert row["flagged"] == (row["worse"] and not row["intended"]
-                                      and (abs(row["delta"]) > row["tolerance"] or verdict_worse))
+            # flagged: unintended, worse beyond the tolerance, interval excluding zero, surviving BH at the rate
+            beyond = row["worse"] and not row["intended"] and abs(row["delta"]) > row["tolerance"]
+            excludes = lo > 0 if row["delta"] > 0 else hi < 0
+            assert row["fdr"] == 0.05  # the default rate
+            survives = row["p_adjusted"] is not None and row["p_adjusted"] <= row["fdr"]
+            assert row["flagged"] == (beyond and excludes and survives)
+            assert row["possible"] == (beyond and not row["flagged"])
+            assert 0 <= row["p_value"] <= 1 and (row["p_adjusted"] is None) == row["intended"]
     assert result["defenses"][0]["details"]["spent_epsilon"] <= 1.0 + 1e-6
 
     html = (tmp_path / "report" / "report.html").read_text()

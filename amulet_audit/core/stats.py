@@ -42,14 +42,62 @@ def paired_delta_ci(base, other, *, reps: int, seed: int, confidence: float = 0.
     (which records are hard, which are outliers) cancels out of the difference. None when the samples do not cover
     the same records in the same order and strata (then the measurements cannot be paired; e.g. a fairness gap
     read on another attribute)."""
+    values = paired_delta_replicates(base, other, reps=reps, seed=seed)
+    return None if values is None else percentile_ci(values, confidence)
+
+
+def paired_delta_replicates(base, other, *, reps: int, seed: int) -> np.ndarray | None:
+    """The paired bootstrap replicates of other - base that `paired_delta_ci` takes its interval from (the same
+    draws for the same seed; NaN replicates dropped), e.g. for a p-value of the change (`bootstrap_p_value`). None
+    when the two samples cannot be paired, or when no replicate is finite."""
     if (base is None or other is None or _identity(base.statistic) != _identity(other.statistic)
             or not np.array_equal(base.records, other.records)
             or (base.strata is None) != (other.strata is None)
             or (base.strata is not None and not np.array_equal(base.strata, other.strata))):
         return None
-    lo, hi = bootstrap_ci(lambda idx: _statistic_at(other, idx) - _statistic_at(base, idx), len(base.records),
-                          reps=reps, seed=seed, confidence=confidence, strata=_strata(base))
-    return None if not (np.isfinite(lo) and np.isfinite(hi)) else (lo, hi)
+    values = bootstrap_replicates(lambda idx: _statistic_at(other, idx) - _statistic_at(base, idx), len(base.records),
+                                  reps=reps, seed=seed, strata=_strata(base))
+    return values if len(values) else None
+
+
+def bootstrap_p_value(values: np.ndarray, *, greater: bool) -> float:
+    """One-sided percentile-bootstrap p-value that a change is above zero (`greater`) or below it, from its
+    bootstrap replicates: the share of replicates that are not (ties at zero count against the change). It is
+    below alpha exactly where the one-sided percentile bound at level 1 - alpha excludes zero, so a row's p-value
+    and its interval agree; 0 means no replicate fell on the other side (p < 1/replicates)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return float("nan")
+    return float(np.mean(values <= 0 if greater else values >= 0))
+
+
+def normal_p_value(delta: float, ci: Sequence[float], confidence: float, *, greater: bool) -> float:
+    """One-sided p-value that a change is above zero (`greater`) or below it, from its point and a symmetric
+    normal-approximation interval at `confidence` (standard error: half-width / z)."""
+    from scipy.stats import norm
+
+    se = (ci[1] - ci[0]) / (2 * float(norm.ppf(0.5 + confidence / 2)))
+    signed = delta if greater else -delta
+    if not se > 0:
+        return 0.0 if signed > 0 else 1.0
+    return float(norm.sf(signed / se))
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (in the input order): p_(i) * m / i, made monotone from the largest
+    down and capped at 1. Rejecting every hypothesis whose adjusted value is <= q controls the false discovery
+    rate at q (independent or positively dependent tests; Benjamini & Hochberg 1995)."""
+    p = np.asarray(p_values, dtype=float)
+    m = len(p)
+    if m == 0:
+        return []
+    order = np.argsort(p, kind="stable")
+    scaled = p[order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    out = np.empty(m)
+    out[order] = adjusted
+    return [float(x) for x in out]
 
 
 def sample_ci(sample, *, reps: int, seed: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -90,6 +138,19 @@ def bootstrap_ci(
     With `strata` (arrays of record indices), each stratum is resampled on its own, keeping its size
     (e.g. members and non-members for AUC). NaN replicates (a group emptied by resampling) are dropped.
     """
+    values = bootstrap_replicates(statistic, n, reps=reps, seed=seed, strata=strata)
+    return percentile_ci(values, confidence) if len(values) else (float("nan"), float("nan"))
+
+
+def bootstrap_replicates(
+    statistic: Callable[[np.ndarray], float],
+    n: int,
+    *,
+    reps: int,
+    seed: int,
+    strata: Sequence[np.ndarray] | None = None,
+) -> np.ndarray:
+    """The finite bootstrap replicates of `statistic(indices)` behind `bootstrap_ci` (same draws for the same seed)."""
     rng = np.random.default_rng(seed)
     values = np.empty(reps)
     for r in range(reps):
@@ -98,8 +159,10 @@ def bootstrap_ci(
         else:
             idx = np.concatenate([s[rng.integers(0, len(s), len(s))] for s in strata])
         values[r] = statistic(idx)
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return (float("nan"), float("nan"))
+    return values[np.isfinite(values)]
+
+
+def percentile_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of bootstrap replicates."""
     alpha = 1.0 - confidence
     return (float(np.quantile(values, alpha / 2)), float(np.quantile(values, 1 - alpha / 2)))

@@ -112,7 +112,11 @@ class Interactions(_Strict):
     defenses: list[str | DefenseRef] = Field(default_factory=list, description=(
         "Defenses applied one at a time to a copy of the model: a registry name, or {name, params}."))
     tolerance: float = Field(0.02, ge=0, description=(
-        "A defense that worsens an unintended risk's metric by more than this (in the metric's units) is flagged."))
+        "A defense that worsens an unintended risk's metric by more than this (in the metric's units), with an "
+        "interval for the change that excludes zero, is flagged (if it also survives the fdr control)."))
+    fdr: float = Field(0.05, gt=0, lt=1, description=(
+        "False discovery rate of the flags: Benjamini-Hochberg on the one-sided p-values of the changes of every "
+        "unintended (defense, requirement) pair; a worsening is flagged only if it survives."))
 
     def refs(self) -> list[DefenseRef]:
         return [DefenseRef(name=d) if isinstance(d, str) else d for d in self.defenses]

@@ -391,7 +391,8 @@ def _measured_at(xs: Sequence[float], ys: Sequence[float], x: float) -> float | 
 def interaction_heatmap(defenses: Sequence[str], rows: Sequence[str], cells: dict[tuple[str, str], dict[str, Any]]) -> Markup:
     """Requirement (row) x defense (column) grid. Colour: how much the risk grew (red) or shrank (blue), relative to
     the largest change in the grid; text: the signed change of the metric; a bold frame marks risks the defense is
-    meant for, a "!" a flagged unintended worsening. `cells[(defense, row)]`: {delta, harm, intended, flagged}."""
+    meant for, a "!" a flagged unintended worsening, a "?" a possible one (beyond the tolerance, not significant).
+    `cells[(defense, row)]`: {delta, harm, intended, flagged, possible}."""
     import numpy as np
     from matplotlib.colors import TwoSlopeNorm
     from matplotlib.patches import Rectangle
@@ -411,7 +412,8 @@ def interaction_heatmap(defenses: Sequence[str], rows: Sequence[str], cells: dic
         for (d, r), cell in cells.items():
             i, j = rows.index(r), defenses.index(d)
             strong = abs(cell["harm"]) > 0.6 * scale
-            ax.text(j, i, f"{cell['delta']:+.3f}" + (" !" if cell["flagged"] else ""), ha="center", va="center",
+            mark = " !" if cell["flagged"] else " ?" if cell.get("possible") else ""
+            ax.text(j, i, f"{cell['delta']:+.3f}" + mark, ha="center", va="center",
                     fontsize=7, color="white" if strong else INK, fontweight="bold" if cell["flagged"] else "normal")
             if cell["intended"]:
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=INK, linewidth=1.6))

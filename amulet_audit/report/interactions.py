@@ -40,12 +40,31 @@ def _change(i: Interaction, metric: str) -> str:
 
 def sentences(result: AuditResult) -> tuple[str, ...]:
     """One plain sentence per defense with flagged interactions, naming its intended effect first."""
+    return _sentences(result, lambda i: i.flagged, lambda i: "unintended")
+
+
+def possible_sentences(result: AuditResult) -> tuple[str, ...]:
+    """One plain sentence per defense with possible worsenings: beyond the tolerance, but with an interval for the
+    change that includes zero or a p-value that does not survive the false discovery rate control."""
+    return _sentences(result, lambda i: i.possible, _why_possible)
+
+
+def _why_possible(i: Interaction) -> str:
+    if i.delta_ci is not None and i.delta_ci[0] <= 0 <= i.delta_ci[1]:
+        return f"unintended, possible: its interval [{fmt_delta(i.delta_ci[0])}, {fmt_delta(i.delta_ci[1])}] includes 0"
+    if i.delta_ci is None:
+        return "unintended, possible: no interval for the change"
+    return (f"unintended, possible: adjusted p = {fmt_p(i.p_adjusted)} does not survive the "
+            f"{fmt_rate(i.fdr)} false discovery rate")
+
+
+def _sentences(result: AuditResult, pick, why) -> tuple[str, ...]:
     reqs = {r.id: r for r in result.requirements}
     out = []
     for d in result.defenses:
         rows = [i for i in result.interactions if i.defense == d.name]
-        flagged = sorted((i for i in rows if i.flagged), key=lambda i: -abs(i.delta))
-        if not flagged:
+        picked = sorted((i for i in rows if pick(i)), key=lambda i: -abs(i.delta))
+        if not picked:
             continue
         helped = sorted((i for i in rows if i.intended and not i.worse and i.delta != 0), key=lambda i: -abs(i.delta))
         head = defense_label(d)
@@ -53,9 +72,9 @@ def sentences(result: AuditResult) -> tuple[str, ...]:
             h = helped[0]
             head += f" {_change(h, f'{_risk(h)} {metric_in_sentence(h.metric)}')} (intended) but"
         parts = []
-        for i in flagged:
+        for i in picked:
             req = reqs.get(i.requirement)
-            note = "unintended"
+            note = why(i)
             if req is not None and i.defended_verdict != i.baseline_verdict:
                 side = "below" if req.threshold.op == ">=" else "above"
                 cite = f" cited from {req.cite[0]}" if req.cite else ""
@@ -65,6 +84,27 @@ def sentences(result: AuditResult) -> tuple[str, ...]:
             parts.append(f"{_change(i, metric_in_sentence(i.metric))} ({note})")
         out.append(f"{head} {_join(parts)}.")
     return tuple(out)
+
+
+def fmt_p(p: float | None) -> str:
+    """A p-value: "—" when none; "≈ 0" when no bootstrap replicate fell on the other side."""
+    if p is None:
+        return DASH
+    if p == 0:
+        return "≈ 0"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def fmt_rate(rate: float | None) -> str:
+    return DASH if rate is None else f"{100 * rate:g}%"
+
+
+def _status(i: Interaction) -> Badge:
+    if i.flagged:
+        return Badge("fail", "FLAGGED", "!")
+    if i.possible:
+        return Badge("indeterminate", "POSSIBLE", "?")
+    return Badge("pass", "WITHIN TOLERANCE", "✓")
 
 
 def _risk(i: Interaction) -> str:
@@ -81,7 +121,7 @@ def heatmap_cells(result: AuditResult) -> tuple[list[str], list[str], dict]:
     rows = [r.id for r in result.requirements if any(i.requirement == r.id for i in result.interactions)]
     cells = {
         (i.defense, i.requirement): {"delta": i.delta, "harm": abs(i.delta) if i.worse else -abs(i.delta),
-                                     "intended": i.intended, "flagged": i.flagged}
+                                     "intended": i.intended, "flagged": i.flagged, "possible": i.possible}
         for i in result.interactions
     }
     return defenses, rows, cells
@@ -102,18 +142,23 @@ def chapter(result: AuditResult) -> Interactions | None:
             f"{fmt_delta(i.delta)}" + (f" [{fmt_delta(i.delta_ci[0])}, {fmt_delta(i.delta_ci[1])}]" if i.delta_ci else "")
             + ("†" if i.delta_ci and i.delta_ci_method == "normal approximation" else "")
             + f" ({'worse' if i.worse else 'not worse'})",
+            fmt_p(i.p_value) + (f" ({fmt_p(i.p_adjusted)})" if i.p_adjusted is not None else ""),
             "yes" if i.intended else "no",
-            Badge("fail", "FLAGGED", "!") if i.flagged else Badge("pass", "WITHIN TOLERANCE", "✓"),
+            _status(i),
         )
-        for i in sorted(items, key=lambda i: (not i.flagged, i.defense, i.risk))
+        for i in sorted(items, key=lambda i: (not i.flagged, not i.possible, i.defense, i.risk))
     )
     table = Table(
-        ("Defense", "Risk (requirement)", "Metric", "Baseline", "Defended", "Change [CI]", "Intended", "Status"),
+        ("Defense", "Risk (requirement)", "Metric", "Baseline", "Defended", "Change [CI]", "p (adjusted)", "Intended",
+         "Status"),
         rows,
         "Effect of each defense on every measured requirement. Change intervals are paired bootstraps over the "
         "records both models were measured on; † marks a metric without a per-record sample, whose interval "
-        "combines the two measurements' intervals (normal approximation)",
-        numeric=frozenset({3, 4, 5}),
+        "combines the two measurements' intervals (normal approximation). p: one-sided p-value that the change "
+        "is for the worse, from the same bootstrap replicates (normal approximation for †; ≈ 0: no replicate on "
+        "the other side); in brackets, Benjamini–Hochberg adjusted over every unintended change (intended changes "
+        "are not tested)",
+        numeric=frozenset({3, 4, 5, 6}),
         mono=frozenset({0}),
     )
     utility = Table(
@@ -137,18 +182,32 @@ def chapter(result: AuditResult) -> Interactions | None:
     )
     defenses, columns, cells = heatmap_cells(result)
     tolerance = items[0].tolerance
+    tested = [i for i in items if i.p_adjusted is not None]
+    rate = next((i.fdr for i in items if i.fdr is not None), None)
+    if rate is not None:
+        rule = (
+            f"requirement the defense is not meant for is flagged when it is larger than the policy's tolerance of "
+            f"{fmt_number(tolerance)}, its interval excludes zero on the worse side, and it survives the "
+            f"Benjamini–Hochberg procedure at a false discovery rate of {fmt_rate(rate)}, applied to the one-sided "
+            f"p-values of all {len(tested)} unintended changes tested (every defense × requirement pair the defense "
+            "is not meant for; the changes on risks a defense is meant for are not worsenings and are not tested). "
+            "A change beyond the tolerance that fails either test is a possible worsening, listed apart and not "
+            "flagged"
+        )
+    else:  # results written before flags controlled the false discovery rate
+        rule = (f"requirement the defense is not meant for, larger than the policy's tolerance of "
+                f"{fmt_number(tolerance)} or turning its verdict worse, is flagged")
     intro = (
         "Each defense was applied to a fresh copy of the model, which was re-trained and audited again with the "
         "same attacks, seeds and budgets (EU AI Act Art. 9(4): effects and possible interactions of combined "
-        "measures). A defense can lower the risk it targets and raise another: a change for the worse on a "
-        f"requirement the defense is not meant for, larger than the policy's tolerance of {fmt_number(tolerance)} "
-        "or turning its verdict worse, is flagged. In the heatmap, red means the risk grew and blue that it "
-        "shrank; framed cells are the risks a defense is meant for; “!” marks a flagged interaction."
+        f"measures). A defense can lower the risk it targets and raise another: a change for the worse on a {rule}. "
+        "In the heatmap, red means the risk grew and blue that it shrank; framed cells are the risks a defense is "
+        "meant for; “!” marks a flagged interaction" + (" and “?” a possible one." if rate is not None else ".")
     )
     return Interactions(
         intro, table,
         heatmap=Chart("Requirement × defense: signed change of each requirement's metric",
                       charts.interaction_heatmap(defenses, columns, cells),
                       "Cell text: defended minus baseline value, in the metric's own units."),
-        sentences=sentences(result), utility=utility,
+        sentences=sentences(result), possible=possible_sentences(result), utility=utility,
     )

@@ -115,6 +115,7 @@ class Interactions:
     table: Table
     heatmap: Chart | None = None
     sentences: tuple[str, ...] = ()  # one per defense with flagged unintended interactions
+    possible: tuple[str, ...] = ()  # one per defense with possible (not significant) unintended worsenings
     utility: Table | None = None  # clean accuracy before and after each defense
 
 

@@ -134,7 +134,11 @@ class Interaction(_Strict):
     delta_ci_method: Literal["paired bootstrap", "normal approximation"] | None = None
     worse: bool  # the risk grew (direction-aware)
     intended: bool  # the defense is meant for this risk
-    flagged: bool  # unintended, and worse by more than the tolerance or its verdict worsened
+    flagged: bool  # unintended, worse by more than the tolerance, interval excludes zero, survives BH (fdr)
+    possible: bool = False  # unintended, worse by more than the tolerance, but not flagged (interval or BH)
+    p_value: float | None = None  # one-sided, that the change is for the worse (bootstrap or normal)
+    p_adjusted: float | None = None  # Benjamini-Hochberg over the audit's unintended rows; None: not tested
+    fdr: float | None = None  # the false discovery rate the flags were controlled at
     baseline_verdict: str = ""
     defended_verdict: str = ""
     tolerance: float = 0.0

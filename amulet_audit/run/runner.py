@@ -23,7 +23,7 @@ from amulet_audit.results.verdict import judge, overall
 from amulet_audit.core.attack import PROFILES, AttackContext, AttackResult, PairedSample, Profile
 from amulet_audit.run.environment import environment
 from amulet_audit.run.executor import LocalExecutor
-from amulet_audit.run.interactions import compare
+from amulet_audit.run.interactions import FDR, compare, flag
 
 # progress(label, fraction_done); the CLI turns it into progress bars.
 Progress = Callable[[str, float], None]
@@ -273,13 +273,15 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
     runs: list[Run] = []
     interactions, defenses = [], []
     tolerance = loaded.policy.interactions.tolerance if loaded.policy.interactions else 0.0
+    fdr = loaded.policy.interactions.fdr if loaded.policy.interactions else FDR
     for res in results:
         runs += res.runs
         if res.defense is not None:
             defenses.append(res.defense)
             interactions += compare(res.defense.name, tuple(res.defense.intended), baseline, res.requirements,
                                     tolerance=tolerance, confidence=confidence, paired=(baseline_paired, res.paired),
-                                    reps=profile.bootstrap_reps, seed=seed)
+                                    reps=profile.bootstrap_reps, seed=seed, fdr=fdr)
+    interactions = flag(interactions, fdr=fdr)  # the false discovery rate over the whole defense x requirement matrix
     timings = {"total": round(time.perf_counter() - t0, 3), "copy_fidelity": fidelity.seconds}
     return AuditResult(
         tool=ToolInfo(version=__version__),
