@@ -341,3 +341,22 @@ def test_constraints_refuse_non_finite_numbers_and_survive_a_raising_check():
 
     assert validate_params("p", {"sigma": Positive()}, {"sigma": "abc"}) == [
         "'p' parameter 'sigma' must be a positive number, got 'abc'"]
+
+
+def test_a_model_without_parameters_offers_no_trained_copies():
+    """A fixed rule written as a module has nothing to train: attacks and checks that train copies say so."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from amulet_audit.core.component import model_capabilities, unmet_need
+
+    class Rule(torch.nn.Module):
+        def forward(self, x):
+            return torch.stack([-x[:, 0], x[:, 0]], 1)
+
+    rule, mlp = SimpleNamespace(module=Rule(), output="logits"), SimpleNamespace(module=torch.nn.Linear(2, 2), output="logits")
+    assert "trained_copies" not in model_capabilities(rule) and "gradients" in model_capabilities(rule)
+    assert unmet_need({"trained_copies"}, rule, None) == (
+        "this needs the model's trainable copies of its architecture, and the model has no parameters to train")
+    assert unmet_need({"trained_copies"}, mlp, None) == ""

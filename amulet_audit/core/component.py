@@ -33,7 +33,16 @@ def model_capabilities(model) -> frozenset[str]:
         offered -= {"scores", "gradients", "trained_copies"}
     if not getattr(model, "trainable", True):  # a handle may refuse copies for reasons of its own
         offered.discard("trained_copies")
+    if not has_parameters(model):  # nothing to train (e.g. a fixed rule written as a module)
+        offered.discard("trained_copies")
     return frozenset(offered)
+
+
+def has_parameters(model) -> bool:
+    """Whether the model's module has any parameter to train (True when it is not a module)."""
+    module = getattr(model, "module", None)
+    params = getattr(module, "parameters", None)
+    return not callable(params) or any(True for _ in params())
 
 
 _FORMAT_PHRASES = {"export": "an exported program", "torchscript": "a TorchScript model", "pickle": "a pickled module",
@@ -61,6 +70,7 @@ def unmet_need(needs, model, data) -> str:
         if need in ("scores", "gradients", "trained_copies") and need not in model_capabilities(model):
             output = getattr(model, "output", "logits")
             why = (f"the model returns {output} only" if output == "labels"
+                   else "the model has no parameters to train" if need == "trained_copies" and not has_parameters(model)
                    else f"{model_phrase(getattr(model, 'format', None))} does not offer them")
             what = {"scores": "per-class scores (logits or probabilities)",
                     "gradients": "gradients with respect to the inputs",
