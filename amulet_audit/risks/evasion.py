@@ -256,8 +256,34 @@ def _sign(shape, gen):
     return torch.randint(0, 2, shape, generator=gen).float() * 2 - 1
 
 
+def _square_search(module, x, y, adv, *, eps, norm, queries, bounds, propose):
+    """Square's greedy random search (Andriushchenko et al., ECCV 2020) from the starting points `adv`: each query
+    asks `propose(i, delta)` for a new perturbation of the records still standing (delta: their current
+    perturbations), projects it onto the `norm` ball and the input range, and keeps it where it lowers the margin.
+    Returns, per record, whether some query misclassified it."""
+    import torch
+
+    with torch.no_grad():
+        out = module(adv)
+    m, fooled = margin(out, y), out.argmax(1) != y
+    for i in range(queries - 1):
+        active = (~fooled).nonzero().squeeze(1)
+        if len(active) == 0:
+            break
+        xa = x[active]
+        cand = project(xa, xa + propose(i, (adv - x)[active]).view_as(xa), eps, norm, bounds)
+        with torch.no_grad():
+            out = module(cand)
+        m_new, wrong = margin(out, y[active]), out.argmax(1) != y[active]
+        better = m_new < m[active]
+        adv[active[better]], m[active[better]] = cand[better], m_new[better]
+        fooled[active[wrong]] = True
+    return fooled
+
+
 def _square_run(module, x, y, *, eps, queries, bounds, gen, p_init):
-    """One Square run on correctly classified records; returns, per record, whether some query misclassified it."""
+    """One L-inf Square run on correctly classified records: squares of the image (random coordinates otherwise)
+    set to a vertex of the ball; returns, per record, whether some query misclassified it."""
     import torch
 
     n = len(x)
@@ -267,17 +293,9 @@ def _square_run(module, x, y, *, eps, queries, bounds, gen, p_init):
         start = _sign((n, c, 1, w), gen).expand(-1, -1, h, -1)
     else:
         start = _sign(x.shape, gen)
-    adv = project(x, x + eps * start, eps, "linf", bounds)
-    with torch.no_grad():
-        out = module(adv)
-    m, fooled = margin(out, y), out.argmax(1) != y
-    for i in range(queries - 1):
-        active = (~fooled).nonzero().squeeze(1)
-        if len(active) == 0:
-            break
-        p = square_fraction(i, queries, p_init)
-        xa, delta = x[active], (adv - x)[active]
-        k = len(active)
+
+    def propose(i, delta):
+        p, k = square_fraction(i, queries, p_init), len(delta)
         if image:
             side = max(1, min(h, w, round(math.sqrt(p * h * w))))
             rows = torch.randint(0, h - side + 1, (k, 1, 1, 1), generator=gen)
@@ -287,59 +305,41 @@ def _square_run(module, x, y, *, eps, queries, bounds, gen, p_init):
             signs = _sign((k, c, 1, 1), gen)
             same = ((delta - eps * signs).abs() * window).flatten(1).sum(1) == 0
             signs[same] = -signs[same]
-            proposal = torch.where(window, eps * signs, delta)
-        else:
-            flat = delta.flatten(1).clone()
-            d = flat.shape[1]
-            chosen = torch.rand(k, d, generator=gen).argsort(1)[:, :max(1, round(p * d))]
-            values = eps * _sign(chosen.shape, gen)
-            same = (flat.gather(1, chosen) == values).all(1)
-            values[same] = -values[same]
-            proposal = flat.scatter(1, chosen, values).view_as(delta)
-        cand = project(xa, xa + proposal, eps, "linf", bounds)
-        with torch.no_grad():
-            out = module(cand)
-        m_new, wrong = margin(out, y[active]), out.argmax(1) != y[active]
-        better = m_new < m[active]
-        adv[active[better]], m[active[better]] = cand[better], m_new[better]
-        fooled[active[wrong]] = True
-    return fooled
+            return torch.where(window, eps * signs, delta)
+        flat = delta.flatten(1).clone()
+        d = flat.shape[1]
+        chosen = torch.rand(k, d, generator=gen).argsort(1)[:, :max(1, round(p * d))]
+        values = eps * _sign(chosen.shape, gen)
+        same = (flat.gather(1, chosen) == values).all(1)
+        values[same] = -values[same]
+        return flat.scatter(1, chosen, values)
+
+    return _square_search(module, x, y, project(x, x + eps * start, eps, "linf", bounds), eps=eps, norm="linf",
+                          queries=queries, bounds=bounds, propose=propose)
 
 
 def _square_l2_run(module, x, y, *, eps, queries, bounds, gen, p_init):
-    """One L2 Square run (see `square_attack`); returns, per record, whether some query misclassified it."""
+    """One L2 Square run (see `square_attack`): mass moved between two random coordinate windows on the sphere;
+    returns, per record, whether some query misclassified it."""
     import torch
 
     d = int(np.prod(x.shape[1:]))
     start = torch.randn(x.shape, generator=gen)
-    adv = project(x, x + eps * start / view(start.flatten(1).norm(dim=1).clamp_min(1e-12), x), eps, "l2", bounds)
-    with torch.no_grad():
-        out = module(adv)
-    m, fooled = margin(out, y), out.argmax(1) != y
-    for i in range(queries - 1):
-        active = (~fooled).nonzero().squeeze(1)
-        if len(active) == 0:
-            break
-        k = len(active)
-        xa, delta = x[active], (adv - x)[active].flatten(1)
+
+    def propose(i, delta):
+        delta, k = delta.flatten(1), len(delta)
         if d < 2:  # one coordinate: the only other point of the sphere
-            proposal = -delta
-        else:
-            h = max(1, min(d // 2, round(square_fraction(i, queries, p_init) * d)))
-            order = torch.rand(k, d, generator=gen).argsort(1)
-            w1, w2 = order[:, :h], order[:, h:2 * h]
-            mass = (delta.gather(1, w1).square().sum(1) + delta.gather(1, w2).square().sum(1)).sqrt()
-            direction_ = delta.gather(1, w1) + torch.randn(k, h, generator=gen) * view(mass / math.sqrt(h), delta)
-            direction_ = direction_ / direction_.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            proposal = delta.scatter(1, w2, torch.zeros(k, h)).scatter(1, w1, direction_ * mass[:, None])
-        cand = project(xa, xa + proposal.view_as(xa), eps, "l2", bounds)
-        with torch.no_grad():
-            out = module(cand)
-        m_new, wrong = margin(out, y[active]), out.argmax(1) != y[active]
-        better = m_new < m[active]
-        adv[active[better]], m[active[better]] = cand[better], m_new[better]
-        fooled[active[wrong]] = True
-    return fooled
+            return -delta
+        h = max(1, min(d // 2, round(square_fraction(i, queries, p_init) * d)))
+        order = torch.rand(k, d, generator=gen).argsort(1)
+        w1, w2 = order[:, :h], order[:, h:2 * h]
+        mass = (delta.gather(1, w1).square().sum(1) + delta.gather(1, w2).square().sum(1)).sqrt()
+        direction_ = delta.gather(1, w1) + torch.randn(k, h, generator=gen) * view(mass / math.sqrt(h), delta)
+        direction_ = direction_ / direction_.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return delta.scatter(1, w2, torch.zeros(k, h)).scatter(1, w1, direction_ * mass[:, None])
+
+    adv = project(x, x + eps * start / view(start.flatten(1).norm(dim=1).clamp_min(1e-12), x), eps, "l2", bounds)
+    return _square_search(module, x, y, adv, eps=eps, norm="l2", queries=queries, bounds=bounds, propose=propose)
 
 
 # --- the shared evaluation ----------------------------------------------------------------------
