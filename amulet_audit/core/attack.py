@@ -28,6 +28,14 @@ DEFAULT_ATTACK: dict[str, str] = {
 }
 
 
+# The attack that measures a risk from predicted labels alone: named in the reason when a model without scores or
+# gradients (e.g. a label-only model) makes another attack of that risk not applicable.
+LABEL_ONLY_ATTACK: dict[str, str] = {
+    "evasion": "hopskipjump",
+    "membership_inference": "label_only",
+}
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     """A thresholdable metric, shared by every attack that reports it (e.g. `attack_success_rate`).
@@ -197,6 +205,24 @@ class Attack(Component):
         if reason:
             return AttackResult({}, {}, not_applicable=reason)
         return self._run(ctx)
+
+    def unmet(self, params: dict[str, Any], model, data) -> str:
+        """`Component.unmet`, naming the risk's label-only attack where the model's missing scores or gradients are
+        the reason (`with_alternative`)."""
+        return self.with_alternative(super().unmet(params, model, data), model)
+
+    def with_alternative(self, reason: str, model) -> str:
+        """`reason` (one sentence: why this attack does not apply to `model`), followed by the risk's label-only
+        attack (`LABEL_ONLY_ATTACK`) when `model` offers no scores or no gradients and that attack is another one;
+        "" stays ""."""
+        from amulet_audit.core.component import model_capabilities
+
+        other = LABEL_ONLY_ATTACK.get(self.risk, "")
+        if not reason or not other or other == self.name or other in reason:
+            return reason
+        if {"scores", "gradients"} <= model_capabilities(model):
+            return reason
+        return f"{reason}; the label-only attack {other} runs on this model instead"
 
     def _run(self, ctx: AttackContext) -> AttackResult:  # pragma: no cover - abstract
         """The attack itself, on parameters that `run` has validated (read them with `get_params()`)."""

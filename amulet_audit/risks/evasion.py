@@ -484,6 +484,7 @@ class _Evasion(Attack):
     metrics = ("clean_accuracy", "robust_accuracy", "attack_success_rate")
     # gradients: checked in `_run`, so that a label-only model's clean accuracy is still measured
     needs = frozenset()
+    gradient_free = False  # True: the attack reads predicted labels or scores only (runs without gradients)
 
     def _robust(self, p: dict, module, x, y, eps: float, main: bool, ctx: AttackContext) -> np.ndarray:
         raise NotImplementedError
@@ -500,7 +501,8 @@ class _Evasion(Attack):
         x, y = data.x_holdout[idx], data.y_holdout[idx]
         eps, norm, bounds = float(p["eps"]), p["norm"], data.input_range
         self._extra: dict[str, Any] = {}
-        missing = unmet_need({"gradients"}, ctx.model, data)
+        missing = "" if self.gradient_free else self.with_alternative(unmet_need({"gradients"}, ctx.model, data),
+                                                                      ctx.model)
         if missing:  # e.g. a label-only model: predictions give the clean accuracy, nothing gives a gradient
             from amulet_audit.ops.forward import predict
 
