@@ -31,6 +31,7 @@ requirements:
     threshold: {max: 0.1}
 interactions:
   defenses: [{name: dp_sgd, params: {epsilon: 1.0}}, adversarial_training]
+  combinations: [[{name: dp_sgd, params: {epsilon: 1.0}}, adversarial_training]]
   tolerance: 0.02
 """
 
@@ -61,7 +62,9 @@ def test_matrix_rows_directions_and_audited_model_untouched(adult_overfit, tmp_p
     assert hashlib.sha256(model.read_bytes()).hexdigest() == before == result["model"]["sha256"]
 
     rows = {(r["defense"], r["requirement"]): r for r in result["interactions"]}
-    assert set(rows) == {(d, q) for d in ("dp_sgd", "adversarial_training") for q in ("robust", "membership", "parity")}
+    combo = "dp_sgd+adversarial_training"
+    assert set(rows) == {(d, q) for d in ("dp_sgd", "adversarial_training", combo)
+                         for q in ("robust", "membership", "parity")}
     # DP-SGD lowers membership risk on an overfit model (intended); adversarial training raises robust accuracy
     assert rows["dp_sgd", "membership"]["delta"] < -0.03 and rows["dp_sgd", "membership"]["intended"]
     assert not rows["dp_sgd", "membership"]["worse"] and not rows["dp_sgd", "membership"]["flagged"]
@@ -97,8 +100,28 @@ def test_matrix_rows_directions_and_audited_model_untouched(adult_overfit, tmp_p
             assert 0 <= row["p_value"] <= 1 and (row["p_adjusted"] is None) == row["intended"]
     assert result["defenses"][0]["details"]["spent_epsilon"] <= 1.0 + 1e-6
 
+    # the combination: trained with both procedures, measured like a defense (a heatmap column), and compared with
+    # each defense alone on the risks that one is meant for
+    defended = {d["name"]: {r["id"]: r for r in d["requirements"]} for d in result["defenses"]}
+    together = next(d for d in result["defenses"] if d["name"] == combo)
+    assert together["parts"] == ["dp_sgd", "adversarial_training"] and together["intended"] == [
+        "membership_inference", "attribute_inference", "data_reconstruction", "evasion"]
+    assert together["details"]["dp_sgd"]["spent_epsilon"] == pytest.approx(result["defenses"][0]["details"]["spent_epsilon"])
+    assert len({d["model_sha256"] for d in result["defenses"]}) == 3
+    versus = {(r["versus"], r["requirement"]): r for r in result["combined"]}
+    assert set(versus) == {("dp_sgd", "membership"), ("adversarial_training", "robust")}
+    for (part, req), row in versus.items():
+        assert row["defense"] == combo and not row["intended"]
+        assert row["baseline"] == defended[part][req]["value"] and row["defended"] == defended[combo][req]["value"]
+        lo, hi = row["delta_ci"]
+        assert row["delta_ci_method"] == "paired bootstrap" and lo <= row["delta"] <= hi
+        beyond = row["worse"] and abs(row["delta"]) > row["tolerance"]
+        survives = row["p_adjusted"] is not None and row["p_adjusted"] <= row["fdr"]
+        assert row["flagged"] == (beyond and (lo > 0 if row["delta"] > 0 else hi < 0) and survives)
+
     html = (tmp_path / "report" / "report.html").read_text()
     assert "dp_sgd" in html and "adversarial_training" in html
+    assert "Combined defenses" in html and "DP-SGD (ε = 1) + Adversarial training" in html
 
 
 def test_parallel_units_give_the_same_matrix(adult_overfit, tmp_path):
@@ -106,6 +129,8 @@ def test_parallel_units_give_the_same_matrix(adult_overfit, tmp_path):
     two = audit(adult_overfit, tmp_path / "two", "--no-pdf", "--jobs", "2")
     assert [(r["defense"], r["requirement"], r["defended"], r["delta_ci"]) for r in one["interactions"]] == \
            [(r["defense"], r["requirement"], r["defended"], r["delta_ci"]) for r in two["interactions"]]
+    assert [(r["versus"], r["requirement"], r["defended"], r["delta_ci"]) for r in one["combined"]] == \
+           [(r["versus"], r["requirement"], r["defended"], r["delta_ci"]) for r in two["combined"]]
     assert two["environment"]["jobs"] == 2
 
 

@@ -348,6 +348,21 @@ def test_write_report_prints_a_pdf_with_content_on_every_page(
     assert len(pngs) == pages
     for png in pngs:
         assert _distinct_colours(png) > 1, f"{png.name} is blank"
+    assert words_off_the_page(pdf) == [], "text runs past the page's right edge (a table wider than the page)"
+
+
+def words_off_the_page(pdf: Path) -> list[tuple[int, str]]:
+    """(page, word) for every word of `pdf` whose box reaches past its page's right edge, as `pdftotext -bbox`
+    places them: what a reader of the printed report would find cut off."""
+    import re
+
+    out = subprocess.run(["pdftotext", "-bbox", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    bad = []
+    for k, (width, body) in enumerate(re.findall(r'<page width="([\d.]+)" height="[\d.]+">(.*?)</page>', out, re.S)):
+        for x_max, word in re.findall(r'<word xMin="[\d.]+" yMin="[\d.]+" xMax="([\d.]+)" yMax="[\d.]+">(.*?)</word>', body):
+            if float(x_max) > float(width) - 1:
+                bad.append((k + 1, word))
+    return bad
 
 
 def test_render_pdf_refuses_network_resources(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -15,6 +15,7 @@ class AdversarialTraining(Defense):
     intended = ("evasion",)
     description = "PGD adversarial training (Madry et al.)"
     needs = frozenset({"trained_copies"})
+    stage = "batch"
     defaults = {"eps": 0.1, "norm": "linf", "steps": 7, "epochs": None}
     parameter_constraints = {
         "eps": Interval(Real, 0, None, closed="neither"),
@@ -24,35 +25,68 @@ class AdversarialTraining(Defense):
     }
     policy_params = {"eps": ("evasion", "eps"), "norm": ("evasion", "norm")}
 
-    def fit(self, ctx: DefenseContext, x, y, recipe, seed):
-        """A fresh copy trained on the PGD adversarial examples of each mini-batch (Madry et al., ICLR 2018):
-        `training.loop.train_loop` whose per-batch transform replaces the batch by PGD examples (`eps`, `norm`,
-        `steps` steps of 2.5 * eps / steps, clipped to the data's input range) crafted in eval mode against the
-        copy's current weights, with the loss of the model's output convention. Returns per-class scores."""
+    def batch_transform(self, ctx: DefenseContext):
+        """The per-batch transform of adversarial training, for any copy: `for_model(raw)` (a copy's raw-output
+        module, as it trains) -> f(xb, yb, gen) -> the PGD adversarial examples of the batch (`eps`, `norm`,
+        `steps` steps of 2.5 * eps / steps, clipped to the data's input range) against the copy's current weights,
+        crafted in eval mode with the loss of the model's output convention. `for_model.key`: what identifies it
+        in a cache key."""
+        from amulet_audit.core.mode import set_mode
         from amulet_audit.training.copies import scored
-        from amulet_audit.training.loop import train_loop
-        from amulet_audit.training.cache import ModelCache, content_key
 
         p = self.get_params()
-        epochs = p["epochs"] or recipe.epochs
         step_size = 2.5 * p["eps"] / p["steps"]
         bounds = ctx.data.input_range
 
-        def train(module):
-            scores = scored(ctx.model, module)  # per-class scores of the copy (same parameters): what PGD attacks
+        def for_model(raw):
+            scores = scored(ctx.model, raw)  # per-class scores of the copy (same parameters): what PGD attacks
 
             def adversarial(xb, yb, gen):
-                return pgd_examples(scores, xb, yb, eps=p["eps"], norm=p["norm"], steps=p["steps"],
-                                    step_size=step_size, bounds=bounds, gen=gen)
+                training = raw.training
+                set_mode(raw, False)
+                try:
+                    return pgd_examples(scores, xb, yb, eps=p["eps"], norm=p["norm"], steps=p["steps"],
+                                        step_size=step_size, bounds=bounds, gen=gen)
+                finally:
+                    set_mode(raw, training)
 
+            return adversarial
+
+        for_model.key = {self.name: p}
+        return for_model
+
+    def fit(self, ctx: DefenseContext, x, y, recipe, seed):
+        return self.fit_with(ctx, x, y, recipe, seed)
+
+    def fit_with(self, ctx: DefenseContext, x, y, recipe, seed, *, sample_weight=None, transform=None):
+        """A fresh copy trained on the PGD adversarial examples of each mini-batch (Madry et al., ICLR 2018):
+        `training.loop.train_loop` whose per-batch transform (`batch_transform`) replaces the batch by its PGD
+        examples against the copy's current weights, with the loss of the model's output convention, weighted
+        when `sample_weight` (shape (n,)) is handed down. Combined with a defense that owns the optimizer (DP-SGD,
+        `ctx.inner`), the transform is handed to it instead. Returns per-class scores."""
+        from amulet_audit.training.cache import ModelCache, content_key
+        from amulet_audit.training.copies import scored
+        from amulet_audit.training.loop import train_loop
+
+        if transform is not None:
+            return super().fit_with(ctx, x, y, recipe, seed, transform=transform)
+        if ctx.inner is not None:
+            return ctx.inner(ctx, x, y, recipe, seed, sample_weight=sample_weight, transform=self.batch_transform(ctx))
+        p = self.get_params()
+        epochs = p["epochs"] or recipe.epochs
+        for_model = self.batch_transform(ctx)
+
+        def train(module):
             def progress(epoch, total):
                 if ctx.progress:
                     ctx.progress(epoch / total)
 
             return train_loop(module, x, y, recipe, seed=seed, epochs=epochs, output=ctx.model.output,
-                              transform=adversarial, on_epoch=progress)
+                              sample_weight=sample_weight, transform=for_model(module), on_epoch=progress)
 
-        key = content_key("adversarial_training", ctx.model.architecture_digest(), seed, recipe.model_dump(), p, x, y)
+        weights = () if sample_weight is None else (sample_weight,)  # unweighted keys as before
+        key = content_key("adversarial_training", ctx.model.architecture_digest(), seed, recipe.model_dump(), p, x, y,
+                          *weights)
         trained = (ctx.cache or ModelCache(None)).get_or_train(key, ctx.model.fresh_copy(seed), train)
         return scored(ctx.model, trained)  # per-class scores, as the audited model's module
 

@@ -69,9 +69,10 @@ def _without_batchnorm(module):
 
 
 def _per_example_route(model, seed: int, example):
-    """(route, params, buffers, per_example) for a re-initialised copy of `model` (a ModelHandle):
+    """(route, params, buffers, per_example, raw) for a re-initialised copy of `model` (a ModelHandle):
     `per_example(x, y)` gives each record's gradient of the loss (name -> tensor (B, *param.shape)) at the current
-    `params` (leaf tensors, the ones the optimizer steps), with the copy in training mode where its format allows.
+    `params` (leaf tensors, the ones the optimizer steps), with the copy in training mode where its format allows;
+    `raw`: a module computing the copy's raw output at the current `params`.
     torch.func's vmap when the copy can be called functionally as it trains, else a loop over the batch."""
     import torch
     from torch.func import functional_call, grad, vmap
@@ -89,7 +90,9 @@ def _per_example_route(model, seed: int, example):
 
         # randomness="different": each record draws its own Dropout mask, as one-at-a-time training would
         vectorised = vmap(grad(loss_one), in_dims=(None, 0, 0), randomness="different")
-        return ROUTES[0], params, buffers, lambda xb, yb: vectorised({k: v.detach() for k, v in params.items()}, xb, yb)
+        return (ROUTES[0], params, buffers,
+                lambda xb, yb: vectorised({k: v.detach() for k, v in params.items()}, xb, yb),
+                _at_current_weights(func.module, params, buffers))
 
     copy = model.fresh_copy(seed)  # train mode (exported programs keep the mode fixed at export)
     params = dict(copy.named_parameters())
@@ -99,7 +102,25 @@ def _per_example_route(model, seed: int, example):
                 for i in range(len(xb))]
         return {k: torch.stack([row[j] for row in rows]) for j, k in enumerate(params)}
 
-    return ROUTES[1], params, dict(copy.named_buffers()), per_example
+    return ROUTES[1], params, dict(copy.named_buffers()), per_example, copy
+
+
+def _at_current_weights(module, params: dict, buffers: dict):
+    """`module` called functionally at the current `params` (the leaf tensors the DP optimizer steps, detached) and
+    `buffers`, as a module: the raw output that another procedure in a combination (adversarial examples per batch)
+    reads while DP-SGD trains. Switching its mode switches `module`'s."""
+    import torch
+    from torch.func import functional_call
+
+    class AtCurrentWeights(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = module
+
+        def forward(self, x):
+            return functional_call(self.inner, {**{k: v.detach() for k, v in params.items()}, **buffers}, (x,))
+
+    return AtCurrentWeights()
 
 
 class DPSGD(Defense):
@@ -107,6 +128,7 @@ class DPSGD(Defense):
     intended = ("membership_inference", "attribute_inference", "data_reconstruction")
     description = "Differentially private training (DP-SGD via Opacus)"
     needs = frozenset({"trained_copies"})
+    stage = "optimizer"
     # epochs when `epochs` is None: the recipe's, capped at `epoch_cap` (None: no cap)
     budgets = {"quick": {"epoch_cap": 10}, "standard": {"epoch_cap": 20}, "thorough": {"epoch_cap": None}}
     # epochs / batch_size None: the recipe's, with batches of at least 256 and at most 10 (quick) or 20 (standard)
@@ -177,11 +199,24 @@ class DPSGD(Defense):
         return dataclasses.replace(model, **swap, architecture=f"{model.architecture} (BatchNorm -> GroupNorm)"), change
 
     def fit(self, ctx: DefenseContext, x_np, y_np, recipe, seed):
+        return self.fit_with(ctx, x_np, y_np, recipe, seed)
+
+    def fit_with(self, ctx: DefenseContext, x_np, y_np, recipe, seed, *, sample_weight=None, transform=None):
         """A fresh copy trained with DP-SGD (Abadi et al., CCS 2016): `training.loop.train_loop` over `steps`
         Poisson-sampled batches (sampling rate q), each record's gradient (`_per_example_route`) clipped to
         `max_grad_norm` and Gaussian noise of `noise_multiplier * max_grad_norm` added by Opacus's DPOptimizer
         around the recipe's optimizer, both drawing from the seed's generator; the RDP accountant's epsilon at
-        `delta` is recorded. Cached by content. Returns per-class scores, as the audited model's module."""
+        `delta` is recorded. Cached by content. Returns per-class scores, as the audited model's module.
+
+        Combined with adversarial training, `transform` (see `Defense.fit_with`) replaces each sampled batch by
+        its adversarial examples against the copy's current weights before the per-example gradients are taken:
+        the privacy accounting is unchanged, since each record's clipped gradient still depends on that record
+        alone. Weighted records (`sample_weight`) are refused: the accountant's sensitivity assumes every record
+        contributes one clipped gradient."""
+        if sample_weight is not None:
+            raise DefenseNotApplicable("DP-SGD cannot train on weighted records (as the defense around it in the "
+                                       "combination asks): its privacy accounting assumes each record contributes one "
+                                       "clipped gradient")
         import torch
         from opacus.accountants import RDPAccountant
         from opacus.optimizers import DPOptimizer
@@ -195,12 +230,14 @@ class DPSGD(Defense):
         sched = self._schedule(ctx, n, recipe)
         q, steps, sigma = sched["sample_rate"], sched["steps"], sched["noise_multiplier"]
         model, self._change = self._trainable(ctx.model)
-        key = content_key("dp_sgd", model.architecture_digest(), seed, recipe.model_dump(), p, sched, x_np, y_np)
+        combined = () if transform is None else (transform.key,)  # alone: keys as before
+        key = content_key("dp_sgd", model.architecture_digest(), seed, recipe.model_dump(), p, sched, x_np, y_np,
+                          *combined)
         cache = ctx.cache or ModelCache(None)
         copy = model.fresh_copy(seed)
         state = cache.load(key)
         if state is None:
-            route, params, buffers, per_example = _per_example_route(model, seed, x[:8])
+            route, params, buffers, per_example, raw = _per_example_route(model, seed, x[:8])
 
             def dp_optimizer(prm, gen):
                 optimizer = DPOptimizer(make_optimizer(prm, recipe), noise_multiplier=sigma,
@@ -226,7 +263,7 @@ class DPSGD(Defense):
             # one pass of `steps` Poisson-sampled batches; the route's per-example gradients feed the DP optimizer
             train_loop(None, x_np, y_np, recipe, seed=seed, epochs=1, batches=poisson(q, steps),
                        gradients=per_example_gradients, optimizer=dp_optimizer, params=list(params.values()),
-                       on_step=account)
+                       on_step=account, transform=None if transform is None else transform(raw))
             state = {**{k: v.detach() for k, v in params.items()}, **buffers,
                      "__spent_epsilon__": torch.tensor(accountant.get_epsilon(sched["delta"], alphas=ALPHAS)),
                      "__route__": torch.tensor(ROUTES.index(route))}

@@ -22,7 +22,7 @@ import numpy as np
 from amulet_audit.core.defense import Defense, DefenseContext, DefenseNotApplicable, DefenseOutcome
 from amulet_audit.core.mode import set_mode
 from amulet_audit.core.params import Interval, OptionalOf, Options, Text
-from amulet_audit.training.copies import train_copy
+from amulet_audit.training.copies import train_inner
 
 
 def mixture_module(members, weights):
@@ -55,8 +55,7 @@ class _Trainer:
 
     def fit(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None):
         self.trained += 1
-        return train_copy(self.ctx.model, x, y, self.recipe, seed=self.seed + self.trained, cache=self.ctx.cache,
-                                         sample_weight=w)
+        return train_inner(self.ctx, x, y, self.recipe, self.seed + self.trained, sample_weight=w)
 
 
 class _TorchClassifier:
@@ -129,6 +128,7 @@ class FairnessMitigation(Defense):
     intended = ("discrimination",)
     description = "Fairness mitigation (Fairlearn ExponentiatedGradient)"
     needs = frozenset({"sensitive", "trained_copies"})
+    stage = "reweight"
     # ExponentiatedGradient iterations when `max_iter` is None
     budgets = {"quick": {"max_iter": 5}, "standard": {"max_iter": 10}, "thorough": {"max_iter": 30}}
     defaults = {"constraint": "demographic_parity", "attribute": None, "eps": 0.02, "max_iter": None,
@@ -233,6 +233,8 @@ class FairnessMitigation(Defense):
 
     def evidence(self, ctx: DefenseContext, module) -> dict:
         p, attribute, why = self._setup(ctx.data)
+        while not hasattr(module, "members") and hasattr(module, "inner"):  # combined: inside an output wrapper
+            module = module.inner
         labels, counts = np.unique(_labels(ctx.data.sensitive_train, attribute), return_counts=True)
         return {"algorithm": "ExponentiatedGradient", "constraint": p["constraint"], "attribute": attribute,
                 "attribute_basis": why, "groups": {str(g): int(c) for g, c in zip(labels, counts)},

@@ -9,12 +9,13 @@ from their labelled class. On the audited training data the first model is the a
 
 from __future__ import annotations
 
+import dataclasses
 from numbers import Integral, Real
 
 import numpy as np
 
 from amulet_audit.core.defense import Defense, DefenseContext
-from amulet_audit.training.copies import plain_model, train_copy
+from amulet_audit.training.copies import plain_model, train_inner
 from amulet_audit.core.params import Interval, Options
 
 
@@ -38,6 +39,7 @@ class OutlierRemoval(Defense):
     intended = ("poisoning",)
     description = "Training-data sanitisation (label-aware k-NN outlier removal)"
     needs = frozenset({"trained_copies"})
+    stage = "data"
     defaults = {"fraction": 0.05, "k": 10, "space": "outputs"}
     parameter_constraints = {
         "fraction": Interval(Real, 0, 0.5, closed="right"),
@@ -59,10 +61,20 @@ class OutlierRemoval(Defense):
         return keep
 
     def fit(self, ctx: DefenseContext, x, y, recipe, seed):
+        return self.fit_with(ctx, x, y, recipe, seed)
+
+    def fit_with(self, ctx: DefenseContext, x, y, recipe, seed, *, sample_weight=None, transform=None):
+        """Drop the outliers, then train on the rest plainly, or with the procedure of the defenses combined inside
+        this one (`train_inner`); per-record weights handed down keep to their records."""
+        if transform is not None:
+            return super().fit_with(ctx, x, y, recipe, seed, transform=transform)
         keep = self.keep_mask(plain_model(ctx, x, y, recipe, seed), x, y)
         if x is ctx.data.x_train:
             self._removed = {ctx.data.classes[c]: int(((~keep) & (y == c)).sum()) for c in np.unique(y)}
-        return train_copy(ctx.model, x[keep], y[keep], recipe, seed=seed, cache=ctx.cache)
+        sensitive = ({k: np.asarray(v)[keep] for k, v in ctx.sensitive.items()}
+                     if ctx.sensitive and all(len(v) == len(x) for v in ctx.sensitive.values()) else None)
+        return train_inner(dataclasses.replace(ctx, sensitive=sensitive), x[keep], y[keep], recipe, seed,
+                           sample_weight=None if sample_weight is None else sample_weight[keep])
 
     def evidence(self, ctx, module):
         removed = getattr(self, "_removed", {})

@@ -8,13 +8,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from numbers import Integral
 
 import numpy as np
 
 from amulet_audit.core.defense import Defense, DefenseContext
 from amulet_audit.core.mode import set_mode
-from amulet_audit.training.copies import plain_model, train_copy
+from amulet_audit.training.copies import plain_model, train_inner
 from amulet_audit.core.params import Interval, Options
 
 
@@ -45,12 +46,15 @@ class OutputPerturbation(Defense):
     intended = ("model_extraction",)
     description = "Output perturbation (top-1 labels or rounded probabilities)"
     trains_copies = False  # wraps the audited model
+    stage = "output"
     defaults = {"mode": "round", "decimals": 1}
     parameter_constraints = {"mode": Options(frozenset({"labels", "round"})), "decimals": Interval(Integral, 0, 6)}
 
     def fit(self, ctx: DefenseContext, x, y, recipe, seed):
         p = self.get_params()
-        return perturbed_outputs(plain_model(ctx, x, y, recipe, seed), p["mode"], p["decimals"])
+        # combined: wrap the model the defenses inside this one trained
+        inner = train_inner(ctx, x, y, recipe, seed) if ctx.inner is not None else plain_model(ctx, x, y, recipe, seed)
+        return perturbed_outputs(inner, p["mode"], p["decimals"])
 
     def evidence(self, ctx, module):
         return {**self.get_params(), "note": "Gradients through rounded or top-1 outputs vanish: evasion results on this "
@@ -62,6 +66,7 @@ class Watermarking(Defense):
     intended = ("model_extraction",)
     description = "Watermarking (trigger set embedded in training)"
     needs = frozenset({"trained_copies"})
+    stage = "data"
     defaults = {"triggers": 20, "repeat": 10}  # a small trigger set, seen often enough for a small model to learn it
     parameter_constraints = {"triggers": Interval(Integral, 1, 10_000), "repeat": Interval(Integral, 1, 100)}
 
@@ -79,8 +84,9 @@ class Watermarking(Defense):
     def fit(self, ctx: DefenseContext, x, y, recipe, seed):
         repeat = self.get_params()["repeat"]
         triggers, labels = self._triggers(ctx)
-        return train_copy(ctx.model, np.concatenate([x] + [triggers] * repeat), np.concatenate([y] + [labels] * repeat),
-                                    recipe, seed=seed, cache=ctx.cache)
+        # the trigger records have no sensitive attributes: a procedure inside this one that needs them refuses
+        return train_inner(dataclasses.replace(ctx, sensitive=None), np.concatenate([x] + [triggers] * repeat),
+                           np.concatenate([y] + [labels] * repeat), recipe, seed)
 
     def evidence(self, ctx, module):
         from amulet_audit.ops.forward import predict

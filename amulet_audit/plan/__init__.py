@@ -25,6 +25,9 @@ class Job:
 class DefenseJob:
     name: str
     params: dict[str, Any]
+    # a combination of defenses trained together (`core.defense.Combination`): its parts, each also applied alone;
+    # `name` joins theirs with "+"
+    parts: list["DefenseJob"] | None = None
 
 
 @dataclass
@@ -36,22 +39,33 @@ class Plan:
 
 def _defense_jobs(policy: Policy) -> list[DefenseJob]:
     """The policy's defenses, with parameters a defense takes from the policy's own requirements filled in
-    (declared by the defense as `policy_params`, e.g. adversarial training at the policy's evasion budget)."""
+    (declared by the defense as `policy_params`, e.g. adversarial training at the policy's evasion budget), then
+    its combinations (`interactions.combinations`). Each part of a combination is also applied alone, so the
+    combination can be compared with it: a part the policy does not list among `defenses` is added there."""
+    if not policy.interactions:
+        return []
+    out = [_filled(ref, policy) for ref in policy.interactions.refs()]
+    combos = []
+    for refs in policy.interactions.combination_refs():
+        parts = [_filled(ref, policy) for ref in refs]
+        out += [p for p in parts if p not in out]
+        combos.append(DefenseJob("+".join(p.name for p in parts), {}, parts))
+    return out + combos
+
+
+def _filled(ref, policy: Policy) -> DefenseJob:
     from amulet_audit.core import registry
 
-    out = []
-    for ref in policy.interactions.refs() if policy.interactions else []:
-        params = dict(ref.params)
-        cls = registry.defense_class(ref.name)
-        for param, (risk, key) in getattr(cls, "policy_params", {}).items():
-            if param in params:
-                continue
-            for req in policy.requirements:
-                if req.risk == risk and req.attack is not None and key in req.attack.params:
-                    params[param] = req.attack.params[key]
-                    break
-        out.append(DefenseJob(ref.name, params))
-    return out
+    params = dict(ref.params)
+    cls = registry.defense_class(ref.name)
+    for param, (risk, key) in getattr(cls, "policy_params", {}).items():
+        if param in params:
+            continue
+        for req in policy.requirements:
+            if req.risk == risk and req.attack is not None and key in req.attack.params:
+                params[param] = req.attack.params[key]
+                break
+    return DefenseJob(ref.name, params)
 
 
 def build_plan(policy: Policy) -> Plan:

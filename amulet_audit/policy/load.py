@@ -171,4 +171,31 @@ def check_names(policy: Policy) -> list[tuple[tuple, str]]:
             cls = registry.defenses()[name].obj
             for msg in validate_params(name, cls.parameter_constraints, ref.params):
                 problems.append((("interactions", "defenses", j), f"interactions: {msg}"))
+        for j, combo in enumerate(policy.interactions.combination_refs()):
+            problems += [(("interactions", "combinations", j), f"interactions: combination {j + 1}: {msg}")
+                         for msg in _combination_problems(combo, known_defenses)]
     return problems
+
+
+def _combination_problems(combo, known: list[str]) -> list[str]:
+    """What stops these defenses (DefenseRefs) being trained together in one procedure: unknown names, bad
+    parameters, a defense that cannot be combined, two that act on the same stage of training (core.defense.STAGES)."""
+    from amulet_audit.core import registry
+    from amulet_audit.core.defense import STAGES
+    from amulet_audit.core.params import validate_params
+
+    out, stages = [], {}
+    for ref in combo:
+        if ref.name not in known:
+            out.append(f"unknown defense '{ref.name}'; {_suggest(ref.name, known)}")
+            continue
+        cls = registry.defenses()[ref.name].obj
+        out += validate_params(ref.name, cls.parameter_constraints, ref.params)
+        if cls.stage not in STAGES:
+            out.append(f"{ref.name} cannot be combined with other defenses; leave it out of the combination")
+        elif cls.stage in stages:
+            out.append(f"{stages[cls.stage]} and {ref.name} both act on the {cls.stage} of training and cannot be "
+                       "combined in one procedure; list them as separate defenses")
+        else:
+            stages[cls.stage] = ref.name
+    return out

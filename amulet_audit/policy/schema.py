@@ -6,7 +6,7 @@ import datetime as dt
 import difflib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 
@@ -118,8 +118,25 @@ class Interactions(_Strict):
         "False discovery rate of the flags: Benjamini-Hochberg on the one-sided p-values of the changes of every "
         "unintended (defense, requirement) pair; a worsening is flagged only if it survives."))
 
+    combinations: list[list[str | DefenseRef]] = Field(default_factory=list, description=(
+        "Defenses applied together to one copy, each combination a list of at least two defenses (a registry name, "
+        "or {name, params}): the copy is trained with every procedure at once (e.g. DP-SGD with adversarial "
+        "examples in each batch), measured like a single defense, and compared with the baseline and with each of "
+        "its defenses alone (a defense not listed in `defenses` is applied alone too)."))
+
+    @field_validator("combinations")
+    @classmethod
+    def _combinations(cls, v):
+        for i, combo in enumerate(v):
+            if len(combo) < 2:
+                raise ValueError(f"combination {i + 1} lists {len(combo)} defense(s); a combination needs at least two")
+        return v
+
     def refs(self) -> list[DefenseRef]:
         return [DefenseRef(name=d) if isinstance(d, str) else d for d in self.defenses]
+
+    def combination_refs(self) -> list[list[DefenseRef]]:
+        return [[DefenseRef(name=d) if isinstance(d, str) else d for d in combo] for combo in self.combinations]
 
 
 class Policy(_Strict):

@@ -24,7 +24,10 @@ _NAMES = {
 
 
 def defense_label(d: DefenseResult) -> str:
-    """A defense with its decisive parameter, e.g. "DP-SGD (ε = 3)"."""
+    """A defense with its decisive parameter, e.g. "DP-SGD (ε = 3)"; a combination joins its parts' labels with
+    " + "."""
+    if d.parts:
+        return " + ".join(defense_label(DefenseResult(name=p, params=d.params.get(p) or {})) for p in d.parts)
     name = _NAMES.get(d.name, d.description or d.name)
     if d.name == "dp_sgd" and "epsilon" in d.params:
         return f"{name} (ε = {d.params['epsilon']:g})"
@@ -84,6 +87,58 @@ def _sentences(result: AuditResult, pick, why) -> tuple[str, ...]:
             parts.append(f"{_change(i, metric_in_sentence(i.metric))} ({note})")
         out.append(f"{head} {_join(parts)}.")
     return tuple(out)
+
+
+def _facts(d: DefenseResult) -> str:
+    """A defense's scalar details in a line (a combination's: each part's, after its name), at most 300 characters."""
+    def line(details: dict) -> str:
+        return "; ".join(f"{label(k)} {fmt_number(v) if is_scalar(v) and not isinstance(v, str) else v}"
+                         for k, v in details.items() if is_scalar(v) and k != "clean_accuracy")
+
+    if d.parts:
+        text = "Trained in one procedure. " + " ".join(
+            f"{defense_label(DefenseResult(name=p, params=d.params.get(p) or {}))}: {line(d.details.get(p) or {})}."
+            for p in d.parts)
+    else:
+        text = line(d.details)
+    return text[:300] or DASH
+
+
+def combined_sentences(result: AuditResult) -> tuple[str, ...]:
+    """One sentence per (combination, defense alone) where combining undid what the defense achieved alone: the
+    combination is flagged worse than that defense alone on a risk it is meant for."""
+    labels = {d.name: defense_label(d) for d in result.defenses}
+    out = []
+    for i in sorted((i for i in result.combined if i.flagged), key=lambda i: -abs(i.delta)):
+        out.append(f"{labels.get(i.defense, i.defense)} undid part of what {labels.get(i.versus, i.versus)} achieved "
+                   f"alone: {_change(i, f'{_risk(i)} {metric_in_sentence(i.metric)}')}"
+                   + (f" [{fmt_delta(i.delta_ci[0])}, {fmt_delta(i.delta_ci[1])}]" if i.delta_ci else "") + ".")
+    return tuple(out)
+
+
+def combined_table(result: AuditResult) -> Table | None:
+    """Each combination against each of its defenses alone, on the requirements that defense is meant for."""
+    if not result.combined:
+        return None
+    labels = {d.name: defense_label(d) for d in result.defenses}
+    rows = tuple(
+        (labels.get(i.defense, i.defense), labels.get(i.versus, i.versus),
+         f"{i.requirement or risk_title(i.risk)}: {metric_name(i.metric)}", fmt_number(i.baseline), fmt_number(i.defended),
+         fmt_delta(i.delta) + (f" [{fmt_delta(i.delta_ci[0])}, {fmt_delta(i.delta_ci[1])}]" if i.delta_ci else "")
+         + ("†" if i.delta_ci and i.delta_ci_method == "normal approximation" else ""),
+         fmt_p(i.p_value) + (f" ({fmt_p(i.p_adjusted)})" if i.p_adjusted is not None else ""),
+         Badge("fail", "UNDONE", "!") if i.flagged else _status(i))
+        for i in sorted(result.combined, key=lambda i: (not i.flagged, not i.possible, i.defense, i.versus))
+    )
+    return Table(
+        ("Combination", "Versus alone", "Requirement: metric", "Alone", "Combined", "Change [CI]", "p (adjusted)",
+         "Status"),
+        rows,
+        "Each combination of defenses against each of its defenses applied alone, on the risks that defense is "
+        "meant for: a change for the worse beyond the tolerance, with an interval that excludes zero and surviving "
+        "Benjamini–Hochberg over these rows, means combining undid what the defense achieved alone (UNDONE)",
+        numeric=frozenset({3, 4, 5, 6}),
+    )
 
 
 def fmt_p(p: float | None) -> str:
@@ -168,8 +223,7 @@ def chapter(result: AuditResult) -> Interactions | None:
              fmt_number(d.clean_accuracy_after),
              fmt_delta(d.clean_accuracy_after - d.clean_accuracy_before)
              if d.clean_accuracy_after is not None and d.clean_accuracy_before is not None else DASH,
-             "; ".join(f"{label(k)} {fmt_number(v) if is_scalar(v) and not isinstance(v, str) else v}"
-                       for k, v in d.details.items() if is_scalar(v) and k != "clean_accuracy")[:300] or DASH,
+             _facts(d),
              fmt_seconds(d.seconds))
             for d in result.defenses if not d.not_applicable
         ) + tuple(
@@ -205,7 +259,7 @@ def chapter(result: AuditResult) -> Interactions | None:
         "meant for; “!” marks a flagged interaction" + (" and “?” a possible one." if rate is not None else ".")
     )
     return Interactions(
-        intro, table,
+        intro, table, combined=combined_table(result), combined_sentences=combined_sentences(result),
         heatmap=Chart("Requirement × defense: signed change of each requirement's metric",
                       charts.interaction_heatmap(defenses, columns, cells),
                       "Cell text: defended minus baseline value, in the metric's own units."),

@@ -117,6 +117,8 @@ class Interactions:
     sentences: tuple[str, ...] = ()  # one per defense with flagged unintended interactions
     possible: tuple[str, ...] = ()  # one per defense with possible (not significant) unintended worsenings
     utility: Table | None = None  # clean accuracy before and after each defense
+    combined: Table | None = None  # each combination of defenses against each of its defenses alone
+    combined_sentences: tuple[str, ...] = ()  # one per combination that undid what a defense achieved alone
 
 
 @dataclass(frozen=True)

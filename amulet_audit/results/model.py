@@ -142,6 +142,9 @@ class Interaction(_Strict):
     baseline_verdict: str = ""
     defended_verdict: str = ""
     tolerance: float = 0.0
+    # what the defended model is compared with: "" the audited model; a defense's name: that defense applied alone
+    # (a combination compared with each of its parts, `AuditResult.combined`; `baseline` is then the part's value)
+    versus: str = ""
 
 
 class DefenseResult(_Strict):
@@ -160,6 +163,7 @@ class DefenseResult(_Strict):
     training_seconds: float = 0.0  # applying the defense (training the defended copy)
     seconds: float = 0.0  # applying the defense and measuring every requirement on the defended model
     not_applicable: str = ""  # why the defense could not be applied to these inputs (then nothing was measured)
+    parts: list[str] = Field(default_factory=list)  # a combination: the defenses trained together (params by name)
 
 
 class RequirementChange(_Strict):
@@ -254,6 +258,9 @@ class AuditResult(_Strict):
                                                                  "compared with the audited model; null in results "
                                                                  "written before it was recorded.")
     interactions: list[Interaction] = Field(default_factory=list)
+    # each combination of defenses compared with each of its defenses alone, on the risks that one is meant for;
+    # flagged where combining undid what it achieved (flags controlled over these rows as one family)
+    combined: list[Interaction] = Field(default_factory=list)
     defenses: list[DefenseResult] = Field(default_factory=list)
     seed: int
     profile: str = "standard"

@@ -203,30 +203,46 @@ def run_unit(unit: Unit, progress: Progress | None = None) -> UnitResult:
     from amulet_audit.ops.forward import clean_accuracy
 
     job = unit.defense
-    reg = registry.defenses()[job.name]
+    defense, description, provider = _defense(job)
     label = f"{job.name}: "
     t = time.perf_counter()
     ctx = DefenseContext(model=model, data=data, seed=unit.inputs.seed, profile=PROFILES[unit.inputs.profile],
                          cache=_cache(unit.inputs),
                          progress=(lambda f: progress(f"{label}training", f)) if progress else None)
-    defense = reg.obj(**job.params)
+    parts = [p.name for p in job.parts or ()]
     try:
-        outcome = guarded("defense", job.name, reg.provider, model, lambda: defense.apply(ctx), lambda out: out.details)
+        outcome = guarded("defense", job.name, provider, model, lambda: defense.apply(ctx), lambda out: out.details)
     except DefenseNotApplicable as exc:
         return UnitResult([], [], DefenseResult(
-            name=job.name, description=reg.obj.description, params=defense.get_params(), intended=list(reg.obj.intended),
-            provider=reg.provider, not_applicable=str(exc)))
+            name=job.name, description=description, params=defense.get_params(), intended=list(defense.intended),
+            provider=provider, not_applicable=str(exc), parts=parts))
     trained = round(time.perf_counter() - t, 3)
     measured = evaluate(outcome.model, data, loaded, plan, unit.inputs, defense=job.name, scope=unit.scope,
                         progress=progress)
     measured.defense = DefenseResult(
-        name=job.name, description=reg.obj.description, params=defense.get_params(), intended=list(reg.obj.intended),
+        name=job.name, description=description, params=defense.get_params(), intended=list(defense.intended),
         model_sha256=outcome.model.sha256, clean_accuracy_before=clean_accuracy(model.module, data),
         clean_accuracy_after=clean_accuracy(outcome.model.module, data), details=outcome.details,
-        requirements=measured.requirements, provider=reg.provider, training_seconds=trained,
-        seconds=round(time.perf_counter() - t, 3),
+        requirements=measured.requirements, provider=provider, training_seconds=trained,
+        seconds=round(time.perf_counter() - t, 3), parts=parts,
     )
     return measured
+
+
+def _defense(job: DefenseJob):
+    """(the defense object, its description, its provider) for a defense job: a registered defense, or a
+    `Combination` of registered ones (its provider: the first part's that is not built in, else the built-in's,
+    so a third-party part is held to the component contract)."""
+    from amulet_audit.core.defense import Combination
+
+    if not job.parts:
+        reg = registry.defenses()[job.name]
+        return reg.obj(**job.params), reg.obj.description, reg.provider
+    regs = [registry.defenses()[p.name] for p in job.parts]
+    combination = Combination([r.obj(**p.params) for r, p in zip(regs, job.parts)])
+    providers = [r.provider for r in regs]
+    provider = next((p for p in providers if not p.startswith(BUILT_IN + " ")), providers[0])
+    return combination, " + ".join(r.obj.description for r in regs), provider
 
 
 def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed: int, profile: Profile,
@@ -247,7 +263,7 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
     plan = build_plan(loaded.policy)
     units = [Unit(inputs)] + [Unit(inputs, d, _scope(d, plan)) for d in plan.defenses]
     results: list[UnitResult | None] = [None] * len(units)
-    if any(_takes_baseline(d) for d in plan.defenses):  # e.g. fairness mitigation aims at the worst attribute
+    if any(_takes_baseline(p) for d in plan.defenses for p in d.parts or [d]):  # e.g. fairness mitigation's attribute
         results[0] = run_unit(units[0], progress)
         units = [units[0]] + [replace(u, defense=_aimed(u.defense, results[0])) for u in units[1:]]
     pending = [i for i, r in enumerate(results) if r is None]
@@ -282,6 +298,13 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
                                     tolerance=tolerance, confidence=confidence, paired=(baseline_paired, res.paired),
                                     reps=profile.bootstrap_reps, seed=seed, fdr=fdr)
     interactions = flag(interactions, fdr=fdr)  # the false discovery rate over the whole defense x requirement matrix
+
+    def alone(part: DefenseJob) -> UnitResult | None:  # results[k + 1] is the evaluation of plan.defenses[k]
+        return next((results[k + 1] for k, d in enumerate(plan.defenses) if d == part), None)
+
+    combined = flag([row for k, d in enumerate(plan.defenses) if d.parts
+                     for row in versus_parts(d, results[k + 1], alone, tolerance=tolerance, confidence=confidence,
+                                             reps=profile.bootstrap_reps, seed=seed, fdr=fdr)], fdr=fdr)
     timings = {"total": round(time.perf_counter() - t0, 3), "copy_fidelity": fidelity.seconds}
     return AuditResult(
         tool=ToolInfo(version=__version__),
@@ -294,6 +317,7 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
         copy_fidelity=fidelity,
         runs=runs,
         interactions=interactions,
+        combined=combined,
         defenses=defenses,
         seed=seed,
         profile=profile.name,
@@ -305,6 +329,27 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
     )
 
 
+def versus_parts(combo: DefenseJob, result: UnitResult, alone, *, tolerance: float, confidence: float, reps: int,
+                 seed: int, fdr: float) -> list:
+    """The combination `combo` (its evaluation `result`) compared with each of its parts applied alone (`alone(part
+    job)` -> that part's UnitResult), on the requirements of the risks that part is meant for: rows with `versus`
+    the part's name, `baseline` its value alone and `defended` the combination's. A worsening there is combining
+    undoing what the part achieved. Nothing when the combination or the part was not applicable."""
+    rows = []
+    if result.defense is None or result.defense.not_applicable:
+        return rows
+    for part in combo.parts:
+        single = alone(part)
+        if single is None or single.defense is None or single.defense.not_applicable:
+            continue
+        mine = [r for r in single.requirements if r.risk in single.defense.intended]
+        rows += [row.model_copy(update={"versus": part.name})
+                 for row in compare(combo.name, (), mine, result.requirements, tolerance=tolerance,
+                                    confidence=confidence, paired=(single.paired, result.paired), reps=reps, seed=seed,
+                                    fdr=fdr)]
+    return rows
+
+
 def _takes_baseline(defense: DefenseJob) -> bool:
     return callable(getattr(registry.defense_class(defense.name), "baseline_params", None))
 
@@ -314,6 +359,8 @@ def _aimed(defense: DefenseJob, baseline: UnitResult) -> DefenseJob:
     e.g. the attribute fairness mitigation aims at); the policy's own parameters win. Findings: one dict per
     baseline requirement (id, risk, metric, value, verdict, details of the run that measured it). Only the runner
     can do this: the plan is built before anything is measured, and defense units may run in other processes."""
+    if defense.parts:
+        return replace(defense, parts=[_aimed(p, baseline) for p in defense.parts])
     hook = getattr(registry.defense_class(defense.name), "baseline_params", None)
     if not callable(hook):
         return defense
@@ -333,7 +380,7 @@ def _scope(defense: DefenseJob, plan: Plan) -> str:
 
 def _plugins(plan: Plan) -> dict[str, str]:
     out = {job.attack: registry.attacks()[job.attack].provider for job in plan.jobs}
-    out.update({d.name: registry.defenses()[d.name].provider for d in plan.defenses})
+    out.update({p.name: registry.defenses()[p.name].provider for d in plan.defenses for p in d.parts or [d]})
     return out
 
 

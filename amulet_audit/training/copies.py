@@ -29,6 +29,16 @@ def train_copy(model, x: np.ndarray, y: np.ndarray, recipe, *, seed: int, cache:
     return scored(model, trained)
 
 
+def train_inner(ctx: DefenseContext, x: np.ndarray, y: np.ndarray, recipe, seed: int, *,
+                sample_weight: np.ndarray | None = None):
+    """The copy a defense trains on (x, y) (optionally weighted, `sample_weight` of shape (n,)): by the procedure
+    of the defenses combined inside it (`ctx.inner`, see `core.defense.Combination`), else a plain copy of the
+    audited architecture (`train_copy`). `ctx.sensitive` must be aligned with x. Returns per-class scores."""
+    if ctx.inner is not None:
+        return ctx.inner(ctx, x, y, recipe, seed, sample_weight=sample_weight)
+    return train_copy(ctx.model, x, y, recipe, seed=seed, cache=ctx.cache, sample_weight=sample_weight)
+
+
 def scored(model, raw):
     """A trained copy `raw` of `model`'s architecture (its raw output) as a module returning per-class scores, as
     `model.module` does (`amulet_audit.core.outputs.scores_module` for `model.output`)."""

@@ -143,7 +143,8 @@ def train_loop(module, x: np.ndarray, target: np.ndarray, recipe: TrainingRecipe
     in the order they ask (deterministic for a seed on CPU; Dropout draws from torch's global generator). Hooks:
     - `batches(n, gen)`: one epoch's batches, index tensors; `shuffled(recipe.batch_size)` when None.
     - `transform(xb, tb, gen) -> xb`: replaces each batch's inputs (e.g. adversarial examples), called with the
-      module in eval mode (no batch statistics updated); the step then runs in training mode.
+      module in eval mode (no batch statistics updated); the step then runs in training mode. Without a module
+      (`gradients` given), the transform switches the mode of whatever it runs itself.
     - `gradients(xb, tb)`: sets the gradients the optimizer steps with (e.g. per-example gradients as
       `grad_sample` for a DP optimizer) instead of the loss's backward pass through `module`; `module` may then
       be None (the loop neither calls it nor switches its mode).
@@ -168,10 +169,12 @@ def train_loop(module, x: np.ndarray, target: np.ndarray, recipe: TrainingRecipe
     for epoch in range(epochs):
         for idx in batches(n, gen):
             xb, tb = xt[idx], tt[idx]
-            if transform is not None:
+            if transform is not None and module is not None:
                 set_mode(module, False)
                 xb = transform(xb, tb, gen)
                 set_mode(module, True)
+            elif transform is not None:  # the transform sees the weights through its own module
+                xb = transform(xb, tb, gen)
             opt.zero_grad(set_to_none=True)
             if gradients is not None:
                 gradients(xb, tb)
