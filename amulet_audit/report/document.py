@@ -16,6 +16,7 @@ from typing import Union
 
 from amulet_audit.core.verdict import ORDER, combine
 from amulet_audit.report import compliance, evidence_fairness, evidence_membership, evidence_privacy, evidence_security
+from amulet_audit.report.evidence_controls import controls_evidence
 from amulet_audit.report.compliance import recertification_text, regulation_status
 from amulet_audit.report.format import (
     DASH, RISKS, VERDICT_BADGES, compact, date, duration, fmt_number, fmt_params, fmt_seconds, fmt_threshold,
@@ -134,6 +135,7 @@ def _section_evidence(risk: str, runs: Sequence[tuple[Run, Sequence[RequirementR
 def _section(risk: str, reqs: Sequence[RequirementResult], runs: Mapping[str, Run]) -> RiskSection:
     title, description = RISKS.get(risk, (label(risk), "Requirements measured for this risk by the attacks listed."))
     measured = _runs(reqs, runs)
+    controls = controls_evidence(reqs)  # what the same attacks found on deliberately vulnerable controls
     return RiskSection(
         risk=risk,
         anchor=f"risk-{risk}",
@@ -141,7 +143,8 @@ def _section(risk: str, reqs: Sequence[RequirementResult], runs: Mapping[str, Ru
         description=description,
         verdict=_section_verdict(reqs),
         rows=tuple(_row(r) for r in reqs),
-        evidence=_section_evidence(risk, measured) + tuple(_evidence(run, group) for run, group in measured),
+        evidence=_section_evidence(risk, measured) + tuple(_evidence(run, group) for run, group in measured)
+        + ((controls,) if controls else ()),
     )
 
 

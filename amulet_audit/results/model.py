@@ -93,6 +93,32 @@ class Run(_Strict):
     details: dict[str, Any] = Field(default_factory=dict, description="Attack-specific evidence for charts and tables.")
 
 
+class PositiveControl(_Strict):
+    """A positive control of a requirement's attack (run/controls.py): the same attack with the same parameters and
+    budget on a deliberately vulnerable setting (e.g. a copy of the architecture overfit on a small subset of the
+    training records), computed once per attack job and read by the requirement's rows on the audited model and on
+    every defended model. A PASS whose attack did not detect its control is INDETERMINATE: the attack had no power."""
+
+    attack: str = Field(description="The attack's registry name.")
+    params: dict[str, Any] = Field(default_factory=dict, description="The attack configuration run on the control "
+                                                                     "(the requirement's, defaults filled in; for "
+                                                                     "poisoning and property inference the stronger "
+                                                                     "poison or property).")
+    description: str = Field("", description="What the control was, in one sentence.")
+    metric: str = ""
+    value: float | None = Field(None, description="The requirement's metric measured on the control.")
+    ci: list[float] | None = None
+    n: int = 0
+    threshold: Threshold | None = None
+    detected: bool | None = Field(None, description="Whether the control's value breaches the requirement's threshold "
+                                                    "(its point estimate would FAIL); null when there is no control.")
+    not_available: str = Field("", description="Why there is no positive control (e.g. no trainable copies), in "
+                                               "one sentence; the verdict is then left as measured.")
+    seconds: float = Field(0.0, description="Wall time of the control (training it and running the attack on it), "
+                                            "shared by the requirements of one attack job.")
+    details: dict[str, Any] = Field(default_factory=dict, description="Scalar evidence of the control run.")
+
+
 class RequirementResult(_Strict):
     """One requirement judged against its threshold, on the audited model or (under `defenses`) a defended one."""
 
@@ -117,6 +143,9 @@ class RequirementResult(_Strict):
     run: str = Field(description="The id of the run (in `runs`) that measured the value and holds its evidence.")
     metric_info: MetricInfo
     warnings: list[str] = Field(default_factory=list, description="Notes on this requirement's value.")
+    control: PositiveControl | None = Field(None, description="The same attack, parameters and budget run on a "
+                                                              "deliberately vulnerable control (privacy and poisoning "
+                                                              "risks); null for other risks and in older results.")
 
 
 class Interaction(_Strict):

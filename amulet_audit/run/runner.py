@@ -285,6 +285,17 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
         mark(fidelity, res.requirements, res.runs, model, defended=res.defense is not None)
         if res.defense is not None:
             mark(fidelity, res.defense.requirements, res.runs, model, defended=True)
+    # once per attack job: the same attack on a deliberately vulnerable positive control (run/controls.py); a PASS
+    # whose attack did not detect it, on the audited or a defended model, becomes INDETERMINATE
+    from amulet_audit.run import controls
+
+    positive = controls.positive_controls(model, data, plan, seed=seed, profile=profile, confidence=confidence,
+                                          cache=_cache(inputs), progress=progress,
+                                          metrics={r.id: r.metric for r in loaded.policy.requirements})
+    for res in results:
+        controls.mark(positive, plan, res.requirements)
+        if res.defense is not None and res.defense.requirements is not res.requirements:
+            controls.mark(positive, plan, res.defense.requirements)
     baseline, baseline_paired = results[0].requirements, results[0].paired
     runs: list[Run] = []
     interactions, defenses = [], []
@@ -305,7 +316,8 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
     combined = flag([row for k, d in enumerate(plan.defenses) if d.parts
                      for row in versus_parts(d, results[k + 1], alone, tolerance=tolerance, confidence=confidence,
                                              reps=profile.bootstrap_reps, seed=seed, fdr=fdr)], fdr=fdr)
-    timings = {"total": round(time.perf_counter() - t0, 3), "copy_fidelity": fidelity.seconds}
+    timings = {"total": round(time.perf_counter() - t0, 3), "copy_fidelity": fidelity.seconds,
+               "positive_controls": controls.seconds(positive)}
     return AuditResult(
         tool=ToolInfo(version=__version__),
         verdict=overall([r.verdict for r in baseline]),
