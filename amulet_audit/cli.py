@@ -196,12 +196,21 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from amulet_audit.training.cache import ModelCache, default_root
     from amulet_audit.run.progress import progress_display
 
+    from amulet_audit.run.graph import STORE
+
     cache = ModelCache(None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_root())
+    state = out / STORE  # finished jobs, so a killed audit run again resumes; removed once the outputs are written
     with progress_display(quiet=args.quiet) as progress:
         result = run_audit(model, data, loaded, seed=args.seed, profile=PROFILES[args.profile],
-                           confidence=args.confidence, progress=progress, cache=cache, jobs=args.jobs)
+                           confidence=args.confidence, progress=progress, cache=cache, jobs=args.jobs,
+                           state_dir=state)
         result = _with_recertification(result, baseline, args.baseline)
         warned = _write_outputs(result, out, templates=templates, pdf=not args.no_pdf, progress=progress)
+    if result.environment.get("jobs_reused") and not args.quiet:
+        print(f"Resumed: {result.environment['jobs_reused']} finished job(s) reused from {state}.", file=sys.stderr)
+    import shutil
+
+    shutil.rmtree(state, ignore_errors=True)
     _print_warnings(warned)
     if not args.quiet:
         _summary(result, out)

@@ -1,39 +1,61 @@
-"""Executors run independent audit units (the baseline evaluation, one unit per defense).
+"""Executors run the audit's jobs (`run.graph`): `submit(i, task)` hands over a job, `next_done()` returns
+(i, output) pairs in completion order. Tasks and outputs are plain picklable data; `fn(task)` computes a job.
 
-`LocalExecutor` runs them in this process (`jobs=1`) or in a pool of local processes. A distributed
-executor (e.g. Ray) implements the same `map`; units and their results are plain picklable data.
+`LocalExecutor` runs jobs in this process (`jobs=1`, in submission order) or in a pool of local processes;
+`run.ray_executor.RayExecutor` runs them as Ray tasks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
-
-
-class Executor(Protocol):
-    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
-        """Results in completion order as (index, result) pairs."""
+from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 
 class LocalExecutor:
-    def __init__(self, jobs: int = 1):
-        self.jobs = max(1, jobs)
+    """`jobs` = 1: each job runs in this process when its output is asked for (`next_done`), in submission order,
+    with `progress` (the attacks' own progress bars); `jobs` > 1: a pool of `jobs` spawned processes, one torch
+    thread each."""
 
-    def map(self, fn, items):
-        items = list(items)
-        if self.jobs == 1 or len(items) <= 1:
-            for i, item in enumerate(items):
-                yield i, fn(item)
+    def __init__(self, fn: Callable[[Any], Any], jobs: int = 1, progress=None):
+        self.fn, self.jobs, self.progress = fn, max(1, jobs), progress
+        self._queue: deque = deque()
+        self._pool = None
+        self._futures: dict = {}
+
+    def submit(self, i: int, task: Any) -> None:
+        if self.jobs == 1:
+            self._queue.append((i, task))
             return
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        if self._pool is None:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
 
-        # spawn, not fork: torch's thread pools do not survive a fork
-        with ProcessPoolExecutor(max_workers=min(self.jobs, len(items)), mp_context=mp.get_context("spawn"),
-                                 initializer=_worker_init) as pool:
-            futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
-            for future in as_completed(futures):
-                yield futures[future], future.result()
+            # spawn, not fork: torch's thread pools do not survive a fork
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=mp.get_context("spawn"),
+                                             initializer=_worker_init)
+        self._futures[self._pool.submit(self.fn, task)] = i
+
+    def next_done(self) -> tuple[int, Any]:
+        if self.jobs == 1:
+            i, task = self._queue.popleft()
+            return i, self.fn(task, self.progress)
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        done, _ = wait(self._futures, return_when=FIRST_COMPLETED)
+        future = min(done, key=lambda f: self._futures[f])  # deterministic among jobs finishing together
+        return self._futures.pop(future), future.result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _worker_init() -> None:

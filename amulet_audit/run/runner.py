@@ -48,13 +48,6 @@ class Inputs:
     cache_root: str | None
 
 
-@dataclass(frozen=True)
-class Unit:
-    inputs: Inputs
-    defense: DefenseJob | None = None  # None: the baseline evaluation of the audited model
-    scope: str = ""  # prefix of this unit's run ids: "" for the baseline, "<defense>/" for a defended model
-
-
 @dataclass
 class UnitResult:
     requirements: list[RequirementResult]
@@ -89,34 +82,35 @@ def _cache(inputs: Inputs):
     return ModelCache(Path(inputs.cache_root) if inputs.cache_root else None)
 
 
-def evaluate(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: Plan, inputs: Inputs, *,
-             defense: str | None = None, scope: str = "", progress: Progress | None = None) -> UnitResult:
-    """Run every attack job of the plan on `model` (the audited one, or the copy `defense` produced), record each
-    run once (ids `<scope>r1`, `<scope>r2`, ... in plan order) and judge each requirement against its run."""
+def run_attack(model: ModelHandle, data: AuditData, plan: Plan, index: int, inputs: Inputs, *,
+               defense: str | None = None, scope: str = "", progress: Progress | None = None) -> tuple[Run, AttackResult]:
+    """Run attack job `plan.jobs[index]` on `model` (the audited one, or the copy `defense` produced): its `Run`
+    (id `<scope>r<index + 1>`) and what the attack returned. The global torch seed is the audit's before each run."""
     import torch
 
-    profile = PROFILES[inputs.profile]
-    label = f"{defense}: " if defense else ""
-    outputs: dict[str, tuple[str, AttackResult]] = {}
-    runs: list[Run] = []
-    for i, job in enumerate(plan.jobs):
-        name = f"{label}{job.attack} ({', '.join(job.requirements)})"
-        torch.manual_seed(inputs.seed)
-        ctx = AttackContext(model=model, data=data, seed=inputs.seed, profile=profile, confidence=inputs.confidence,
-                            progress=(lambda f, name=name: progress(name, f)) if progress else None, cache=_cache(inputs))
-        attack = registry.attack_class(job.attack)(**job.params)
-        provider = registry.attacks()[job.attack].provider
-        t = time.perf_counter()
-        out = guarded("attack", job.attack, provider, model, lambda: attack.run(ctx), lambda out: out.details)
-        run = Run(id=f"{scope}r{i + 1}", attack=job.attack, params=attack.get_params(),
-                  provider=provider, seconds=round(time.perf_counter() - t, 3),
-                  defense=defense, not_applicable=out.not_applicable, details=out.details)
-        runs.append(run)
-        outputs[job.key] = (run.id, out)
-        if progress:
-            progress(name, 1.0)
+    job = plan.jobs[index]
+    name = f"{defense + ': ' if defense else ''}{job.attack} ({', '.join(job.requirements)})"
+    torch.manual_seed(inputs.seed)
+    ctx = AttackContext(model=model, data=data, seed=inputs.seed, profile=PROFILES[inputs.profile],
+                        confidence=inputs.confidence,
+                        progress=(lambda f: progress(name, f)) if progress else None, cache=_cache(inputs))
+    attack = registry.attack_class(job.attack)(**job.params)
+    provider = registry.attacks()[job.attack].provider
+    t = time.perf_counter()
+    out = guarded("attack", job.attack, provider, model, lambda: attack.run(ctx), lambda out: out.details)
+    run = Run(id=f"{scope}r{index + 1}", attack=job.attack, params=attack.get_params(), provider=provider,
+              seconds=round(time.perf_counter() - t, 3), defense=defense, not_applicable=out.not_applicable,
+              details=out.details)
+    if progress:
+        progress(name, 1.0)
+    return run, out
+
+
+def assemble(loaded: LoadedPolicy, plan: Plan, attacks: list[tuple[Run, AttackResult]]) -> UnitResult:
+    """The judged requirements of one model from its attack runs (`attacks[i]`: plan.jobs[i]'s run and output)."""
+    outputs = {job.key: (run.id, out) for job, (run, out) in zip(plan.jobs, attacks)}
     rows, paired = judge_requirements(loaded, plan, outputs)
-    return UnitResult(rows, runs, paired=paired)
+    return UnitResult(rows, [run for run, _ in attacks], paired=paired)
 
 
 BUILT_IN = "amulet-audit"
@@ -192,41 +186,77 @@ def judge_requirements(loaded: LoadedPolicy, plan: Plan, outputs: dict[str, tupl
     return rows, paired
 
 
-def run_unit(unit: Unit, progress: Progress | None = None) -> UnitResult:
-    """The baseline evaluation, or: apply one defense to a copy of the audited model and evaluate that."""
-    model, data, loaded = _inputs(unit.inputs)
-    plan = build_plan(loaded.policy)
-    if unit.defense is None:
-        return evaluate(model, data, loaded, plan, unit.inputs, scope=unit.scope, progress=progress)
+@dataclass(frozen=True)
+class Task:
+    """One job of the audit's graph (`run.graph`), as plain data another process (or a Ray worker) can run:
+    an attack job (`plan.jobs[index]`) on the audited model (`defense` None) or on the copy `defense` produced,
+    or (kind "defense") applying `defense` and measuring its utility."""
 
+    inputs: Inputs
+    kind: str
+    defense: DefenseJob | None = None
+    scope: str = ""
+    index: int = -1
+
+
+# Defended models already made in this process: (inputs, defense job) -> DefenseOutcome, or the reason it was not
+# applicable. Attack jobs on a defended model made elsewhere (another worker, a killed run) make it again here,
+# from the trained copies cached by content.
+_DEFENDED: dict[tuple[Inputs, str], Any] = {}
+
+
+def run_task(task: Task, progress: Progress | None = None) -> Any:
+    """A job's output: (Run, AttackResult) for an attack job, None for an attack job on a defended model that
+    could not be made (its defense job says why); for a defense job, its DefenseResult without requirements."""
+    model, data, loaded = _inputs(task.inputs)
+    if task.kind == "defense":
+        return _defense_result(task, progress)
+    target = model
+    if task.defense is not None:
+        outcome = _defended(task.inputs, task.defense, progress)
+        if isinstance(outcome, str):
+            return None
+        target = outcome.model
+    return run_attack(target, data, build_plan(loaded.policy), task.index, task.inputs,
+                      defense=task.defense.name if task.defense else None, scope=task.scope, progress=progress)
+
+
+def _defended(inputs: Inputs, job: DefenseJob, progress: Progress | None = None) -> Any:
+    """(DefenseOutcome, seconds) of applying `job` to a copy of the audited model, or the one-sentence reason it is
+    not applicable (str); made once per process."""
     from amulet_audit.core.defense import DefenseContext, DefenseNotApplicable
+
+    memo = (inputs, repr(job))
+    if memo not in _DEFENDED:
+        model, data, _ = _inputs(inputs)
+        defense, _, provider = _defense(job)
+        ctx = DefenseContext(model=model, data=data, seed=inputs.seed, profile=PROFILES[inputs.profile],
+                             cache=_cache(inputs),
+                             progress=(lambda f: progress(f"{job.name}: training", f)) if progress else None)
+        try:
+            _DEFENDED[memo] = guarded("defense", job.name, provider, model, lambda: defense.apply(ctx),
+                                      lambda out: out.details)
+        except DefenseNotApplicable as exc:
+            _DEFENDED[memo] = str(exc)
+    return _DEFENDED[memo]
+
+
+def _defense_result(task: Task, progress: Progress | None) -> DefenseResult:
+    """Apply the task's defense and measure its utility: the DefenseResult its attack jobs' requirements join."""
     from amulet_audit.ops.forward import clean_accuracy
 
-    job = unit.defense
+    job = task.defense
+    model, data, _ = _inputs(task.inputs)
     defense, description, provider = _defense(job)
-    label = f"{job.name}: "
     t = time.perf_counter()
-    ctx = DefenseContext(model=model, data=data, seed=unit.inputs.seed, profile=PROFILES[unit.inputs.profile],
-                         cache=_cache(unit.inputs),
-                         progress=(lambda f: progress(f"{label}training", f)) if progress else None)
-    parts = [p.name for p in job.parts or ()]
-    try:
-        outcome = guarded("defense", job.name, provider, model, lambda: defense.apply(ctx), lambda out: out.details)
-    except DefenseNotApplicable as exc:
-        return UnitResult([], [], DefenseResult(
-            name=job.name, description=description, params=defense.get_params(), intended=list(defense.intended),
-            provider=provider, not_applicable=str(exc), parts=parts))
-    trained = round(time.perf_counter() - t, 3)
-    measured = evaluate(outcome.model, data, loaded, plan, unit.inputs, defense=job.name, scope=unit.scope,
-                        progress=progress)
-    measured.defense = DefenseResult(
-        name=job.name, description=description, params=defense.get_params(), intended=list(defense.intended),
-        model_sha256=outcome.model.sha256, clean_accuracy_before=clean_accuracy(model.module, data),
-        clean_accuracy_after=clean_accuracy(outcome.model.module, data), details=outcome.details,
-        requirements=measured.requirements, provider=provider, training_seconds=trained,
-        seconds=round(time.perf_counter() - t, 3), parts=parts,
-    )
-    return measured
+    outcome = _defended(task.inputs, job, progress)
+    head = dict(name=job.name, description=description, params=defense.get_params(), intended=list(defense.intended),
+                provider=provider, parts=[p.name for p in job.parts or ()])
+    if isinstance(outcome, str):
+        return DefenseResult(**head, not_applicable=outcome)
+    return DefenseResult(**head, model_sha256=outcome.model.sha256, clean_accuracy_before=clean_accuracy(model.module, data),
+                         clean_accuracy_after=clean_accuracy(outcome.model.module, data), details=outcome.details,
+                         training_seconds=round(time.perf_counter() - t, 3))
 
 
 def _defense(job: DefenseJob):
@@ -246,9 +276,12 @@ def _defense(job: DefenseJob):
 
 
 def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed: int, profile: Profile,
-              confidence: float = 0.95, progress: Progress | None = None, cache=None, jobs: int = 1) -> AuditResult:
+              confidence: float = 0.95, progress: Progress | None = None, cache=None, jobs: int = 1,
+              state_dir: Path | None = None) -> AuditResult:
     """Evaluate every requirement on `model`, then on a copy defended by each of the policy's defenses, and
-    compare. `cache`: a ModelCache for trained copies (or None); `jobs`: local processes for independent units."""
+    compare. `cache`: a ModelCache for trained copies (or None); `jobs`: local processes for the job graph
+    (`run.graph`); `state_dir`: where finished jobs are stored as they complete, so an audit run again after a kill
+    reuses them (None: kept in memory). The caller removes `state_dir` once the results are written."""
     from amulet_audit.ops.scores import attach
 
     started = _now()
@@ -257,25 +290,11 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
     inputs = Inputs(
         model_path=str(model.path), model_format=model.format, architecture=model.architecture,
         data_path=str(data.spec_path), policy_path=str(loaded.path), seed=seed, profile=profile.name,
-        confidence=confidence, cache_root=str(cache.root) if cache is not None and cache.root is not None else None,
+        confidence=confidence, cache_root=_cache_root(cache, state_dir),
     )
     _LOADED[inputs] = (model, data, loaded)
     plan = build_plan(loaded.policy)
-    units = [Unit(inputs)] + [Unit(inputs, d, _scope(d, plan)) for d in plan.defenses]
-    results: list[UnitResult | None] = [None] * len(units)
-    if any(_takes_baseline(p) for d in plan.defenses for p in d.parts or [d]):  # e.g. fairness mitigation's attribute
-        results[0] = run_unit(units[0], progress)
-        units = [units[0]] + [replace(u, defense=_aimed(u.defense, results[0])) for u in units[1:]]
-    pending = [i for i, r in enumerate(results) if r is None]
-    if jobs > 1 and len(pending) > 1:
-        for k, res in LocalExecutor(jobs).map(run_unit, [units[i] for i in pending]):
-            i = pending[k]
-            results[i] = res
-            if progress:
-                progress(units[i].defense.name if units[i].defense else "baseline", 1.0)
-    else:
-        for i in pending:
-            results[i] = run_unit(units[i], progress)
+    results, store = _run_graph(model, data, loaded, plan, inputs, jobs=jobs, state_dir=state_dir, progress=progress)
 
     # once per audit: does a copy trained with the data spec's recipe reproduce the model? (run/fidelity.py)
     from amulet_audit.run.fidelity import copy_fidelity, mark
@@ -334,7 +353,7 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
         seed=seed,
         profile=profile.name,
         confidence=confidence,
-        environment={**environment(), "jobs": jobs, "plugins": _plugins(plan)},
+        environment={**environment(), "jobs": jobs, "jobs_reused": store.reused, "plugins": _plugins(plan)},
         started_at=started,
         finished_at=_now(),
         timings=timings,
@@ -360,6 +379,72 @@ def versus_parts(combo: DefenseJob, result: UnitResult, alone, *, tolerance: flo
                                     confidence=confidence, paired=(single.paired, result.paired), reps=reps, seed=seed,
                                     fdr=fdr)]
     return rows
+
+
+def _cache_root(cache, state_dir: Path | None) -> str | None:
+    """Where trained copies are cached: the audit's cache, else the job store's own (so that a job re-run after a
+    kill, or a job on a defended model made in another process, loads the copies instead of training them)."""
+    if cache is not None and cache.root is not None:
+        return str(cache.root)
+    return str(Path(state_dir) / "cache") if state_dir is not None else None
+
+
+def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: Plan, inputs: Inputs, *, jobs: int,
+               state_dir: Path | None, progress: Progress | None):
+    """Every attack job on the audited model and on each defended model, and every defense job, as one graph
+    (`run.graph`) run by a local executor with `jobs` processes: (one UnitResult per model, audited first; the
+    job store). A defense that aims at the baseline's findings waits for every attack job of the audited model."""
+    from amulet_audit.run import graph
+
+    aims = [any(_takes_baseline(p) for p in d.parts or [d]) for d in plan.defenses]
+    nodes = graph.build_graph(len(plan.defenses), len(plan.jobs), aims)
+    scopes = [""] + [_scope(d, plan) for d in plan.defenses]
+    n = len(plan.jobs)
+    digest = graph.inputs_digest(model.sha256, data.sha256, inputs.seed, inputs.profile, inputs.confidence,
+                                 model.output)
+    keys: dict[int, str] = {}
+    done: dict[int, Any] = {}
+    aimed: dict[int, DefenseJob] = {}
+
+    def defense_of(unit: int) -> DefenseJob | None:
+        if unit == 0:
+            return None
+        if unit not in aimed:
+            d = plan.defenses[unit - 1]
+            aimed[unit] = _aimed(d, assemble(loaded, plan, [done[i] for i in range(n)])) if aims[unit - 1] else d
+        return aimed[unit]
+
+    def key(i: int) -> str:
+        if i not in keys:
+            node = nodes[i]
+            keys[i] = graph.node_key(digest, node, defense_of(node.unit),
+                                     plan.jobs[node.index].key if node.kind == "attack" else None,
+                                     [keys[d] for d in node.deps])
+        return keys[i]
+
+    def task(i: int) -> Task:
+        node = nodes[i]
+        return Task(inputs, node.kind, defense_of(node.unit), scopes[node.unit], node.index)
+
+    store = graph.Store(Path(state_dir) if state_dir is not None else None)
+    with LocalExecutor(run_task, jobs, progress) as executor:
+        graph.execute(nodes, key, task, store, executor, progress=progress,
+                      on_done=done.__setitem__)
+    results = []
+    for unit in range(len(plan.defenses) + 1):
+        mine = [i for i, node in enumerate(nodes) if node.unit == unit]
+        attacks = [done[i] for i in mine if nodes[i].kind == "attack"]
+        head = next((done[i] for i in mine if nodes[i].kind == "defense"), None)
+        if head is not None and head.not_applicable:
+            results.append(UnitResult([], [], head))
+            continue
+        res = assemble(loaded, plan, attacks)
+        if head is not None:
+            res.defense = head.model_copy(update={
+                "requirements": res.requirements,
+                "seconds": round(head.training_seconds + sum(run.seconds for run in res.runs), 3)})
+        results.append(res)
+    return results, store
 
 
 def _takes_baseline(defense: DefenseJob) -> bool:

@@ -1,0 +1,171 @@
+"""The audit as a graph of jobs, each keyed by the content it depends on, run by an executor and resumable.
+
+Nodes:
+- one attack job per (model, plan job): the audited model's (scope "") and each defended model's
+  (scope "<defense>/"), each returning its `Run` and `AttackResult`;
+- one defense job per defense: applying it (training the defended copy) and measuring its utility; the attack jobs
+  on the defended model depend on it. A defense that aims at what the baseline found (`baseline_params`, e.g.
+  fairness mitigation's attribute) also depends on every attack job of the audited model.
+
+A job's key is a SHA-256 over the code version (every source file of the package), the inputs' digests (model
+weights file, data spec and its files, seed, profile, confidence), the defense it runs on (name, parameters, parts)
+and the attack job (name and parameters), and the keys of the jobs it depends on. Whatever else a policy changes
+(thresholds, titles, other requirements) leaves a job's key, and so its stored output, as it was.
+
+Each finished job's output is written atomically to the job store (`<output folder>/.amulet-audit-jobs/<key>.pkl`,
+pickles this process wrote itself) as it completes. An audit run again with the same inputs reuses every stored
+output whose key still matches and runs only the missing jobs; the copies jobs train are cached by content
+(`training.cache`, in the store's own cache when the audit has none), so a job re-run after a kill does not train
+them again. The store is removed once the audit's results are written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STORE = ".amulet-audit-jobs"
+
+
+@dataclass(frozen=True)
+class Node:
+    """One job. `kind`: "attack" (`index` into plan.jobs) or "defense"; `unit`: index of the model it runs on
+    (0: the audited model, k: plan.defenses[k - 1]); `deps`: indexes of the nodes it needs first."""
+
+    kind: str
+    unit: int
+    index: int = -1
+    deps: tuple[int, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.unit}/{self.index}"
+
+
+def build_graph(n_defenses: int, n_attacks: int, aims: list[bool]) -> list[Node]:
+    """The nodes in a deterministic order: the audited model's attack jobs, then for each defense its defense job
+    and its attack jobs. `aims[k]`: plan.defenses[k] takes parameters from the baseline's findings."""
+    nodes = [Node("attack", 0, i) for i in range(n_attacks)]
+    baseline = tuple(range(n_attacks))
+    for k in range(n_defenses):
+        defense = len(nodes)
+        nodes.append(Node("defense", k + 1, deps=baseline if aims[k] else ()))
+        nodes += [Node("attack", k + 1, i, (defense,)) for i in range(n_attacks)]
+    return nodes
+
+
+_CODE: list[str] = []
+
+
+def code_version() -> str:
+    """SHA-256 over every source file of the package (path and bytes) and its version: a changed line of code
+    invalidates every stored job."""
+    if not _CODE:
+        from amulet_audit import __version__
+
+        root = Path(__file__).resolve().parents[1]
+        h = hashlib.sha256(__version__.encode())
+        for path in sorted(root.rglob("*.py")):
+            h.update(str(path.relative_to(root)).encode())
+            h.update(path.read_bytes())
+        _CODE.append(h.hexdigest())
+    return _CODE[0]
+
+
+def inputs_digest(*parts: Any) -> str:
+    """SHA-256 over the audit's inputs as the jobs see them (digests of the model and data, seed, profile, ...)."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def node_key(inputs_digest: str, node: Node, defense: Any, attack: Any, dep_keys: list[str]) -> str:
+    """The content key of `node` (see the module docstring)."""
+    h = hashlib.sha256()
+    for part in (code_version(), inputs_digest, node.kind, repr(defense), repr(attack), *dep_keys):
+        h.update(part.encode())
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+@dataclass
+class Store:
+    """Finished jobs' outputs under `root` (None: kept in memory only)."""
+
+    root: Path | None
+    reused: int = 0
+    written: int = 0
+    _memory: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str) -> Any | None:
+        if key in self._memory:
+            return self._memory[key]
+        path = self._path(key)
+        if path is None or not path.exists():
+            return None
+        try:
+            out = pickle.loads(path.read_bytes())
+        except Exception:  # a file from another version of the code, or damaged: run the job again
+            return None
+        self._memory[key] = out
+        self.reused += 1
+        return out
+
+    def put(self, key: str, value: Any) -> None:
+        from amulet_audit.core.atomic import write_bytes_atomic
+
+        self._memory[key] = value
+        path = self._path(key)
+        if path is not None:
+            write_bytes_atomic(path, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+            self.written += 1
+
+    def _path(self, key: str) -> Path | None:
+        return None if self.root is None else self.root / f"{key}.pkl"
+
+    def remove(self) -> None:
+        import shutil
+
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def execute(nodes: list[Node], key: Callable[[int], str], task: Callable[[int], Any], store: Store, executor, *,
+            progress: Callable[[str, float], None] | None = None,
+            on_done: Callable[[int, Any], None] | None = None) -> dict[int, Any]:
+    """Run every node once its dependencies are done, each once: a stored output is reused, any other node's
+    `task(i)` (plain picklable data for `run.executor.run_task`) goes to `executor` (`submit(i, task)`,
+    `next_done() -> (i, output)` in completion order). `key(i)` is asked only once node i's dependencies are done
+    (a key includes theirs). `on_done(i, output)` runs in this process as each node finishes (e.g. to aim a
+    defense at the baseline's findings before its key is taken). Returns node index -> output."""
+    done: dict[int, Any] = {}
+    waiting, running = set(range(len(nodes))), set()
+
+    def finish(i: int, out: Any) -> None:
+        done[i] = out
+        if on_done:
+            on_done(i, out)
+        if progress:
+            progress(f"jobs done of {len(nodes)}", len(done) / len(nodes))
+
+    while waiting or running:
+        ready = [i for i in sorted(waiting) if all(d in done for d in nodes[i].deps)]
+        for i in ready:
+            waiting.discard(i)
+            out = store.get(key(i))
+            if out is None:
+                executor.submit(i, task(i))
+                running.add(i)
+            else:
+                finish(i, out)
+        if running:
+            i, out = executor.next_done()
+            running.discard(i)
+            store.put(key(i), out)
+            finish(i, out)
+        elif not ready and waiting:
+            raise RuntimeError("the job graph has a dependency that never finishes")  # pragma: no cover
+    return done

@@ -1,0 +1,125 @@
+"""The audit as a graph of content-keyed jobs: killed at any point and run again, it does only the missing jobs and
+gives the same numbers; a changed policy invalidates exactly the jobs it touches."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import AMULET, make_tabular
+from amulet_audit.run.graph import STORE
+
+POLICY = """\
+policy: resume-test
+title: Resume test
+interactions:
+  defenses: [outlier_removal]
+requirements:
+  - id: robust
+    risk: evasion
+    attack: {name: pgd, params: {eps: EPS, norm: linf, steps: 10}}
+    metric: robust_accuracy
+    threshold: {min: THRESHOLD}
+  - id: membership
+    risk: membership_inference
+    attack: {name: lira, params: {online: false}}
+    metric: auc
+    threshold: {max: 0.6}
+  - id: parity
+    risk: discrimination
+    metric: demographic_parity_difference
+    threshold: {max: 0.1}
+"""
+
+
+def _policy(folder: Path, *, eps: float = 0.1, threshold: float = 0.5) -> Path:
+    path = folder / f"policy-{eps}-{threshold}.yaml"
+    path.write_text(POLICY.replace("EPS", str(eps)).replace("THRESHOLD", str(threshold)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    return make_tabular(tmp_path_factory.mktemp("resume"), n=1200, epochs=8)
+
+
+def _numbers(result: dict) -> dict:
+    out = {("base", r["id"]): (r["value"], r["ci"], r["verdict"]) for r in result["requirements"]}
+    for d in result["defenses"]:
+        out["defense", d["name"]] = d["model_sha256"]
+        out.update({(d["name"], r["id"]): (r["value"], r["ci"], r["verdict"]) for r in d["requirements"]})
+    out.update({("interaction", i["defense"], i["requirement"]): (i["delta"], i["delta_ci"], i["flagged"])
+                for i in result["interactions"]})
+    return out
+
+
+def _command(model: Path, policy: Path, out: Path) -> list[str]:
+    # --no-cache: the only copies a resumed run can reuse are the ones in its own job store
+    return [*AMULET, str(model), "--policy", str(policy), "--out", str(out), "--profile", "quick", "--no-pdf",
+            "--no-cache"]
+
+
+@pytest.mark.slow
+def test_an_audit_killed_mid_run_resumes_with_only_the_missing_jobs_and_the_same_numbers(small, tmp_path):
+    policy = _policy(tmp_path)
+    whole = subprocess.run(_command(small, policy, tmp_path / "whole"), capture_output=True, text=True)
+    assert whole.returncode in (0, 1), whole.stderr
+    expected = _numbers(json.loads((tmp_path / "whole" / "results.json").read_text()))
+    assert not (tmp_path / "whole" / STORE).exists()  # the store goes once the outputs are written
+
+    out = tmp_path / "killed"
+    store = out / STORE
+    proc = subprocess.Popen(_command(small, policy, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(store.glob("*.pkl"))) < 3 and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = len(list(store.glob("*.pkl")))
+    assert proc.returncode == -signal.SIGKILL and finished >= 3, "the audit finished before it could be killed"
+    assert not (out / "results.json").exists()  # nothing half-written
+
+    again = subprocess.run(_command(small, policy, out), capture_output=True, text=True)
+    assert again.returncode in (0, 1), again.stderr
+    resumed = json.loads((out / "results.json").read_text())
+    assert resumed["environment"]["jobs_reused"] == finished  # every finished job, and nothing else, reused
+    assert f"Resumed: {finished} finished job(s) reused" in again.stderr
+    assert _numbers(resumed) == expected
+    assert not store.exists()
+
+
+def test_a_changed_policy_invalidates_exactly_the_jobs_it_touches(small, tmp_path):
+    from amulet_audit.core.attack import PROFILES
+    from amulet_audit.inputs.data import load_data
+    from amulet_audit.inputs.model import load_model
+    from amulet_audit.policy import load_policy
+    from amulet_audit.run import run_audit
+
+    model, data = load_model(small), load_data(small.with_name("model.data.yaml"))
+    state = tmp_path / "state"
+
+    def audit(policy: Path):
+        before = set(state.glob("*.pkl"))
+        result = run_audit(model, data, load_policy(str(policy)), seed=0, profile=PROFILES["quick"], state_dir=state)
+        return result, set(state.glob("*.pkl")) - before
+
+    first, made = audit(_policy(tmp_path))
+    # 3 attack jobs on the audited model, 1 defense job and 3 attack jobs on the defended model
+    assert len(made) == 7 and first.environment["jobs_reused"] == 0
+    # a threshold is not an input of any job: everything reused, the verdict judged anew
+    same, made = audit(_policy(tmp_path, threshold=0.99))
+    assert made == set() and same.environment["jobs_reused"] == 7
+    assert [r.value for r in same.requirements] == [r.value for r in first.requirements]
+    assert next(r for r in same.requirements if r.id == "robust").verdict.value == "fail"
+    # another evasion budget: the PGD job on each model runs again, nothing else
+    other, made = audit(_policy(tmp_path, eps=0.2))
+    assert len(made) == 2 and other.environment["jobs_reused"] == 5
+    assert [r.value for r in other.requirements if r.id != "robust"] == \
+           [r.value for r in first.requirements if r.id != "robust"]
