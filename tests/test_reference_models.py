@@ -163,9 +163,9 @@ def test_chain_gradient_equals_autograd_for_every_supported_layer():
     assert linear_chain(_residual(), [n for n, _ in _residual().named_parameters()]) is None
 
 
-def test_a_chain_the_batched_kernel_cannot_run_trains_through_vmap():
+def test_a_chain_the_batched_kernel_cannot_run_trains_through_the_layer_kernel():
     """A Linear applied to each position of a 3-D input, then flattened: a Linear/activation chain whose batched
-    matrix products would need 4-D operands, so the trainer checks it and keeps the vmap kernel."""
+    matrix products would need 4-D operands, so the trainer checks it and runs it layer by layer instead."""
     import torch
 
     torch.manual_seed(0)
@@ -176,18 +176,8 @@ def test_a_chain_the_batched_kernel_cannot_run_trains_through_vmap():
     masks = half_masks(len(x), 2, 0)
     recipe = TrainingRecipe(epochs=2, batch_size=16)
     refs = train_reference_models(handle, x, y, masks, recipe, seed=1)
-    assert refs.details["trainer"] == "vectorised" and refs.details["kernel"].startswith("torch.func.vmap")
+    assert refs.details["trainer"] == "vectorised" and refs.details["kernel"].startswith("batched layer")
     _assert_same_weights(refs, _one_at_a_time(handle, x, y, masks, recipe, seed=1))
-
-
-def test_mode_dependent_layers_fall_back():
-    import torch
-
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
-    x, y = _data()
-    refs = train_reference_models(_handle(net), x, y, half_masks(len(x), 2, 0), TrainingRecipe(epochs=1), seed=0)
-    assert refs.details["trainer"] == "sequential" and "BatchNorm1d" in refs.details["reason"]
 
 
 def test_trained_sets_are_cached_by_content_and_reused(tmp_path):

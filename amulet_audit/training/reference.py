@@ -5,11 +5,19 @@ RMIA, Zarifzadeh et al. ICML 2024).
 The K copies are trained together where the architecture allows it: their parameters are stacked
 (`torch.func.stack_module_state`), one forward pass serves all of them (`torch.func.vmap` over
 `torch.func.functional_call`; for a Linear/activation chain, batched matrix products with a hand-written
-gradient, see `stacked.py`), and the recipe's optimizer runs on the stacked tensors with a step count per
-model. Each model still sees exactly the batches the one-at-a-time trainer (`train_model`) would give it:
-its own permutation of its own subset every epoch, from a generator seeded with its own seed. TorchScript
-modules cannot be called functionally, and layers that behave differently in training (BatchNorm,
-Dropout) would mix models through batch statistics or random draws; those train one model at a time.
+gradient; for any other Sequential of torch.nn layers, batched layer operations with grouped convolutions, see
+`stacked.py`), and the recipe's optimizer runs on the stacked tensors with a step count per model. Each model
+still sees exactly the batches the one-at-a-time trainer (`train_model`) would give it: its own permutation of
+its own subset every epoch, from a generator seeded with its own seed.
+
+BatchNorm normalises each model's batch with that model's own statistics and updates its own running buffers;
+where models' batches differ in size (the end of an epoch), the models are run in groups of equal batch size, so
+no padding row enters a batch statistic: the weights equal one-at-a-time training's. Dropout draws independently
+for every model (from a generator seeded by the models' seeds), so its masks cannot be those of one-at-a-time
+training, whose draws come from torch's global generator in another order: the trained models are equal in
+distribution, not in value. TorchScript modules cannot be called functionally: a scripted Sequential of torch.nn
+layers is rebuilt in eager mode (`training.scripted`), other scripted models are converted to an equivalent FX
+graph (`ModelHandle.functional_copy`, without BatchNorm or Dropout), and the rest train one model at a time.
 
 torch is imported inside the functions: the registry imports this module's users during `validate`.
 """
@@ -24,8 +32,9 @@ from typing import Any
 import numpy as np
 
 from amulet_audit.inputs.data import TrainingRecipe
-from amulet_audit.inputs.model import MODE_DEPENDENT, layer_kind
-from amulet_audit.training.stacked import StackedChain, linear_chain
+from amulet_audit.inputs.model import layer_kind
+from amulet_audit.training.scripted import eager_sequential
+from amulet_audit.training.stacked import StackedChain, StackedLayers, linear_chain, sequential_layers
 from amulet_audit.core.mode import set_mode
 from amulet_audit.core.threads import model_threads
 
@@ -103,13 +112,15 @@ def vectorisable(module) -> str:
 
     if isinstance(module, torch.jit.ScriptModule):
         return ("TorchScript modules cannot be called with substituted parameters (torch.func.functional_call "
-                "refuses jitted modules), so each reference model was trained on its own")
-    mode = sorted({layer_kind(sub) for _, sub in module.named_modules() if any(k in layer_kind(sub) for k in MODE_DEPENDENT)})
-    if mode:
-        return (f"the architecture has layers that behave differently in training ({', '.join(mode)}): batch "
-                "statistics and random draws would differ from one-at-a-time training, so each reference model "
-                "was trained on its own")
+                "refuses jitted modules), and this one is neither a Sequential of torch.nn layers nor convertible to "
+                "an FX graph that trains as it does, so each reference model was trained on its own")
     return ""
+
+
+def batch_statistics(module) -> bool:
+    """Whether `module` has a layer that normalises with batch statistics in training (BatchNorm): its stacked
+    models must then run on batches without padding rows."""
+    return any("BatchNorm" in layer_kind(sub) for sub in module.modules())
 
 
 def train_reference_models(model, x: np.ndarray, y: np.ndarray, masks: np.ndarray, recipe: TrainingRecipe, *,
@@ -143,23 +154,30 @@ def _train(model, x, y, masks, recipe, *, seed, cache, progress, keys, cached, t
 
     k_models = masks.shape[0]
     copies = [model.fresh_copy(seed + k) for k in range(k_models)]
-    # TorchScript refuses torch.func; its functional copy (an equivalent FX graph) does not
-    functional = model.functional_copy(seed, torch.as_tensor(x[:8], dtype=torch.float32))
-    base = functional.module if functional is not None else copies[0]
+    # TorchScript refuses torch.func: a scripted Sequential is rebuilt in eager mode, other scripted models are
+    # converted to an equivalent FX graph (their functional copy)
+    example = torch.as_tensor(x[:8], dtype=torch.float32)
+    eager = eager_sequential(model, seed, example)
+    functional = model.functional_copy(seed, example) if eager is None else None
+    base = eager if eager is not None else functional.module if functional is not None else copies[0]
     names = list(functional.params) if functional is not None else [n for n, _ in base.named_parameters()]
     reason = vectorisable(base)
     if not reason:
         reason = _probe(base, names, x[:2])
     # the chain's hand-written gradient is that of cross-entropy on logits or of BCE on a single logit; models of
-    # other output conventions (a final Softmax, Sigmoid or LogSoftmax) train through autograd (vmap) instead
+    # other output conventions (a final Softmax, Sigmoid or LogSoftmax) train through autograd instead
     chain = None if reason or model.output not in CHAIN_OUTPUTS else linear_chain(base, names)
     if chain is not None and not _chain_agrees(chain, base, x[:4]):
         chain = None  # e.g. a Linear applied to every position of a 3-D input: batched matrix products do not fit
+    layers = None if reason or chain is not None else sequential_layers(base, names)
+    if layers is not None and not _layers_agree(layers, base, x[:4]):
+        layers = None
     details: dict[str, Any] = {"trainer": "sequential" if reason else "vectorised", "reason": reason,
                                "n_models": k_models, "from_cache": k_models - len(todo)}
     if not reason:
         details["kernel"] = ("batched matrix products over the Linear/activation chain" if chain is not None
-                             else "torch.func.vmap over functional_call")
+                             else "batched layer operations (grouped convolutions, per-model BatchNorm and Dropout)"
+                             if layers is not None else "torch.func.vmap over functional_call")
 
     if reason:
         modules = []
@@ -190,7 +208,8 @@ def _train(model, x, y, masks, recipe, *, seed, cache, progress, keys, cached, t
     if todo:
         sub = {name: t[todo].clone() for name, t in stacked.items()}
         trained = _train_vectorised(base, names, sub, x, y, masks[todo], recipe, [seed + k for k in todo], chain,
-                                    output=model.output, progress=(lambda f: progress(f * len(todo) / k_models)) if progress else None)
+                                    layers=layers, output=model.output,
+                                    progress=(lambda f: progress(f * len(todo) / k_models)) if progress else None)
         for i, k in enumerate(todo):
             for name in stacked:
                 stacked[name][k] = trained[name][i]
@@ -198,9 +217,31 @@ def _train(model, x, y, masks, recipe, *, seed, cache, progress, keys, cached, t
                 cache.save(keys[k], {name: t[k].clone() for name, t in stacked.items()})
     if progress:
         progress(1.0)
-    if functional is None:
-        set_mode(base, False)
+    set_mode(base, False)  # logits read running statistics, not the batch's (fixed-mode graphs keep theirs)
     return ReferenceModels(masks, details, _base=base, _stacked=stacked, output=model.output)
+
+
+def _layers_agree(layers: StackedLayers, module, x: np.ndarray) -> bool:
+    """Whether `layers`' batched forward gives the functional forward's outputs on `x` (two stacked copies): in eval
+    mode, and in training mode (batch statistics) when the layers draw nothing at random."""
+    import torch
+
+    try:
+        xb = torch.as_tensor(x, dtype=torch.float32)
+        modes = (False,) if layers.random else (False, True)
+        for training in modes:
+            set_mode(module, training)
+            state, mine = _two_copies(module), _two_copies(module)
+            with torch.no_grad():
+                want = _vectorised_forward(module)(state, xb)
+                got = layers.forward(mine, xb.expand(2, *xb.shape), training=training)
+            if got.shape != want.shape or not torch.allclose(got, want, atol=1e-5):
+                return False
+        return True
+    except Exception:  # any failure means: use the functional path
+        return False
+    finally:
+        set_mode(module, True)
 
 
 def _digest(x: np.ndarray, y: np.ndarray) -> str:
@@ -227,7 +268,8 @@ def _vectorised_forward(base, *, per_model_inputs: bool = False, output: str = "
         out = functional_call(base, state, (xb,))
         return out if output == "logits" else to_log_probabilities(out, output)
 
-    return vmap(one, in_dims=(0, 0 if per_model_inputs else None))
+    # Dropout in training: an independent draw for every model
+    return vmap(one, in_dims=(0, 0 if per_model_inputs else None), randomness="different")
 
 
 def _two_copies(module) -> dict:
@@ -245,7 +287,8 @@ def _probe(module, param_names: list[str], x: np.ndarray) -> str:
         state = _two_copies(module)
         for name in param_names:
             state[name].requires_grad_(True)
-        out = _vectorised_forward(module)(state, torch.as_tensor(x, dtype=torch.float32))
+        with torch.random.fork_rng(devices=[]):  # a Dropout's draws must not move the global generator
+            out = _vectorised_forward(module)(state, torch.as_tensor(x, dtype=torch.float32))
         out.sum().backward()
     except Exception as exc:  # any failure of the functional path means: train one at a time
         text = str(exc).strip().splitlines()
@@ -269,25 +312,42 @@ def _chain_agrees(chain: StackedChain, module, x: np.ndarray) -> bool:
 
 
 def _train_vectorised(base, param_names: list[str], state: dict, x: np.ndarray, y: np.ndarray, masks: np.ndarray,
-                      recipe: TrainingRecipe, seeds: list[int], chain: StackedChain | None, *, output: str = "logits",
-                      progress=None) -> dict:
+                      recipe: TrainingRecipe, seeds: list[int], chain: StackedChain | None, *,
+                      layers: StackedLayers | None = None, output: str = "logits", progress=None) -> dict:
     """Mini-batch training of the stacked models in `state` (name -> (K, ...) tensors) with the loss of their
     output convention (`training.loop.loss_for(output)`: cross-entropy for logits): through `chain`'s hand-written
     gradient when the architecture is a Linear/activation chain (logits or a single logit only, CHAIN_OUTPUTS),
-    else by autograd through `torch.func.vmap`.
+    else by autograd through `layers`' batched forward (a Sequential of torch.nn layers) or `torch.func.vmap`.
 
     Per epoch, model k draws `torch.randperm(n_k, generator=gen_k)` over its own n_k records and takes batches of
     `recipe.batch_size` (the last one shorter), exactly as `train_model` does (`loop.shuffled`); models with
-    fewer records pad their batches with zero-weight rows and skip optimizer steps once their epoch is done. All
-    parameters live in one (K, P) tensor, so the optimizer runs a handful of operations per step whatever the
-    number of layers."""
+    fewer records pad their batches with zero-weight rows and skip optimizer steps once their epoch is done. With
+    BatchNorm (`batch_statistics`), padding rows would enter the batch statistics: a step whose models have batches
+    of different sizes runs each group of equal size on its own rows. Dropout draws, independently for every
+    model, from one generator seeded with (seeds[0], K) (`layers`), or from torch's global generator under that
+    seed (vmap; restored afterwards). All parameters live in one (K, P) tensor, so the optimizer runs a handful of
+    operations per step whatever the number of layers. Inputs are gathered per step, so memory grows with K times
+    the batch, not with K times the data."""
     import torch
 
     from amulet_audit.training.loop import loss_for
 
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_dropout_seed(seeds))
+        return _train_stacked(base, param_names, state, x, y, masks, recipe, seeds, chain, layers, output, progress,
+                              loss_for(output))
+
+
+def _dropout_seed(seeds: list[int]) -> int:
+    """The seed of the stacked models' Dropout draws: a function of their seeds and number only."""
+    return int(np.random.SeedSequence([int(seeds[0]), len(seeds), 0xD809]).generate_state(1)[0])
+
+
+def _train_stacked(base, param_names, state, x, y, masks, recipe, seeds, chain, layers, output, progress, record_loss):
+    import torch
+
     if chain is not None and output not in CHAIN_OUTPUTS:
         raise ValueError(f"the chain kernel's gradient does not fit output {output!r}")
-    record_loss = loss_for(output)
     k_models = masks.shape[0]
     bs = recipe.batch_size
     xt = torch.as_tensor(x, dtype=torch.float32)
@@ -310,33 +370,53 @@ def _train_vectorised(base, param_names: list[str], state: dict, x: np.ndarray, 
         grads = {n: t.view(k_models, *sh) for n, t, sh in zip(param_names, flat.grad.split(numels, dim=1), shapes)}
     forward = _vectorised_forward(base, per_model_inputs=True)
     set_mode(base, True)  # an exported graph (TorchScript's functional copy) keeps its fixed mode
+    exact_rows = layers.batch_statistics if layers is not None else batch_statistics(base)
+    dropout_gen = torch.Generator().manual_seed(_dropout_seed(seeds)) if layers is not None and layers.random else None
 
-    # per step: 0/1 row weights (K, bs), which models step, and whether all do (the same every epoch)
+    # per step: 0/1 row weights (K, bs), which models step, whether all do (the same every epoch), and the groups of
+    # models run together: (None: all, rows) when padding rows may enter the forward or every batch has `rows`
+    # rows; else (models, rows) per batch size
     col = torch.arange(bs)
     plan = []
     for s in range(steps):
         weight = ((s * bs + col)[None, :] < sizes[:, None]).to(torch.float32)
         active = weight[:, 0] > 0
+        rows = weight.sum(dim=1).long()
+        if bool((rows == rows[0]).all()):
+            groups = [(None, int(rows[0]))]
+        elif exact_rows:
+            groups = [(torch.nonzero(rows == r).flatten(), int(r)) for r in torch.unique(rows) if int(r) > 0]
+        else:
+            groups = [(None, bs)]
         # each model's loss is the mean over its real rows, as F.cross_entropy's default in train_model
-        plan.append((weight / weight.sum(dim=1, keepdim=True).clamp_min(1.0), active, bool(active.all())))
+        plan.append((weight / weight.sum(dim=1, keepdim=True).clamp_min(1.0), active, bool(active.all()), groups))
     epochs = recipe.epochs
     for epoch in range(epochs):
         idx = torch.zeros((k_models, width), dtype=torch.long)  # model k's permuted subset, padded
         for k in range(k_models):
             order = torch.randperm(len(subsets[k]), generator=gens[k])
             idx[k, : len(order)] = subsets[k][order]
-        xe, ye = xt[idx], yt[idx]  # (K, width, ...) for the whole epoch
-        for s, (row_scale, active, every) in enumerate(plan):
-            xb, yb = xe[:, s * bs:(s + 1) * bs], ye[:, s * bs:(s + 1) * bs]
+        for s, (row_scale, active, every, groups) in enumerate(plan):
+            cols = idx[:, s * bs:(s + 1) * bs]
             if chain is not None:
-                chain.gradient(params, grads, xb, yb, row_scale, output=output)
-            else:
-                live = {n: t.view(k_models, *sh) for n, t, sh in zip(param_names, flat.split(numels, dim=1), shapes)}
-                out = forward({**live, **buffers}, xb)
-                ce = record_loss(out.reshape(k_models * bs, -1), yb.reshape(-1))
-                loss = (ce.reshape(k_models, bs) * row_scale).sum()
-                flat.grad = None
-                loss.backward()
+                chain.gradient(params, grads, xt[cols], yt[cols], row_scale, output=output)
+                opt.step(active, every)
+                continue
+            live = {n: t.view(k_models, *sh) for n, t, sh in zip(param_names, flat.split(numels, dim=1), shapes)}
+            flat.grad = None
+            for models, rows in groups:
+                if models is None:
+                    part, scale, sub = cols[:, :rows], row_scale[:, :rows], {**live, **buffers}
+                else:  # buffers are copied for the group, updated by its forward, then written back
+                    part, scale = cols[models, :rows], row_scale[models, :rows]
+                    sub = {n: t[models] for n, t in {**live, **buffers}.items()}
+                xb, yb = xt[part], yt[part]
+                out = layers.forward(sub, xb, training=True, gen=dropout_gen) if layers is not None else forward(sub, xb)
+                ce = record_loss(out.reshape(len(part) * rows, -1), yb.reshape(-1))
+                (ce.reshape(len(part), rows) * scale).sum().backward()
+                if models is not None:
+                    for n in buffers:
+                        buffers[n][models] = sub[n]
             opt.step(active, every)
         if progress:
             progress((epoch + 1) / epochs)

@@ -179,3 +179,143 @@ class StackedChain:
                 g = g.mul_(1.0 - h_out * h_out)
             else:
                 g = g.mul_(h_out * (1.0 - h_out))
+
+
+# --- any Sequential of known layers: batched layer by layer, backward by autograd ------------------------------
+
+# Parameter-free torch.nn layers that treat their input's first dimension as the batch: K stacked models run them
+# as one batch of K * n records, with the rank (and so the meaning) of each model's own call.
+_PER_RECORD = ("ReLU", "ReLU6", "LeakyReLU", "ELU", "CELU", "SELU", "GELU", "SiLU", "Mish", "Tanh", "Sigmoid",
+               "Hardtanh", "Hardsigmoid", "Hardswish", "Softplus", "Softsign", "Tanhshrink", "Identity", "Flatten",
+               "Unflatten", "Softmax", "LogSoftmax", "MaxPool1d", "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d",
+               "AvgPool3d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "AdaptiveMaxPool1d",
+               "AdaptiveMaxPool2d", "AdaptiveMaxPool3d")
+# Of those: layers acting on each value alone (any memory layout will do), and pooling layers acting on each
+# channel alone, with the input rank (batch included) at which they read dimension 1 as channels.
+_ELEMENTWISE = ("ReLU", "ReLU6", "LeakyReLU", "ELU", "CELU", "SELU", "GELU", "SiLU", "Mish", "Tanh", "Sigmoid",
+                "Hardtanh", "Hardsigmoid", "Hardswish", "Softplus", "Softsign", "Tanhshrink", "Identity")
+_POOLS = {f"{kind}{d}d": d + 2 for kind in ("MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool") for d in (1, 2, 3)}
+# Layers with parameters, buffers or random draws, each run by `StackedLayers` for K models at once.
+_STACKED = ("Linear", "Conv1d", "Conv2d", "Conv3d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "Dropout")
+
+
+def sequential_layers(module, param_names: list[str]) -> "StackedLayers | None":
+    """The layers of `module` when it is an `nn.Sequential` (nested ones included) of torch.nn layers that
+    `StackedLayers` runs for K models at once (`_STACKED`, `_PER_RECORD`) and every parameter belongs to one of
+    them, else None (e.g. a custom module, a BatchNorm with a cumulative average (`momentum=None`), a
+    padding mode other than zeros, a pooling layer returning indices)."""
+    import torch.nn as nn
+
+    layers: list[tuple[str, Any]] = []
+
+    def walk(seq, prefix: str) -> bool:
+        for name, sub in seq.named_children():
+            kind = type(sub)
+            if kind is nn.Sequential:
+                if not walk(sub, f"{prefix}{name}."):
+                    return False
+                continue
+            if kind.__module__.split(".")[:2] != ["torch", "nn"] or getattr(nn, kind.__name__, None) is not kind:
+                return False  # a subclass may compute anything: only torch's own layers are known
+            if kind.__name__ not in _STACKED + _PER_RECORD or getattr(sub, "return_indices", False):
+                return False
+            if kind.__name__.startswith("Conv") and sub.padding_mode != "zeros":
+                return False
+            if kind.__name__.startswith("BatchNorm") and sub.momentum is None and sub.track_running_stats:
+                return False
+            if kind.__name__ in ("Flatten", "Unflatten") and (getattr(sub, "start_dim", 1) < 1
+                                                              or getattr(sub, "dim", 1) < 1):
+                return False  # would reach into the batch dimension
+            if kind.__name__ in ("Softmax", "LogSoftmax") and (sub.dim is None or sub.dim == 0):
+                return False
+            layers.append((f"{prefix}{name}", sub))
+        return True
+
+    if type(module) is not nn.Sequential or not walk(module, ""):
+        return None
+    own = [f"{path}.{n}" for path, sub in layers for n, _ in sub.named_parameters(recurse=False)]
+    if sorted(own) != sorted(param_names) or not any(type(sub).__name__ in _STACKED[:4] for _, sub in layers):
+        return None
+    return StackedLayers(layers)
+
+
+class StackedLayers:
+    """The forward of K stacked copies of a Sequential of torch.nn layers, one layer at a time, each on every model's
+    activations at once; the backward is autograd's through these operations. Activations are (K, n, ...).
+
+    - Linear: one batched matrix product (`baddbmm`) over the stacked weights (K, out, in).
+    - ConvNd: one grouped convolution: the K models' channels side by side (n, K*C, ...), their weights as K*groups
+      groups (the grouped-convolution form of model ensembles; Krizhevsky et al. 2012 introduced groups).
+    - BatchNormNd: `F.batch_norm` over (n, K*C, ...): each model's channels are normalised with their own batch
+      mean and biased variance, and the running buffers (views of the stacked (K, C) tensors) are updated in place
+      with the unbiased variance, exactly as each model's own BatchNorm would (Ioffe & Szegedy 2015).
+    - Dropout: one Bernoulli(1 - p) mask over all K models' activations, scaled by 1 / (1 - p) (Srivastava et al.
+      2014): every model gets independent draws, from `gen`.
+    - parameter-free layers (`_PER_RECORD`): called on the K * n records as one batch.
+    """
+
+    def __init__(self, layers: list[tuple[str, Any]]):
+        self.layers = layers
+        self.batch_statistics = any(type(sub).__name__.startswith("BatchNorm") for _, sub in layers)
+        self.random = any(type(sub).__name__ == "Dropout" and sub.p > 0 for _, sub in layers)
+
+    def forward(self, state: dict[str, Any], x, *, training: bool, gen=None):
+        """Outputs (K, n, ...) of the K models whose tensors are `state` (name -> (K, ...)) on their own inputs
+        x (K, n, ...). `training`: BatchNorm on batch statistics (running buffers in `state` updated in place) and
+        Dropout drawing from `gen` (a torch.Generator; None: no Dropout, as in eval mode); else running statistics
+        and no Dropout. Raises ValueError, as BatchNorm does, when a training batch has one value per channel."""
+        import torch
+        import torch.nn.functional as F
+
+        # h is stored models first (K, n, ...), as batched matrix products give it, or records first (n, K, ...), as
+        # grouped convolutions and BatchNorm give it (2-D convolutions in channels-last memory, where CPU kernels
+        # for grouped convolution and pooling are several times faster); each layer takes the order it needs, a
+        # view when it is the stored one. `grouped()`: the records-first form with the models' channels side by
+        # side, (n, K*C, ...), model k's channels at k*C .. k*C+C-1.
+        h, models_first = x, True
+        k_models, n = x.shape[0], x.shape[1]
+
+        def grouped():
+            r = h.transpose(0, 1) if models_first else h
+            return r.reshape(n, k_models * r.shape[2], *r.shape[3:])
+
+        for path, sub in self.layers:
+            kind = type(sub).__name__
+            if kind == "Linear":
+                w, b = state[f"{path}.weight"], state.get(f"{path}.bias") if sub.bias is not None else None
+                hk = h if models_first else h.transpose(0, 1)
+                lead = hk.shape[2:-1]
+                flat = hk.reshape(k_models, -1, hk.shape[-1])
+                flat = torch.baddbmm(b.unsqueeze(1), flat, w.transpose(1, 2)) if b is not None else torch.bmm(flat, w.transpose(1, 2))
+                h, models_first = flat.reshape(k_models, n, *lead, w.shape[1]), True
+            elif kind.startswith("Conv") or kind.startswith("BatchNorm") or (kind in _POOLS and h.dim() - 1 == _POOLS[kind]):
+                g = grouped()
+                if kind.startswith("Conv"):
+                    w = state[f"{path}.weight"].reshape(-1, *state[f"{path}.weight"].shape[2:])
+                    b = state[f"{path}.bias"].reshape(-1) if sub.bias is not None else None
+                    if kind == "Conv2d":
+                        g, w = g.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
+                    conv = {"Conv1d": F.conv1d, "Conv2d": F.conv2d, "Conv3d": F.conv3d}[kind]
+                    out = conv(g, w, b, sub.stride, sub.padding, sub.dilation, k_models * sub.groups)
+                elif kind.startswith("BatchNorm"):
+                    mean, var = (state[f"{path}.running_mean"].view(-1), state[f"{path}.running_var"].view(-1)) \
+                        if sub.track_running_stats else (None, None)
+                    weight, bias = ((state[f"{path}.weight"].reshape(-1), state[f"{path}.bias"].reshape(-1))
+                                    if sub.affine else (None, None))
+                    out = F.batch_norm(g, mean, var, weight, bias, training or not sub.track_running_stats,
+                                       sub.momentum, sub.eps)
+                    if training and sub.track_running_stats:
+                        state[f"{path}.num_batches_tracked"].add_(1)
+                else:  # pooling acts on each channel alone: the models' channels side by side pool as one batch
+                    out = sub(g)
+                h, models_first = out.reshape(n, k_models, -1, *out.shape[2:]), False
+            elif kind == "Dropout":
+                if training and gen is not None and sub.p > 0:
+                    keep = torch.empty(h.shape, dtype=h.dtype).bernoulli_(1.0 - sub.p, generator=gen)
+                    h = h * keep.div_(1.0 - sub.p) if sub.p < 1 else h * 0.0
+            elif kind in _ELEMENTWISE:
+                h = sub(h)
+            else:  # per record: the K * n records as one batch, each with the rank of its own model's call
+                out = sub(h.reshape(h.shape[0] * h.shape[1], *h.shape[2:]))
+                h = out.reshape(h.shape[0], h.shape[1], *out.shape[1:])
+        return h if models_first else h.transpose(0, 1)
