@@ -60,7 +60,13 @@ def _audit_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads per process for torch (default: 1 for models under a million parameters, else torch's choice)")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="run the baseline and each defense's evaluation in N local processes (default 1)")
+                   help="run the audit's jobs (each attack on each model, each defense) in N local processes, or on "
+                        "a local Ray with N CPUs (default 1)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where jobs run: local processes (default), or Ray tasks (pip install 'amulet-audit[ray]')")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="with --executor ray: an existing cluster (ray://head:10001, or auto on a cluster node); "
+                        "default: start a local Ray")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed and inputs give the same numbers (default 0)")
     p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
     p.add_argument("--arch", metavar="MODULE:CLASS", help="architecture class for a state_dict model file")
@@ -165,6 +171,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise InputError(f"--jobs {args.jobs}: must be at least 1.")
+    if args.ray_address and args.executor != "ray":
+        raise InputError(f"--ray-address {args.ray_address}: needs --executor ray.")
     if not 0.5 <= args.confidence < 1:
         raise InputError(f"--confidence {args.confidence}: must be in [0.5, 1), e.g. 0.95.")
     templates = _templates(args.templates)
@@ -203,7 +211,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     with progress_display(quiet=args.quiet) as progress:
         result = run_audit(model, data, loaded, seed=args.seed, profile=PROFILES[args.profile],
                            confidence=args.confidence, progress=progress, cache=cache, jobs=args.jobs,
-                           state_dir=state)
+                           state_dir=state, executor=args.executor, ray_address=args.ray_address)
         result = _with_recertification(result, baseline, args.baseline)
         warned = _write_outputs(result, out, templates=templates, pdf=not args.no_pdf, progress=progress)
     if result.environment.get("jobs_reused") and not args.quiet:

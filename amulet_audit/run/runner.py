@@ -277,11 +277,13 @@ def _defense(job: DefenseJob):
 
 def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed: int, profile: Profile,
               confidence: float = 0.95, progress: Progress | None = None, cache=None, jobs: int = 1,
-              state_dir: Path | None = None) -> AuditResult:
+              state_dir: Path | None = None, executor: str = "local", ray_address: str | None = None) -> AuditResult:
     """Evaluate every requirement on `model`, then on a copy defended by each of the policy's defenses, and
     compare. `cache`: a ModelCache for trained copies (or None); `jobs`: local processes for the job graph
     (`run.graph`); `state_dir`: where finished jobs are stored as they complete, so an audit run again after a kill
-    reuses them (None: kept in memory). The caller removes `state_dir` once the results are written."""
+    reuses them (None: kept in memory). The caller removes `state_dir` once the results are written. `executor`:
+    "local" (processes on this machine) or "ray" (Ray tasks on the cluster at `ray_address`, else on a local Ray
+    with `jobs` CPUs, all of this machine's when `jobs` is 1)."""
     from amulet_audit.ops.scores import attach
 
     started = _now()
@@ -294,7 +296,8 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
     )
     _LOADED[inputs] = (model, data, loaded)
     plan = build_plan(loaded.policy)
-    results, store = _run_graph(model, data, loaded, plan, inputs, jobs=jobs, state_dir=state_dir, progress=progress)
+    results, store = _run_graph(model, data, loaded, plan, inputs, jobs=jobs, state_dir=state_dir, progress=progress,
+                                executor=executor, ray_address=ray_address)
 
     # once per audit: does a copy trained with the data spec's recipe reproduce the model? (run/fidelity.py)
     from amulet_audit.run.fidelity import copy_fidelity, mark
@@ -353,7 +356,8 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
         seed=seed,
         profile=profile.name,
         confidence=confidence,
-        environment={**environment(), "jobs": jobs, "jobs_reused": store.reused, "plugins": _plugins(plan)},
+        environment={**environment(), "jobs": jobs, "executor": executor, "jobs_reused": store.reused,
+                     "plugins": _plugins(plan)},
         started_at=started,
         finished_at=_now(),
         timings=timings,
@@ -381,6 +385,18 @@ def versus_parts(combo: DefenseJob, result: UnitResult, alone, *, tolerance: flo
     return rows
 
 
+def _executor(kind: str, model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, jobs: int,
+              ray_address: str | None, progress: Progress | None):
+    """A LocalExecutor with `jobs` processes, or a RayExecutor (the inputs shipped as content-addressed bytes)."""
+    if kind == "ray":
+        from amulet_audit.run.ray_executor import RayExecutor, bundle
+
+        source = Path(data.spec_path).parent / data.spec.source.path
+        return RayExecutor(bundle(str(model.path), str(data.spec_path), loaded.policy, str(source)),
+                           address=ray_address, num_cpus=jobs if jobs > 1 else None)
+    return LocalExecutor(run_task, jobs, progress)
+
+
 def _cache_root(cache, state_dir: Path | None) -> str | None:
     """Where trained copies are cached: the audit's cache, else the job store's own (so that a job re-run after a
     kill, or a job on a defended model made in another process, loads the copies instead of training them)."""
@@ -390,10 +406,11 @@ def _cache_root(cache, state_dir: Path | None) -> str | None:
 
 
 def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: Plan, inputs: Inputs, *, jobs: int,
-               state_dir: Path | None, progress: Progress | None):
+               state_dir: Path | None, progress: Progress | None, executor: str = "local",
+               ray_address: str | None = None):
     """Every attack job on the audited model and on each defended model, and every defense job, as one graph
-    (`run.graph`) run by a local executor with `jobs` processes: (one UnitResult per model, audited first; the
-    job store). A defense that aims at the baseline's findings waits for every attack job of the audited model."""
+    (`run.graph`) run by the executor (`_executor`): (one UnitResult per model, audited first; the job store). A
+    defense that aims at the baseline's findings waits for every attack job of the audited model."""
     from amulet_audit.run import graph
 
     aims = [any(_takes_baseline(p) for p in d.parts or [d]) for d in plan.defenses]
@@ -427,9 +444,8 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
         return Task(inputs, node.kind, defense_of(node.unit), scopes[node.unit], node.index)
 
     store = graph.Store(Path(state_dir) if state_dir is not None else None)
-    with LocalExecutor(run_task, jobs, progress) as executor:
-        graph.execute(nodes, key, task, store, executor, progress=progress,
-                      on_done=done.__setitem__)
+    with _executor(executor, model, data, loaded, jobs=jobs, ray_address=ray_address, progress=progress) as ex:
+        graph.execute(nodes, key, task, store, ex, progress=progress, on_done=done.__setitem__)
     results = []
     for unit in range(len(plan.defenses) + 1):
         mine = [i for i, node in enumerate(nodes) if node.unit == unit]

@@ -1,0 +1,117 @@
+"""Running the audit's job graph (`run.graph`) as Ray tasks, on an existing cluster or a local one.
+
+`ray` is an optional extra (`pip install amulet-audit[ray]`). Workers never read the submitter's paths: the model
+file, the data spec with its data file, and the policy (merged with what it extends) travel once through Ray's
+object store as content-addressed bytes; each worker writes them under its own temporary folder, keyed by their
+digest, and loads them from there once. Trained copies are cached in the worker's own cache folder, so a defended
+model made on one node is made again (deterministically, from the same seed) on another that needs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from amulet_audit.core.errors import InputError
+
+
+def bundle(model_path: str, data_path: str, policy: Any, data_file: str) -> dict[str, Any]:
+    """The audit's inputs as bytes: {"digest", "model": (file name, bytes), "spec": (file name, bytes, data file
+    name, bytes), "policy": JSON text of the merged policy}. `data_file`: the data file the spec names (resolved)."""
+    import yaml
+
+    model = Path(model_path)
+    spec = Path(data_path)
+    source = Path(data_file)
+    text = yaml.safe_load(spec.read_text(encoding="utf-8"))
+    text["source"]["path"] = source.name  # beside the spec on the worker
+    spec_bytes = yaml.safe_dump(text, sort_keys=False, allow_unicode=True).encode()
+    merged = policy.model_dump(mode="json", exclude_none=True)
+    merged.pop("extends", None)
+    out = {"model": (model.name, model.read_bytes()), "spec": (spec.name, spec_bytes, source.name, source.read_bytes()),
+           "policy": json.dumps(merged)}
+    h = hashlib.sha256()
+    for part in (out["model"][1], spec_bytes, out["spec"][3], out["policy"].encode()):
+        h.update(hashlib.sha256(part).digest())
+    out["digest"] = h.hexdigest()
+    return out
+
+
+def materialise(inputs_bundle: dict[str, Any]) -> dict[str, str]:
+    """Write a bundle under this machine's temporary folder (once per digest): the local paths of the model, the
+    data spec and the policy, and a local cache folder for trained copies."""
+    root = Path(tempfile.gettempdir()) / "amulet-audit-inputs" / inputs_bundle["digest"]
+    done = root / ".complete"
+    if not done.exists():
+        from amulet_audit.core.atomic import write_bytes_atomic
+
+        name, data = inputs_bundle["model"]
+        write_bytes_atomic(root / name, data)
+        spec_name, spec, data_name, data_bytes = inputs_bundle["spec"]
+        write_bytes_atomic(root / data_name, data_bytes)
+        write_bytes_atomic(root / spec_name, spec)
+        write_bytes_atomic(root / "policy.yaml", inputs_bundle["policy"].encode())
+        done.touch()
+    return {"model_path": str(root / inputs_bundle["model"][0]), "data_path": str(root / inputs_bundle["spec"][0]),
+            "policy_path": str(root / "policy.yaml"), "cache_root": str(root / "cache")}
+
+
+def _run_on_worker(inputs_bundle: dict[str, Any], task: Any) -> Any:
+    from amulet_audit.run.runner import run_task
+
+    local = materialise(inputs_bundle)
+    return run_task(replace(task, inputs=replace(task.inputs, **local)))
+
+
+class RayExecutor:
+    """The executor interface of `run.executor.LocalExecutor` (`submit`, `next_done`, `close`) over Ray tasks, one
+    CPU each. `address`: a cluster's address ("ray://host:10001", "auto"); None starts a local Ray with `num_cpus`
+    CPUs (all of this machine's when None) and shuts it down on `close`. Raises InputError with the fix when `ray`
+    is not installed or the cluster cannot be reached."""
+
+    def __init__(self, inputs_bundle: dict[str, Any], *, address: str | None = None, num_cpus: int | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise InputError("--executor ray needs Ray: pip install 'amulet-audit[ray]' (or pip install ray).") from None
+        self._ray = ray
+        self._started = False
+        if not ray.is_initialized():
+            import logging
+
+            try:
+                ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
+                         log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise InputError(f"--ray-address {address}: cannot connect to a Ray cluster ({exc}); check the address "
+                                 "(e.g. ray://head:10001, or auto on a cluster node).") from None
+            self._started = True
+        self._bundle = ray.put(inputs_bundle)
+        self._remote = ray.remote(num_cpus=1, max_retries=2)(_run_on_worker)
+        self._refs: dict[Any, int] = {}
+
+    def submit(self, i: int, task: Any) -> None:
+        self._refs[self._remote.remote(self._bundle, task)] = i
+
+    def next_done(self) -> tuple[int, Any]:
+        ready, _ = self._ray.wait(list(self._refs), num_returns=1)
+        ref = ready[0]
+        return self._refs.pop(ref), self._ray.get(ref)
+
+    def close(self) -> None:
+        for ref in list(self._refs):
+            self._ray.cancel(ref, force=True)
+        self._refs.clear()
+        if self._started:
+            self._ray.shutdown()
+            self._started = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
