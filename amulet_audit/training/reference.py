@@ -374,7 +374,7 @@ def _train_stacked(base, param_names, state, x, y, masks, recipe, seeds, chain, 
     dropout_gen = torch.Generator().manual_seed(_dropout_seed(seeds)) if layers is not None and layers.random else None
 
     # per step: 0/1 row weights (K, bs), which models step, whether all do (the same every epoch), and the groups of
-    # models run together: (None: all, rows) when padding rows may enter the forward or every batch has `rows`
+    # models run together: (all models, rows) when padding rows may enter the forward or every batch has `rows`
     # rows; else (models, rows) per batch size
     col = torch.arange(bs)
     plan = []
@@ -383,11 +383,11 @@ def _train_stacked(base, param_names, state, x, y, masks, recipe, seeds, chain, 
         active = weight[:, 0] > 0
         rows = weight.sum(dim=1).long()
         if bool((rows == rows[0]).all()):
-            groups = [(None, int(rows[0]))]
+            groups = [(slice(None), int(rows[0]))]
         elif exact_rows:
             groups = [(torch.nonzero(rows == r).flatten(), int(r)) for r in torch.unique(rows) if int(r) > 0]
         else:
-            groups = [(None, bs)]
+            groups = [(slice(None), bs)]
         # each model's loss is the mean over its real rows, as F.cross_entropy's default in train_model
         plan.append((weight / weight.sum(dim=1, keepdim=True).clamp_min(1.0), active, bool(active.all()), groups))
     epochs = recipe.epochs
@@ -405,16 +405,15 @@ def _train_stacked(base, param_names, state, x, y, masks, recipe, seeds, chain, 
             live = {n: t.view(k_models, *sh) for n, t, sh in zip(param_names, flat.split(numels, dim=1), shapes)}
             flat.grad = None
             for models, rows in groups:
-                if models is None:
-                    part, scale, sub = cols[:, :rows], row_scale[:, :rows], {**live, **buffers}
-                else:  # buffers are copied for the group, updated by its forward, then written back
-                    part, scale = cols[models, :rows], row_scale[models, :rows]
-                    sub = {n: t[models] for n, t in {**live, **buffers}.items()}
+                # all models: views, whose buffers the forward updates in place; some (an index tensor): copies,
+                # written back
+                part, scale = cols[models, :rows], row_scale[models, :rows]
+                sub = {n: t[models] for n, t in {**live, **buffers}.items()}
                 xb, yb = xt[part], yt[part]
                 out = layers.forward(sub, xb, training=True, gen=dropout_gen) if layers is not None else forward(sub, xb)
                 ce = record_loss(out.reshape(len(part) * rows, -1), yb.reshape(-1))
                 (ce.reshape(len(part), rows) * scale).sum().backward()
-                if models is not None:
+                if isinstance(models, torch.Tensor):
                     for n in buffers:
                         buffers[n][models] = sub[n]
             opt.step(active, every)

@@ -1,13 +1,16 @@
-"""K copies of a Linear/activation chain (an MLP) trained as one: batched matrix products over the stacked
-weights, with the cross-entropy gradient written out by hand.
+"""K copies of a model trained as one: for a Linear/activation chain (an MLP), batched matrix products over the
+stacked weights with the cross-entropy gradient written out by hand (`StackedChain`); for any other Sequential of
+torch.nn layers (convolutions, BatchNorm, Dropout, pooling), each layer run for all K models at once with autograd's
+backward (`StackedLayers`).
 
 `torch.func.vmap` over `functional_call` trains any architecture, but for the small MLPs that tabular models
 usually are, its dispatch and the autograd graph cost more than the arithmetic. A chain of Flatten, Linear and
 elementwise activations needs neither: the forward is one `baddbmm` per Linear, and the backward of mean
 cross-entropy through it is the textbook one (softmax minus one-hot; per layer dW = g^T h, db = sum g,
 dh = g W times the activation's derivative, read from the activation's output). The chain is recognised in an
-`nn.Sequential` (nested ones included) and in the FX graph that TorchScript models are converted to; anything
-else keeps the vmap path.
+`nn.Sequential` (nested ones included) and in the FX graph that TorchScript models are converted to; the layer
+kernel in an `nn.Sequential` (a scripted one is rebuilt in eager mode, `training.scripted`); anything else keeps
+the vmap path.
 
 torch is imported inside the functions, as in `reference.py`.
 """
