@@ -286,6 +286,8 @@ class StackedLayers:
             kind = type(sub).__name__
             if kind == "Linear":
                 w, b = state[f"{path}.weight"], state.get(f"{path}.bias") if sub.bias is not None else None
+                if not models_first and h.dim() == 5 and grouped().is_contiguous(memory_format=torch.channels_last):
+                    h = _channels_last_gradient(grouped()).reshape(h.shape)
                 hk = h if models_first else h.transpose(0, 1)
                 lead = hk.shape[2:-1]
                 flat = hk.reshape(k_models, -1, hk.shape[-1])
@@ -319,6 +321,27 @@ class StackedLayers:
             elif kind in _ELEMENTWISE:
                 h = sub(h)
             else:  # per record: the K * n records as one batch, each with the rank of its own model's call
+                if not models_first and h.dim() == 5:  # leaving channels-last memory: its gradient comes back in it
+                    g = grouped()
+                    if g.is_contiguous(memory_format=torch.channels_last):
+                        h = _channels_last_gradient(g).reshape(h.shape)
                 out = sub(h.reshape(h.shape[0] * h.shape[1], *h.shape[2:]))
                 h = out.reshape(h.shape[0], h.shape[1], *out.shape[1:])
         return h if models_first else h.transpose(0, 1)
+
+
+def _channels_last_gradient(x):
+    """`x` (a 4-D tensor in channels-last memory), unchanged, whose gradient is passed back in channels-last memory:
+    the layers before it (pooling, activations, convolutions) then run their backward without converting layouts."""
+    import torch
+
+    class ChannelsLastGradient(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, t):
+            return t.view_as(t)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad.contiguous(memory_format=torch.channels_last)
+
+    return ChannelsLastGradient.apply(x)
