@@ -120,6 +120,21 @@ def test_a_rate_metric_must_carry_its_binomial_interval():
     assert "kind 'rate'" in _failures(Widened)["measurements_valid"]
 
 
+def test_a_statistic_metric_must_not_claim_a_binomial_interval():
+    """TPR at a fixed FPR is a share of the members, but its threshold is estimated from the non-members: a binomial
+    interval over the members alone (what a `rate` would carry) ignores that, and the check refuses it."""
+    class BinomialTpr(_Accuracy):
+        name = "probe_binomial_tpr"
+        risk = "membership_inference"
+        metrics = ("tpr_at_fpr_0.01",)
+
+        def _run(self, ctx):
+            return AttackResult({"tpr_at_fpr_0.01": super()._run(ctx).metrics["clean_accuracy"]}, {})
+
+    assert registry.metrics()["tpr_at_fpr_0.01"].obj.kind == "statistic"
+    assert "kind 'statistic' records a binomial interval" in _failures(BinomialTpr)["measurements_valid"]
+
+
 def test_declarations_are_checked_without_running():
     class Broken(Attack):
         name = "broken"

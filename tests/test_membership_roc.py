@@ -24,3 +24,31 @@ def test_roc_points_and_auc_equal_scikit_learn_with_and_without_ties():
         ours = roc_points(score, member)
         assert np.array_equal(ours[0], fpr) and np.array_equal(ours[1], tpr)
         assert auc_statistic({"score": score, "member": member}) == roc_auc_score(member, score)
+
+
+def test_weighted_tpr_at_fpr_equals_the_resampled_and_the_weighted_roc():
+    """`tpr_at_fpr_weighted`, which computes bootstrap replicates all at once, gives `tpr_statistic` of each resample
+    exactly (count weights, distinct scores), and scikit-learn's weighted ROC read by `tpr_at_fpr` for continuous
+    weights, with and without ties."""
+    from amulet_audit.core.stats import bootstrap_indices
+    from amulet_audit.risks.membership import tpr_at_fpr, tpr_at_fpr_weighted, tpr_statistic
+
+    rng = np.random.default_rng(1)
+    for trial in range(120):
+        n = int(rng.integers(5, 300))
+        member = rng.integers(0, 2, n).astype(bool)
+        if member.all() or not member.any():
+            continue
+        target = (0.001, 0.01, 0.05, 0.3)[trial % 4]
+        score = rng.normal(size=n)
+        idx = bootstrap_indices(n, reps=10, seed=trial, strata=[np.flatnonzero(member), np.flatnonzero(~member)])
+        c = np.stack([np.bincount(i, minlength=n) for i in idx]).astype(float)
+        resampled = [tpr_statistic({"score": score[i], "member": member[i]}, target) for i in idx]
+        assert np.array_equal(tpr_at_fpr_weighted(score, member, c, target), resampled)
+        if trial % 3 == 1:
+            score = np.round(score, 1)
+        elif trial % 3 == 2:
+            score = rng.integers(0, 3, n).astype(float)
+        w = rng.standard_exponential((10, n))
+        expected = [tpr_at_fpr(*roc_curve(member, score, sample_weight=wr)[:2], target) for wr in w]
+        assert np.allclose(tpr_at_fpr_weighted(score, member, w, target), expected, rtol=0, atol=1e-12)

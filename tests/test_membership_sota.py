@@ -96,7 +96,9 @@ def test_lira_finds_members_of_an_overfit_model_and_not_of_a_dp_sgd_model(overfi
     dp = LiRA().run(dp_ctx)
     assert dp.details["reference_models_from_cache"] == 8  # the same reference models as for the overfit model
     high, low = lira.metrics["tpr_at_fpr_0.01"], dp.metrics["tpr_at_fpr_0.01"]
-    assert high.value >= 0.08 and high.ci[0] > low.value  # many members identified with 1% false alarms
+    assert high.value >= 0.08 and high.value > low.value + 0.05  # many members identified with 1% false alarms
+    # 200 non-members cannot bound the 1%-FPR threshold from above (that takes 368): no lower end above 0 is valid
+    assert high.ci[0] == 0.0 and high.ci[1] > low.ci[1]
     assert low.value <= 0.04
     auc = dp.metrics["auc"]
     assert auc.ci[0] <= 0.5 <= auc.ci[1]  # DP-SGD at epsilon 1: no detectable membership signal

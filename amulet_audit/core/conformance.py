@@ -302,7 +302,8 @@ def _check_metrics_reported(cls, result) -> None:
 
 def _check_measurements(result: AttackResult) -> None:
     """Values finite or None and inside their interval; a metric of kind 'rate' carries the exact binomial interval
-    of round(value * n) out of n (what the kind promises)."""
+    of round(value * n) out of n (what the kind promises); one of kind 'statistic' (e.g. TPR at a fixed FPR, whose
+    threshold is itself estimated) does not record a binomial interval, which would ignore part of its variance."""
     from amulet_audit.core import registry
     from amulet_audit.core.stats import binomial_ci
 
@@ -318,6 +319,10 @@ def _check_measurements(result: AttackResult) -> None:
                 f"{name}: a metric of kind 'rate' needs the exact binomial interval of {k} out of {m.n}"
             method = getattr(m, "ci_method", "")
             assert not method or "binomial" in method, f"{name}: a metric of kind 'rate' records its interval as {method!r}"
+        elif spec is not None and spec.kind == "statistic":
+            method = getattr(m, "ci_method", "")
+            assert "binomial" not in method, \
+                f"{name}: a metric of kind 'statistic' records a binomial interval ({method!r}), as if k of n records"
 
 
 def _check_same(a, b) -> None:

@@ -20,16 +20,17 @@ import numpy as np
 from amulet_audit.core.attack import Attack, AttackContext, AttackResult, Measurement, MetricSpec, PairedSample
 from amulet_audit.ops.forward import cross_entropy, logits
 from amulet_audit.core.params import Boolean, Interval, OptionalOf, Options
-from amulet_audit.core.stats import CI_BINOMIAL, CI_STRATIFIED_BOOTSTRAP, binomial_ci, sample_ci
+from amulet_audit.core.stats import (CI_BAYESIAN_BOOTSTRAP, CI_STRATIFIED_BOOTSTRAP, bayesian_bootstrap_replicates,
+                                     percentile_ci, sample_ci)
 
 AUC = MetricSpec("auc", "Area under the membership ROC curve; 0.5 is chance.", higher_is_worse=True, unit="auc")
 TPR_AT_FPR_001 = MetricSpec(
-    "tpr_at_fpr_0.01", "Members identified at a 1% false-positive rate.", higher_is_worse=True, kind="rate",
-    unit="fraction", min_n=100, min_n_of="non-members",
+    "tpr_at_fpr_0.01", "Members identified at a 1% false-positive rate.", higher_is_worse=True, unit="fraction",
+    min_n=100, min_n_of="non-members",
 )
 TPR_AT_FPR_0001 = MetricSpec(
-    "tpr_at_fpr_0.001", "Members identified at a 0.1% false-positive rate.", higher_is_worse=True, kind="rate",
-    unit="fraction", min_n=1000, min_n_of="non-members",
+    "tpr_at_fpr_0.001", "Members identified at a 0.1% false-positive rate.", higher_is_worse=True, unit="fraction",
+    min_n=1000, min_n_of="non-members",
 )
 ADVANTAGE = MetricSpec("advantage", "Membership advantage max(TPR - FPR) (Yeom et al. 2018).", higher_is_worse=True,
                       unit="difference")
@@ -58,6 +59,81 @@ def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
     """Highest TPR reachable with FPR at most `target`."""
     ok = fpr <= target + 1e-12
     return float(tpr[ok].max()) if ok.any() else 0.0
+
+
+def tpr_at_fpr_weighted(scores: np.ndarray, is_member: np.ndarray, weights: np.ndarray, target: float) -> np.ndarray:
+    """`tpr_at_fpr` of the weighted ROC curve, for many weightings of the same records at once.
+
+    `scores`, `is_member`: (n,); `weights`: (rows, n), non-negative (a record's count in a resample, or its
+    Bayesian-bootstrap weight). Row r's value is the highest weighted TPR over the thresholds (the distinct scores)
+    whose weighted FPR is at most `target`. With count weights and distinct scores it equals `tpr_statistic` of the
+    resampled records exactly; with continuous weights, scikit-learn's `roc_curve(..., sample_weight=w)` read by
+    `tpr_at_fpr` (tests/test_membership_roc.py). Returns (rows,)."""
+    y = np.asarray(is_member).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    order = np.argsort(s, kind="mergesort")[::-1]
+    last = np.r_[np.flatnonzero(np.diff(s[order])), len(s) - 1]  # the last record of each distinct score
+    w, y = w[:, order], y[order]
+    tps = np.cumsum(w * y, axis=1)[:, last]
+    fps = np.cumsum(w, axis=1)[:, last] - tps
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fpr, tpr = fps / fps[:, -1:], tps / tps[:, -1:]
+    k = np.sum(fpr <= target + 1e-12, axis=1)  # both rise along the thresholds: the best is the last one allowed
+    return np.where(k > 0, tpr[np.arange(len(w)), np.maximum(k - 1, 0)], 0.0)
+
+
+def threshold_bounded_from(target: float, confidence: float) -> int:
+    """The fewest non-members with which the threshold at FPR `target` can be bounded from above at `confidence`:
+    the number of non-members scoring above the population threshold is Binomial(n, target), and while
+    (1 - target)^n > (1 - confidence) / 2 none may lie above it (no order statistic bounds it), so no TPR above 0
+    is a valid lower confidence bound, whatever the score distributions. 368 at 1% FPR, 3,688 at 0.1% (95%);
+    below it `tpr_at_fpr_interval` starts at 0."""
+    return int(np.ceil(np.log((1.0 - confidence) / 2) / np.log1p(-target) - 1e-9))
+
+
+def tpr_at_fpr_interval(scores: np.ndarray, is_member: np.ndarray, target: float, *, reps: int, seed: int,
+                        confidence: float) -> tuple[float, tuple[float, float], str]:
+    """TPR at FPR <= `target` (a fraction of the members; `tpr_at_fpr`), its interval at `confidence`, and how
+    the interval was computed (`ci_method`). `scores`, `is_member`: (n,).
+
+    The threshold is estimated from the non-members, so both samples vary: percentiles of `reps` Bayesian-bootstrap
+    replicates (Rubin 1981; `stats.bayesian_bootstrap_replicates`), members and non-members reweighted apart, the
+    threshold re-estimated in each replicate. Ordinary resampling moves the threshold by whole records and misses
+    its coverage with few non-members above the threshold (tests/test_coverage.py, benchmarks/coverage.py). The
+    members get one more record, below every score for the lower end and above every score for the upper end: on
+    k of n members above a known threshold the replicates are then Beta(k, n - k + 1) and Beta(k + 1, n - k),
+    whose percentiles are the Clopper-Pearson limits, where the plain Bayesian bootstrap's Beta(k, n - k)
+    under-covers few members above the threshold (k = 0 gives an empty interval). With fewer non-members than
+    `threshold_bounded_from(target, confidence)` the lower end is 0; the interval is extended to the point
+    estimate where the percentiles exclude it."""
+    member = np.asarray(is_member).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    value = tpr_at_fpr(*roc_points(s, member), target)
+    n, n_out = len(s), int((~member).sum())
+    strata = [np.r_[np.flatnonzero(member), n], np.flatnonzero(~member)]  # record n: the extra member
+    ends = bayesian_bootstrap_replicates(partial(_tpr_ends, s, member, target), strata, n + 1, reps=reps, seed=seed)
+    if not len(ends):
+        return value, (float("nan"), float("nan")), CI_BAYESIAN_BOOTSTRAP
+    lo, hi = percentile_ci(ends[:, 0], confidence)[0], percentile_ci(ends[:, 1], confidence)[1]
+    method = CI_BAYESIAN_BOOTSTRAP + ", one more member below (lower end) or above (upper end) every score"
+    if n_out < (need := threshold_bounded_from(target, confidence)):
+        lo = 0.0
+        method += f"; lower end 0, as fewer than {need:,} non-members cannot bound the threshold from above"
+    if value < lo or value > hi:
+        lo, hi = min(lo, value), max(hi, value)
+        method += "; extended to the point estimate"
+    return value, (lo, hi), method
+
+
+def _tpr_ends(scores: np.ndarray, member: np.ndarray, target: float, weights: np.ndarray) -> np.ndarray:
+    """(rows, 2): the weighted TPR at FPR <= target with the extra member (weights[:, -1]) below every score, then
+    above every score; it moves no threshold, only the members' total and the weight above the threshold."""
+    w, extra = weights[:, :-1], weights[:, -1]
+    tpr = tpr_at_fpr_weighted(scores, member, w, target)
+    kept = w[:, member].sum(axis=1)
+    kept = kept / (kept + extra)
+    return np.stack([tpr * kept, tpr * kept + (1.0 - kept)], axis=1)
 
 
 def auc_statistic(sample: dict[str, np.ndarray]) -> float:
@@ -100,16 +176,16 @@ def membership_metrics(scores: np.ndarray, is_member: np.ndarray, records: np.nd
 
     out = {"auc": measured(auc_statistic, auc_statistic(sample), 0),
            "advantage": measured(advantage_statistic, float(np.max(tpr - fpr)), 1)}
-    for spec, target in ((TPR_AT_FPR_001, 0.01), (TPR_AT_FPR_0001, 0.001)):
-        value = tpr_at_fpr(fpr, tpr, target)
-        k = int(round(value * n_in))
+    for offset, (spec, target) in enumerate(((TPR_AT_FPR_001, 0.01), (TPR_AT_FPR_0001, 0.001)), 2):
+        value, ci, method = tpr_at_fpr_interval(scores, is_member, target, reps=reps, seed=seed + offset,
+                                                confidence=confidence)
         need = spec.min_n
         reason = "" if n_out >= need else (
             f"TPR at {target:.1%} FPR needs at least {need:,} non-members to be estimated; only {n_out:,} were available"
         )
-        out[spec.name] = Measurement(value, binomial_ci(k, n_in, confidence), n_in, reason,
+        out[spec.name] = Measurement(value, ci, n_in + n_out, reason,
                                      paired=PairedSample(records, sample, partial(tpr_statistic, target=target), strata),
-                                     ci_method=f"{CI_BINOMIAL}, over the members")
+                                     ci_method=method)
     details = {"roc": _downsample_roc(fpr, tpr), "n_members": n_in, "n_nonmembers": n_out, "auc": out["auc"].value}
     return out, details
 
