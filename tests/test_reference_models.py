@@ -115,13 +115,17 @@ def test_reference_logits_are_every_models_outputs():
         np.testing.assert_allclose(z[2], module(torch.as_tensor(x[:11])).double().numpy(), atol=1e-5)
 
 
-def test_torchscript_is_vectorised_through_its_functional_copy_and_matches_one_at_a_time():
+@pytest.mark.parametrize("arch", ["sequential", "residual"])
+def test_torchscript_is_vectorised_and_matches_one_at_a_time(arch):
+    """A scripted Sequential is rebuilt in eager mode (its chain kernel); another scripted module trains through
+    its functional copy, an FX graph (vmap)."""
     x, y = _data()
-    handle = _scripted_handle(_mlp())
+    handle = _scripted_handle(_mlp() if arch == "sequential" else _residual())
     masks = half_masks(len(x), 2, seed=0)
     recipe = TrainingRecipe(epochs=2, batch_size=16)
     refs = train_reference_models(handle, x, y, masks, recipe, seed=3)
-    assert refs.details["trainer"] == "vectorised" and refs.details["kernel"].startswith("batched")
+    assert refs.details["trainer"] == "vectorised"
+    assert refs.details["kernel"].startswith("batched matrix" if arch == "sequential" else "torch.func.vmap")
     _assert_same_weights(refs, _one_at_a_time(handle, x, y, masks, recipe, seed=3))
     assert refs.logits(x[:5]).shape == (2, 5, 3)
 

@@ -226,9 +226,10 @@ def sequential_layers(module, param_names: list[str]) -> "StackedLayers | None":
                 return False
             if kind.__name__.startswith("BatchNorm") and sub.momentum is None and sub.track_running_stats:
                 return False
-            if kind.__name__ in ("Flatten", "Unflatten") and (getattr(sub, "start_dim", 1) < 1
-                                                              or getattr(sub, "dim", 1) < 1):
-                return False  # would reach into the batch dimension
+            # a dimension that is (or, unspecified, may be) the batch: models would mix (negative ones that reach it
+            # change the output's shape, which the trainer's check against vmap catches)
+            if kind.__name__ in ("Flatten", "Unflatten") and 0 in (getattr(sub, "start_dim", 1), getattr(sub, "dim", 1)):
+                return False
             if kind.__name__ in ("Softmax", "LogSoftmax") and (sub.dim is None or sub.dim == 0):
                 return False
             layers.append((f"{prefix}{name}", sub))
