@@ -80,6 +80,26 @@ class _CustomBN:
         return CustomBN()
 
 
+class _ResidualDropout:
+    """A module with Dropout that is no Sequential (a skip connection): trained through vmap."""
+
+    def __new__(cls):
+        import torch
+        import torch.nn as nn
+
+        class ResidualDropout(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a, self.drop, self.b = nn.Linear(8, 16), nn.Dropout(0.5), nn.Linear(16, 3)
+
+            def forward(self, x):
+                h = torch.relu(self.a(x))
+                return self.b(self.drop(h) + h)
+
+        torch.manual_seed(0)
+        return ResidualDropout()
+
+
 def _one_at_a_time(handle, x, y, masks, recipe, seed):
     out = []
     for k in range(len(masks)):
@@ -167,6 +187,20 @@ def test_dropout_draws_are_independent_per_model_and_reproducible():
     second = train_reference_models(handle, data, labels, half_masks(90, 2, 0), RECIPES["adam"], seed=3)
     assert first.details["kernel"].startswith(LAYERS)
     np.testing.assert_array_equal(first.logits(data), second.logits(data))
+    # a module that is no Sequential: vmap draws per model from torch's generator, seeded the same way
+    residual = _ResidualDropout()
+    runs = [train_reference_models(_handle(residual), data, labels, half_masks(90, 2, 0), RECIPES["adam"], seed=3)
+            for _ in range(2)]
+    assert runs[0].details["kernel"].startswith("torch.func.vmap")
+    np.testing.assert_array_equal(runs[0].logits(data), runs[1].logits(data))
+    residual.drop.p = 0.0
+    plain = train_reference_models(_handle(residual), data, labels, half_masks(90, 2, 0), RECIPES["adam"], seed=3)
+    assert np.abs(plain.logits(data) - runs[0].logits(data)).max() > 1e-3  # the Dropout did draw
+    residual.drop.p = 0.5
+    with torch.random.fork_rng():
+        torch.manual_seed(123)
+        other = train_reference_models(_handle(residual), data, labels, half_masks(90, 2, 0), RECIPES["adam"], seed=3)
+    np.testing.assert_array_equal(other.logits(data), runs[0].logits(data))  # whatever the global generator's state
 
 
 def _auc_interval(scores: np.ndarray, member: np.ndarray, reps: int = 300, seed: int = 0) -> tuple[float, float, float]:
