@@ -111,15 +111,16 @@ def test_a_changed_policy_invalidates_exactly_the_jobs_it_touches(small, tmp_pat
         return result, set(state.glob("*.pkl")) - before
 
     first, made = audit(_policy(tmp_path))
-    # 3 attack jobs on the audited model, 1 defense job and 3 attack jobs on the defended model
-    assert len(made) == 7 and first.environment["jobs_reused"] == 0
+    # 3 attack jobs on the audited model, the training-fidelity check, the positive control of the membership
+    # attack, 1 defense job and 3 attack jobs on the defended model
+    assert len(made) == 9 and first.environment["jobs_reused"] == 0
     # a threshold is not an input of any job: everything reused, the verdict judged anew
     same, made = audit(_policy(tmp_path, threshold=0.99))
-    assert made == set() and same.environment["jobs_reused"] == 7
+    assert made == set() and same.environment["jobs_reused"] == 9
     assert [r.value for r in same.requirements] == [r.value for r in first.requirements]
     assert next(r for r in same.requirements if r.id == "robust").verdict.value == "fail"
     # another evasion budget: the PGD job on each model runs again, nothing else
     other, made = audit(_policy(tmp_path, eps=0.2))
-    assert len(made) == 2 and other.environment["jobs_reused"] == 5
+    assert len(made) == 2 and other.environment["jobs_reused"] == 7
     assert [r.value for r in other.requirements if r.id != "robust"] == \
            [r.value for r in first.requirements if r.id != "robust"]

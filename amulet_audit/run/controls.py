@@ -107,31 +107,46 @@ class _Setup:
 
 def positive_controls(model, data, plan, *, seed: int, profile, confidence: float = 0.95, cache=None,
                       metrics: dict[str, str] | None = None, progress=None) -> dict[str, Control]:
-    """One Control per attack job of `plan` whose attack's risk is in `CONTROLLED_RISKS`, keyed by the job's key.
+    """One Control per attack job of `plan` whose attack's risk is in `CONTROLLED_RISKS` (`controlled`), keyed by
+    the job's key; each as `control_of` makes it."""
+    return {plan.jobs[i].key: control_of(plan.jobs[i], model, data, seed=seed, profile=profile, confidence=confidence,
+                                         cache=cache, metrics=metrics, progress=progress)
+            for i in controlled(plan)}
+
+
+def controlled(plan) -> list[int]:
+    """Indexes of the plan's attack jobs whose attack's risk is in `CONTROLLED_RISKS` (each gets a control)."""
+    out = []
+    for i, job in enumerate(plan.jobs):
+        try:
+            cls = registry.attack_class(job.attack)
+        except Exception:  # noqa: BLE001 - an unknown attack was already reported by its own run
+            continue
+        if cls.risk in CONTROLLED_RISKS:
+            out.append(i)
+    return out
+
+
+def control_of(job, model, data, *, seed: int, profile, confidence: float = 0.95, cache=None,
+               metrics: dict[str, str] | None = None, progress=None) -> Control:
+    """The positive control of one attack job (`plan.Job`): the same attack, parameters and budget on a
+    deliberately vulnerable setting (`_setup`), with its wall time.
 
     `model` is the audited ModelHandle (read-only; controls are fresh copies of its architecture), `data` the
     AuditData, `profile` the audit's Profile (the attack's budget), `cache` a ModelCache for the trained controls,
     `metrics` the metric of each requirement id (a membership control keeps as many non-members as its metrics need).
     A control that cannot be built records why in `not_available`. Raises what a built-in attack raises; a
     third-party attack that fails on its control gets `not_available` with the error."""
-    out: dict[str, Control] = {}
-    for job in plan.jobs:
-        try:
-            cls = registry.attack_class(job.attack)
-        except Exception:  # noqa: BLE001 - an unknown attack was already reported by its own run
-            continue
-        if cls.risk not in CONTROLLED_RISKS:
-            continue
-        t = time.perf_counter()
-        label = f"positive control: {job.attack}"
-        wanted = [(metrics or {}).get(r, "") for r in job.requirements]
-        control = _control(cls, job, model, data, wanted, seed=seed, profile=profile, confidence=confidence, cache=cache,
-                           progress=(lambda f, label=label: progress(label, f)) if progress else None)
-        control.seconds = round(time.perf_counter() - t, 3)
-        out[job.key] = control
-        if progress:
-            progress(label, 1.0)
-    return out
+    t = time.perf_counter()
+    label = f"positive control: {job.attack}"
+    wanted = [(metrics or {}).get(r, "") for r in job.requirements]
+    control = _control(registry.attack_class(job.attack), job, model, data, wanted, seed=seed, profile=profile,
+                       confidence=confidence, cache=cache,
+                       progress=(lambda f: progress(label, f)) if progress else None)
+    control.seconds = round(time.perf_counter() - t, 3)
+    if progress:
+        progress(label, 1.0)
+    return control
 
 
 def _control(cls, job, model, data, wanted, *, seed, profile, confidence, cache, progress) -> Control:

@@ -4,7 +4,9 @@ Nodes:
 - one attack job per (model, plan job): the audited model's (scope "") and each defended model's
   (scope "<defense>/"), each returning its `Run` and `AttackResult`;
 - one defense job per defense: applying it (training the defended copy) and measuring its utility; the attack jobs
-  on the defended model depend on it. A defense that aims at what the baseline found (`baseline_params`, e.g.
+  on the defended model depend on it;
+- the training-fidelity check (`run.fidelity`) and one positive control per privacy or poisoning attack job
+  (`run.controls`), on their own. A defense that aims at what the baseline found (`baseline_params`, e.g.
   fairness mitigation's attribute) also depends on every attack job of the audited model.
 
 A job's key is a SHA-256 over the code version (every source file of the package), the inputs' digests (model
@@ -47,11 +49,13 @@ class Node:
         return f"{self.kind} {self.unit}/{self.index}"
 
 
-def build_graph(n_defenses: int, n_attacks: int, aims: list[bool]) -> list[Node]:
-    """The nodes in a deterministic order: the audited model's attack jobs, then for each defense its defense job
-    and its attack jobs. `aims[k]`: plan.defenses[k] takes parameters from the baseline's findings."""
+def build_graph(n_defenses: int, n_attacks: int, aims: list[bool], controls: list[int] = ()) -> list[Node]:
+    """The nodes in a deterministic order: the audited model's attack jobs, the training-fidelity check and the
+    positive control of each attack job in `controls` (indexes into plan.jobs), then for each defense its defense
+    job and its attack jobs. `aims[k]`: plan.defenses[k] takes parameters from the baseline's findings."""
     nodes = [Node("attack", 0, i) for i in range(n_attacks)]
     baseline = tuple(range(n_attacks))
+    nodes += [Node("fidelity", 0)] + [Node("control", 0, i) for i in controls]
     for k in range(n_defenses):
         defense = len(nodes)
         nodes.append(Node("defense", k + 1, deps=baseline if aims[k] else ()))

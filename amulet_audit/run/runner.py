@@ -207,10 +207,23 @@ _DEFENDED: dict[tuple[Inputs, str], Any] = {}
 
 def run_task(task: Task, progress: Progress | None = None) -> Any:
     """A job's output: (Run, AttackResult) for an attack job, None for an attack job on a defended model that
-    could not be made (its defense job says why); for a defense job, its DefenseResult without requirements."""
+    could not be made (its defense job says why); for a defense job, its DefenseResult without requirements; the
+    CopyFidelity of the fidelity job; the Control of a control job."""
     model, data, loaded = _inputs(task.inputs)
     if task.kind == "defense":
         return _defense_result(task, progress)
+    if task.kind == "fidelity":
+        from amulet_audit.run.fidelity import copy_fidelity
+
+        return copy_fidelity(model, data, seed=task.inputs.seed, confidence=task.inputs.confidence,
+                             cache=_cache(task.inputs))
+    if task.kind == "control":
+        from amulet_audit.run.controls import control_of
+
+        return control_of(build_plan(loaded.policy).jobs[task.index], model, data, seed=task.inputs.seed,
+                          profile=PROFILES[task.inputs.profile], confidence=task.inputs.confidence,
+                          cache=_cache(task.inputs), progress=progress,
+                          metrics={r.id: r.metric for r in loaded.policy.requirements})
     target = model
     if task.defense is not None:
         outcome = _defended(task.inputs, task.defense, progress)
@@ -296,27 +309,20 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
     )
     _LOADED[inputs] = (model, data, loaded)
     plan = build_plan(loaded.policy)
-    results, store = _run_graph(model, data, loaded, plan, inputs, jobs=jobs, state_dir=state_dir, progress=progress,
-                                executor=executor, ray_address=ray_address)
+    results, fidelity, positive, store = _run_graph(model, data, loaded, plan, inputs, jobs=jobs, state_dir=state_dir,
+                                                    progress=progress, executor=executor, ray_address=ray_address)
 
-    # once per audit: does a copy trained with the data spec's recipe reproduce the model? (run/fidelity.py)
-    from amulet_audit.run.fidelity import copy_fidelity, mark
+    # does a copy trained with the data spec's recipe reproduce the model? (run/fidelity.py); would each privacy
+    # and poisoning attack have detected a deliberately vulnerable control? (run/controls.py) A PASS that relies on
+    # copies that do not reproduce the model, or whose attack did not detect its control, is not PASS.
+    from amulet_audit.run import controls
+    from amulet_audit.run.fidelity import mark
 
-    fidelity = copy_fidelity(model, data, seed=seed, confidence=confidence, cache=cache)
     for res in results:
         mark(fidelity, res.requirements, res.runs, model, defended=res.defense is not None)
-        if res.defense is not None:
-            mark(fidelity, res.defense.requirements, res.runs, model, defended=True)
-    # once per attack job: the same attack on a deliberately vulnerable positive control (run/controls.py); a PASS
-    # whose attack did not detect it, on the audited or a defended model, becomes INDETERMINATE
-    from amulet_audit.run import controls
-
-    positive = controls.positive_controls(model, data, plan, seed=seed, profile=profile, confidence=confidence,
-                                          cache=_cache(inputs), progress=progress,
-                                          metrics={r.id: r.metric for r in loaded.policy.requirements})
-    for res in results:
         controls.mark(positive, plan, res.requirements)
         if res.defense is not None and res.defense.requirements is not res.requirements:
+            mark(fidelity, res.defense.requirements, res.runs, model, defended=True)
             controls.mark(positive, plan, res.defense.requirements)
     baseline, baseline_paired = results[0].requirements, results[0].paired
     runs: list[Run] = []
@@ -409,12 +415,15 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
                state_dir: Path | None, progress: Progress | None, executor: str = "local",
                ray_address: str | None = None):
     """Every attack job on the audited model and on each defended model, and every defense job, as one graph
-    (`run.graph`) run by the executor (`_executor`): (one UnitResult per model, audited first; the job store). A
-    defense that aims at the baseline's findings waits for every attack job of the audited model."""
+    (`run.graph`) run by the executor (`_executor`), with the training-fidelity check and the positive controls:
+    (one UnitResult per model, audited first; the CopyFidelity; job key -> Control; the job store). A defense that
+    aims at the baseline's findings waits for every attack job of the audited model."""
     from amulet_audit.run import graph
 
+    from amulet_audit.run.controls import controlled
+
     aims = [any(_takes_baseline(p) for p in d.parts or [d]) for d in plan.defenses]
-    nodes = graph.build_graph(len(plan.defenses), len(plan.jobs), aims)
+    nodes = graph.build_graph(len(plan.defenses), len(plan.jobs), aims, controlled(plan))
     scopes = [""] + [_scope(d, plan) for d in plan.defenses]
     n = len(plan.jobs)
     digest = graph.inputs_digest(model.sha256, data.sha256, inputs.seed, inputs.profile, inputs.confidence,
@@ -434,9 +443,10 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
     def key(i: int) -> str:
         if i not in keys:
             node = nodes[i]
-            keys[i] = graph.node_key(digest, node, defense_of(node.unit),
-                                     plan.jobs[node.index].key if node.kind == "attack" else None,
-                                     [keys[d] for d in node.deps])
+            job = plan.jobs[node.index].key if node.kind in ("attack", "control") else None
+            if node.kind == "control":  # a membership control keeps as many non-members as its metrics need
+                job = (job, sorted(r.metric for r in loaded.policy.requirements if plan.job_of[r.id] is plan.jobs[node.index]))
+            keys[i] = graph.node_key(digest, node, defense_of(node.unit), job, [keys[d] for d in node.deps])
         return keys[i]
 
     def task(i: int) -> Task:
@@ -448,7 +458,7 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
         graph.execute(nodes, key, task, store, ex, progress=progress, on_done=done.__setitem__)
     results = []
     for unit in range(len(plan.defenses) + 1):
-        mine = [i for i, node in enumerate(nodes) if node.unit == unit]
+        mine = [i for i, node in enumerate(nodes) if node.unit == unit and node.kind in ("attack", "defense")]
         attacks = [done[i] for i in mine if nodes[i].kind == "attack"]
         head = next((done[i] for i in mine if nodes[i].kind == "defense"), None)
         if head is not None and head.not_applicable:
@@ -460,7 +470,9 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
                 "requirements": res.requirements,
                 "seconds": round(head.training_seconds + sum(run.seconds for run in res.runs), 3)})
         results.append(res)
-    return results, store
+    fidelity = next(done[i] for i, node in enumerate(nodes) if node.kind == "fidelity")
+    positive = {plan.jobs[node.index].key: done[i] for i, node in enumerate(nodes) if node.kind == "control"}
+    return results, fidelity, positive, store
 
 
 def _takes_baseline(defense: DefenseJob) -> bool:
