@@ -110,3 +110,20 @@ def test_fairness_not_applicable_without_sensitive_attribute(tabular_inputs):
     bare = dataclasses.replace(data, sensitive_holdout={}, sensitive_train={})
     out = GroupFairness().run(context(model, bare))
     assert out.not_applicable and "sensitive" in out.not_applicable
+
+
+def test_loss_of_a_confident_prediction_stays_above_zero_and_keeps_its_order():
+    """The LOSS attack scores records by their loss: records the model is very sure of must stay ordered by how
+    sure (margins 20 and 40 in float32 logits), not tie at a loss of exactly 0."""
+    import torch
+
+    from amulet_audit.ops.forward import cross_entropy
+
+    z = np.array([[20.0, 0.0], [40.0, 0.0], [0.0, 3.0], [1.0, 2.0]], dtype=np.float32)
+    y = np.array([0, 0, 0, 1])
+    loss = cross_entropy(z, y)
+    reference = torch.nn.functional.cross_entropy(torch.tensor(z, dtype=torch.float64), torch.tensor(y),
+                                                  reduction="none").numpy()
+    assert np.allclose(loss[2:], reference[2:], rtol=1e-12)  # ordinary losses as torch computes them
+    assert 0 < loss[1] < loss[0] and np.isclose(loss[0], np.exp(-20.0), rtol=1e-9)  # log1p(exp(-20))
+    assert np.isclose(loss[1], np.exp(-40.0), rtol=1e-9)
