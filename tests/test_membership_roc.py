@@ -52,3 +52,22 @@ def test_weighted_tpr_at_fpr_equals_the_resampled_and_the_weighted_roc():
         w = rng.standard_exponential((10, n))
         expected = [tpr_at_fpr(*roc_curve(member, score, sample_weight=wr)[:2], target) for wr in w]
         assert np.allclose(tpr_at_fpr_weighted(score, member, w, target), expected, rtol=0, atol=1e-12)
+
+
+def test_advantage_curves_give_the_advantage_of_each_resample():
+    from amulet_audit.core.stats import bootstrap_counts, bootstrap_indices
+    from amulet_audit.risks.membership import advantage_curves, advantage_statistic
+
+    rng = np.random.default_rng(2)
+    for trial in range(60):
+        n = int(rng.integers(5, 300))
+        member = rng.integers(0, 2, n).astype(bool)
+        if member.all() or not member.any():
+            continue
+        score = rng.normal(size=n) if trial % 2 else np.round(rng.normal(size=n), 1)
+        strata = [np.flatnonzero(member), np.flatnonzero(~member)]
+        idx = bootstrap_indices(n, reps=10, seed=trial, strata=strata)
+        c = next(bootstrap_counts(n, reps=10, seed=trial, strata=strata))
+        assert np.array_equal(c, np.stack([np.bincount(i, minlength=n) for i in idx]))
+        resampled = [advantage_statistic({"score": score[i], "member": member[i]}) for i in idx]
+        assert np.array_equal(advantage_curves(score, member, c).max(axis=1), resampled)

@@ -1,5 +1,6 @@
 """Confidence intervals: exact binomial (Clopper-Pearson) for rates, percentile bootstrap otherwise, and the
-Bayesian bootstrap (Rubin 1981) for statistics whose threshold is itself estimated (TPR at a fixed FPR).
+Bayesian bootstrap (Rubin 1981) for statistics whose threshold is itself estimated (TPR at a fixed FPR); the
+membership advantage, a best over thresholds, corrects its lower end for that choice (`membership.advantage_interval`).
 
 `tests/test_coverage.py` checks by simulation that each of them reaches its nominal coverage."""
 
@@ -14,6 +15,8 @@ import numpy as np
 CI_BINOMIAL = "exact binomial (Clopper-Pearson)"
 CI_BOOTSTRAP = "percentile bootstrap"
 CI_STRATIFIED_BOOTSTRAP = "percentile bootstrap, members and non-members resampled apart"
+CI_OPTIMISM_BOOTSTRAP = ("bootstrap, members and non-members resampled apart: upper end percentile, lower end the "
+                         "estimate less the optimism of its chosen threshold (Efron 1983)")
 CI_BAYESIAN_BOOTSTRAP = ("percentile Bayesian bootstrap (Rubin 1981), members and non-members reweighted apart, "
                          "the threshold re-estimated in each replicate")
 
@@ -165,6 +168,18 @@ def bootstrap_indices(n: int, *, reps: int, seed: int, strata: Sequence[np.ndarr
     `paired_delta_ci`) draws for the same arguments, row r being replicate r: for computing the replicates of a
     statistic vectorised over all of them at once (memory reps * n integers)."""
     return np.stack(list(_draws(n, reps, seed, strata))) if reps else np.empty((0, n), dtype=np.int64)
+
+
+def bootstrap_counts(n: int, *, reps: int, seed: int, strata: Sequence[np.ndarray] | None = None,
+                     rows: int | None = None):
+    """The draws of `bootstrap_indices` as record counts, in chunks of `rows` replicates (default: ~1M counts a
+    chunk): yields float arrays (rows, n), count[r, i] = how often replicate r drew record i."""
+    rows = rows or max(1, (1 << 20) // max(n, 1))
+    draws = _draws(n, reps, seed, strata)
+    for start in range(0, reps, rows):
+        idx = np.stack([next(draws) for _ in range(min(rows, reps - start))])
+        k = len(idx)
+        yield np.bincount((idx + n * np.arange(k)[:, None]).ravel(), minlength=k * n).reshape(k, n).astype(float)
 
 
 def _draws(n: int, reps: int, seed: int, strata: Sequence[np.ndarray] | None):
