@@ -171,11 +171,16 @@ def _join(parts: list[str]) -> str:
 
 
 def heatmap_cells(result: AuditResult) -> tuple[list[str], list[str], dict]:
-    defenses = list(dict.fromkeys([d.name for d in result.defenses if not d.not_applicable]
-                                  + [i.defense for i in result.interactions]))
+    """(column names, row names, cells) of the interaction heatmap: a column per defense and per combination (its
+    name spaced at the "+", so that it wraps between the defenses), a row per requirement."""
+    def column(name: str) -> str:
+        return name.replace("+", " + ")
+
+    defenses = list(dict.fromkeys([column(d.name) for d in result.defenses if not d.not_applicable]
+                                  + [column(i.defense) for i in result.interactions]))
     rows = [r.id for r in result.requirements if any(i.requirement == r.id for i in result.interactions)]
     cells = {
-        (i.defense, i.requirement): {"delta": i.delta, "harm": abs(i.delta) if i.worse else -abs(i.delta),
+        (column(i.defense), i.requirement): {"delta": i.delta, "harm": abs(i.delta) if i.worse else -abs(i.delta),
                                      "intended": i.intended, "flagged": i.flagged, "possible": i.possible}
         for i in result.interactions
     }
