@@ -6,7 +6,7 @@
 Prints one row per interval type and setting: the share of repetitions whose 95% interval covers the true
 population value, and its Monte Carlo standard error. The simulations are those of tests/test_coverage.py (fixed
 seeds, known populations; see its docstring); TPR at a fixed FPR is shown both with the audit's interval
-(`membership.tpr_at_fpr_interval`, a Bayesian bootstrap with one more member) and with the ordinary stratified
+(`membership.tpr_at_fpr_interval`, a Bayesian bootstrap with one more member and non-member) and with the ordinary
 percentile bootstrap of the same estimate, which under-covers; so is membership advantage (the audit's interval
 corrects its lower end for the optimism of the chosen threshold, `membership.advantage_interval`).
 """

@@ -71,3 +71,20 @@ def test_advantage_curves_give_the_advantage_of_each_resample():
         assert np.array_equal(c, np.stack([np.bincount(i, minlength=n) for i in idx]))
         resampled = [advantage_statistic({"score": score[i], "member": member[i]}) for i in idx]
         assert np.array_equal(advantage_curves(score, member, c).max(axis=1), resampled)
+
+
+def test_tpr_interval_ends_are_the_weighted_tpr_with_one_more_member_and_non_member():
+    from amulet_audit.risks.membership import _tpr_ends, tpr_at_fpr_weighted
+
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        n = int(rng.integers(5, 200))
+        member = rng.integers(0, 2, n).astype(bool)
+        score = rng.normal(size=n) if trial % 2 else rng.integers(0, 4, n).astype(float)
+        target = (0.01, 0.05, 0.3)[trial % 3]
+        w = rng.standard_exponential((8, n + 2))
+        ends = _tpr_ends(score, member, target, w)
+        with_extra = np.r_[member, True, False]
+        for col, (extra_in, extra_out) in enumerate(((-np.inf, np.inf), (np.inf, -np.inf))):
+            expected = tpr_at_fpr_weighted(np.r_[score, extra_in, extra_out], with_extra, w, target)
+            assert np.allclose(ends[:, col], expected, rtol=0, atol=1e-12)
