@@ -143,6 +143,8 @@ class FairnessMitigation(Defense):
     }
     # the discrimination measurement's smallest compared group, so both agree on which attributes have groups
     policy_params = {"min_group_size": ("discrimination", "min_group_size")}
+    # the risks whose findings on the audited model `baseline_params` reads (the runner waits for those jobs only)
+    baseline_risks = ("discrimination",)
 
     @classmethod
     def baseline_params(cls, findings: list[dict]) -> dict:

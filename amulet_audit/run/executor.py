@@ -19,6 +19,7 @@ class LocalExecutor:
 
     def __init__(self, fn: Callable[[Any], Any], jobs: int = 1, progress=None):
         self.fn, self.jobs, self.progress = fn, max(1, jobs), progress
+        self.capacity = self.jobs  # jobs handed over at once: the graph keeps the rest, to pick by priority
         self._queue: deque = deque()
         self._pool = None
         self._futures: dict = {}

@@ -36,31 +36,55 @@ STORE = ".amulet-audit-jobs"
 
 @dataclass(frozen=True)
 class Node:
-    """One job. `kind`: "attack" (`index` into plan.jobs) or "defense"; `unit`: index of the model it runs on
-    (0: the audited model, k: plan.defenses[k - 1]); `deps`: indexes of the nodes it needs first."""
+    """One job. `kind`: "attack" or "control" (`index` into plan.jobs), "defense" or "fidelity"; `unit`: index of
+    the model it runs on (0: the audited model, k: plan.defenses[k - 1]); `deps`: indexes of the nodes it needs
+    first; `weight`: its expected cost, relative (a job that trains copies weighs more), for scheduling only."""
 
     kind: str
     unit: int
     index: int = -1
     deps: tuple[int, ...] = ()
+    weight: float = 1.0
 
     @property
     def label(self) -> str:
         return f"{self.kind} {self.unit}/{self.index}"
 
 
-def build_graph(n_defenses: int, n_attacks: int, aims: list[bool], controls: list[int] = ()) -> list[Node]:
+# Relative costs for scheduling: training a defended copy, an attack that trains copies, any other job.
+WEIGHT_DEFENSE, WEIGHT_TRAINS, WEIGHT_OTHER = 10.0, 3.0, 1.0
+
+
+def build_graph(n_defenses: int, n_attacks: int, aims: list[tuple[int, ...] | None], controls: list[int] = (),
+                trains: list[bool] | None = None) -> list[Node]:
     """The nodes in a deterministic order: the audited model's attack jobs, the training-fidelity check and the
     positive control of each attack job in `controls` (indexes into plan.jobs), then for each defense its defense
-    job and its attack jobs. `aims[k]`: plan.defenses[k] takes parameters from the baseline's findings."""
-    nodes = [Node("attack", 0, i) for i in range(n_attacks)]
-    baseline = tuple(range(n_attacks))
-    nodes += [Node("fidelity", 0)] + [Node("control", 0, i) for i in controls]
+    job and its attack jobs. `aims[k]`: None when plan.defenses[k] needs nothing from the audited model's
+    evaluation, else the plan jobs whose findings it takes its parameters from (it waits for them). `trains[i]`:
+    plan.jobs[i] trains copies (a heavier job)."""
+    trains = trains or [False] * n_attacks
+    weight = [WEIGHT_TRAINS if t else WEIGHT_OTHER for t in trains]
+    nodes = [Node("attack", 0, i, weight=weight[i]) for i in range(n_attacks)]
+    nodes += [Node("fidelity", 0, weight=WEIGHT_TRAINS)] + [Node("control", 0, i, weight=WEIGHT_TRAINS) for i in controls]
     for k in range(n_defenses):
         defense = len(nodes)
-        nodes.append(Node("defense", k + 1, deps=baseline if aims[k] else ()))
-        nodes += [Node("attack", k + 1, i, (defense,)) for i in range(n_attacks)]
+        nodes.append(Node("defense", k + 1, deps=tuple(aims[k] or ()), weight=WEIGHT_DEFENSE))
+        nodes += [Node("attack", k + 1, i, (defense,), weight[i]) for i in range(n_attacks)]
     return nodes
+
+
+def priorities(nodes: list[Node]) -> list[float]:
+    """Each node's weight plus the heaviest chain of nodes that wait for it: run first what the most work waits
+    on (e.g. the audited model's fairness measurement before the other attacks, when a fairness mitigation aims at
+    its finding), so that more workers finish sooner."""
+    children: dict[int, list[int]] = {}
+    for i, node in enumerate(nodes):
+        for d in node.deps:
+            children.setdefault(d, []).append(i)
+    out = [0.0] * len(nodes)
+    for i in reversed(range(len(nodes))):  # dependencies come before their dependents
+        out[i] = nodes[i].weight + max((out[c] for c in children.get(i, ())), default=0.0)
+    return out
 
 
 _CODE: list[str] = []
@@ -146,7 +170,9 @@ def execute(nodes: list[Node], key: Callable[[int], str], task: Callable[[int], 
     (a key includes theirs). `on_done(i, output)` runs in this process as each node finishes (e.g. to aim a
     defense at the baseline's findings before its key is taken). Returns node index -> output."""
     done: dict[int, Any] = {}
-    waiting, running = set(range(len(nodes))), set()
+    waiting, ready, running = set(range(len(nodes))), [], set()
+    rank = priorities(nodes)
+    capacity = getattr(executor, "capacity", len(nodes))
 
     def finish(i: int, out: Any) -> None:
         done[i] = out
@@ -155,21 +181,24 @@ def execute(nodes: list[Node], key: Callable[[int], str], task: Callable[[int], 
         if progress:
             progress(f"jobs done of {len(nodes)}", len(done) / len(nodes))
 
-    while waiting or running:
-        ready = [i for i in sorted(waiting) if all(d in done for d in nodes[i].deps)]
-        for i in ready:
+    while waiting or ready or running:
+        for i in sorted(i for i in waiting if all(d in done for d in nodes[i].deps)):
             waiting.discard(i)
             out = store.get(key(i))
             if out is None:
-                executor.submit(i, task(i))
-                running.add(i)
+                ready.append(i)
             else:
                 finish(i, out)
+        ready.sort(key=lambda i: (-rank[i], i))  # the job with the most work waiting on it first
+        while ready and len(running) < capacity:
+            i = ready.pop(0)
+            executor.submit(i, task(i))
+            running.add(i)
         if running:
             i, out = executor.next_done()
             running.discard(i)
             store.put(key(i), out)
             finish(i, out)
-        elif not ready and waiting:
+        elif waiting and not any(all(d in done for d in nodes[i].deps) for i in waiting):
             raise RuntimeError("the job graph has a dependency that never finishes")  # pragma: no cover
     return done

@@ -90,6 +90,8 @@ class RayExecutor:
                 raise InputError(f"--ray-address {address}: cannot connect to a Ray cluster ({exc}); check the address "
                                  "(e.g. ray://head:10001, or auto on a cluster node).") from None
             self._started = True
+        # jobs handed to Ray at once: one per CPU of the cluster, the rest kept by the graph to pick by priority
+        self.capacity = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._bundle = ray.put(inputs_bundle)
         self._remote = ray.remote(num_cpus=1, max_retries=2)(_run_on_worker)
         self._refs: dict[Any, int] = {}
