@@ -51,7 +51,8 @@ def _audit_parser() -> argparse.ArgumentParser:
         description="Audit MODEL against POLICY; write report.html, report.pdf and results.json into --out.",
         epilog="exit codes: 0 all requirements pass, 1 a requirement fails or is indeterminate, 2 bad input, 3 internal error",
     )
-    p.add_argument("model", metavar="MODEL", help="TorchScript archive (default), torch.export .pt2, or state_dict with --arch")
+    p.add_argument("model", metavar="MODEL",
+                   help="TorchScript archive (default), torch.export .pt2, state_dict with --arch, or scikit-learn .skops")
     p.add_argument("--policy", required=True, metavar="POLICY", help="policy YAML path, or a bundled policy name (e.g. eu_ai_act)")
     p.add_argument("--data", metavar="DATA", help="data spec YAML (default: <model stem>.data.yaml beside MODEL)")
     p.add_argument("--out", metavar="DIR", default="amulet-report", help="output folder (default: amulet-report/)")
@@ -72,6 +73,9 @@ def _audit_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", metavar="MODULE:CLASS", help="architecture class for a state_dict model file")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow loading a pickled whole module (runs code from the file: only for files you trust)")
+    p.add_argument("--trust-type", action="append", default=[], metavar="TYPE",
+                   help="a type a .skops model file may load beyond skops' trusted defaults (repeatable; only for "
+                        "files you trust)")
     p.add_argument("--templates", metavar="DIR", help="folder of Jinja2 templates searched before the packaged ones")
     p.add_argument("--no-pdf", action="store_true", help="write report.html and results.json only")
     p.add_argument("--exit-zero", action="store_true", help="exit 0 even when a requirement fails (reporting-only runs)")
@@ -184,7 +188,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if not model_path.is_file():
         raise InputError(f"{model_path}: model file not found; check the path.")
     data = load_data(_data_path(model_path, args.data))  # a data problem is named before any model is loaded
-    model = load_model(model_path, arch=args.arch, trust_pickle=args.trust_pickle)
+    model = load_model(model_path, arch=args.arch, trust_pickle=args.trust_pickle,
+                       trust_types=tuple(args.trust_type))
     import torch
 
     from amulet_audit.core.threads import threads_for

@@ -19,18 +19,44 @@ NEEDS: dict[str, str] = {
 BUDGET_TYPES = (int, float, type(None))
 
 
+# The capability table (DESIGN.md, "Model kinds"): what each kind of model offers the audit among gradients (of
+# its scores with respect to its inputs), per-class scores, predicted labels and trainable copies of its
+# architecture. Attacks and defenses declare what they need (`NEEDS`); what a kind does not offer makes them
+# NOT_APPLICABLE with the reason (`unmet_need`). `offers`: the capabilities; `copies`: how trained copies are made.
+# A handle names its row with `kind` (default "pytorch") or declares `capabilities` itself.
+MODEL_KINDS: dict[str, dict[str, Any]] = {
+    "pytorch": {"title": "PyTorch module (TorchScript, torch.export, state_dict, trusted pickle)",
+                "offers": frozenset({"gradients", "scores", "labels", "trained_copies"}),
+                "copies": "re-initialised copies trained with the data spec's recipe"},
+    "sklearn": {"title": "scikit-learn estimator or pipeline saved with skops (incl. LightGBM, XGBoost)",
+                "offers": frozenset({"scores", "labels", "trained_copies"}),
+                "copies": "sklearn.base.clone fitted on the same records (sample_weight where the estimator takes it)"},
+    "onnx": {"title": "ONNX model run with onnxruntime",
+             "offers": frozenset({"scores", "labels"}),
+             "copies": "none, unless the data spec names an architecture to train them from"},
+    "endpoint": {"title": "prediction service (--endpoint URL)",
+                 "offers": frozenset({"scores", "labels"}),
+                 "copies": "none; scores or labels as its response mapping gives"},
+    "label_only": {"title": "any model whose output is labels only",
+                   "offers": frozenset({"labels"}),
+                   "copies": "none (no scores to train a copy against)"},
+}
+
+
 def model_capabilities(model) -> frozenset[str]:
-    """What the model offers among "scores", "gradients" and "trained_copies".
+    """What the model offers among "scores", "gradients" and "trained_copies" (and "labels", which every model
+    offers).
 
     A model handle may declare `capabilities` itself (a model behind an API offers no gradients and no copies).
-    Otherwise a PyTorch module offers all three, except that a model whose output convention (`output`, default
-    "logits") is "labels" returns no scores and no usable gradients, so no copy of it can be trained either."""
+    Otherwise its row of `MODEL_KINDS` (`kind`, default "pytorch") says, except that a model whose output
+    convention (`output`, default "logits") is "labels" returns no scores and no usable gradients, so no copy of it
+    can be trained either (the "label_only" row)."""
     declared = getattr(model, "capabilities", None)
     if declared is not None:
-        return frozenset(declared)
-    offered = {"scores", "gradients", "trained_copies"}
+        return frozenset(declared) | {"labels"}
+    offered = set(MODEL_KINDS[getattr(model, "kind", "pytorch")]["offers"])
     if getattr(model, "output", "logits") == "labels":
-        offered -= {"scores", "gradients", "trained_copies"}
+        offered &= MODEL_KINDS["label_only"]["offers"]
     if not getattr(model, "trainable", True):  # a handle may refuse copies for reasons of its own
         offered.discard("trained_copies")
     if not has_parameters(model):  # nothing to train (e.g. a fixed rule written as a module)
@@ -71,6 +97,7 @@ def unmet_need(needs, model, data) -> str:
             output = getattr(model, "output", "logits")
             why = (f"the model returns {output} only" if output == "labels"
                    else "the model has no parameters to train" if need == "trained_copies" and not has_parameters(model)
+                   else f"{model.kind_phrase} has none" if getattr(model, "kind_phrase", None)
                    else f"{model_phrase(getattr(model, 'format', None))} does not offer them")
             what = {"scores": "per-class scores (logits or probabilities)",
                     "gradients": "gradients with respect to the inputs",

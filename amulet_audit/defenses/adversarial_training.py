@@ -14,7 +14,7 @@ class AdversarialTraining(Defense):
     name = "adversarial_training"
     intended = ("evasion",)
     description = "PGD adversarial training (Madry et al.)"
-    needs = frozenset({"trained_copies"})
+    needs = frozenset({"trained_copies", "gradients"})  # a tree ensemble (scikit-learn, LightGBM) has none
     stage = "batch"
     defaults = {"eps": 0.1, "norm": "linf", "steps": 7, "epochs": None}
     parameter_constraints = {
@@ -24,6 +24,10 @@ class AdversarialTraining(Defense):
         "epochs": OptionalOf(Interval(Integral, 1, None)),
     }
     policy_params = {"eps": ("evasion", "eps"), "norm": ("evasion", "norm")}
+
+    def instead(self, params):
+        """Why the gradients are needed (follows the reason a model without gradients gives)."""
+        return "adversarial training takes PGD steps along the gradients of the loss with respect to the inputs"
 
     def batch_transform(self, ctx: DefenseContext):
         """The per-batch transform of adversarial training, for any copy: `for_model(raw)` (a copy's raw-output

@@ -127,7 +127,7 @@ class DPSGD(Defense):
     name = "dp_sgd"
     intended = ("membership_inference", "attribute_inference", "data_reconstruction")
     description = "Differentially private training (DP-SGD via Opacus)"
-    needs = frozenset({"trained_copies"})
+    needs = frozenset({"trained_copies", "gradients"})  # a tree ensemble (scikit-learn, LightGBM) has none
     stage = "optimizer"
     # epochs when `epochs` is None: the recipe's, capped at `epoch_cap` (None: no cap)
     budgets = {"quick": {"epoch_cap": 10}, "standard": {"epoch_cap": 20}, "thorough": {"epoch_cap": None}}
@@ -144,6 +144,10 @@ class DPSGD(Defense):
         "epochs": OptionalOf(Interval(Integral, 1, None)),
         "batch_size": OptionalOf(Interval(Integral, 1, None)),
     }
+
+    def instead(self, params):
+        """Why the gradients are needed (follows the reason a model without gradients gives)."""
+        return "DP-SGD clips and noises the per-example gradients of a differentiable model"
 
     def _schedule(self, ctx: DefenseContext, n: int, recipe) -> dict:
         """Privacy parameters for n training records: delta, epochs, sampling rate, steps, noise multiplier."""

@@ -242,13 +242,19 @@ def _traced_mode_layers(module) -> list[str]:
     return found
 
 
-def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool = False) -> ModelHandle:
-    """Load the model at `path`. Every problem with the file or flags is an InputError."""
+def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool = False,
+               trust_types: tuple[str, ...] = ()) -> ModelHandle:
+    """Load the model at `path`. Every problem with the file or flags is an InputError. `trust_types`: the types
+    a skops file may load beyond skops' defaults (--trust-type)."""
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: model file not found; check the path.")
+    if path.suffix.lower() == ".skops":
+        from amulet_audit.inputs.sklearn_model import load_skops
+
+        return load_skops(path, trusted=tuple(trust_types))
     digest = sha256_file(path)
     raw = path.read_bytes()
     warnings: list[str] = []

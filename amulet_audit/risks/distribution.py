@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from amulet_audit.training.estimators import fits_copies
 from amulet_audit.core.attack import Attack, AttackContext, AttackResult, MetricSpec, rate
 from amulet_audit.ops.forward import logits as model_logits
 from amulet_audit.core.params import Interval, OptionalOf, Text
@@ -188,7 +189,7 @@ class PropertyInference(Attack):
             "audited_actual_ratio": actual,
         }
         warnings = []
-        if epochs < recipe.epochs:
+        if epochs < recipe.epochs and not fits_copies(ctx.model):  # estimator clones have no epochs
             warnings.append(f"Reference models were trained for {epochs} epochs instead of the recipe's {recipe.epochs} "
                             f"({ctx.profile.name} profile budget); the audited model is classified across that gap.")
         if size < len(data.y_train):

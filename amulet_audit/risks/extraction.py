@@ -13,6 +13,7 @@ import numpy as np
 from amulet_audit.core.attack import Attack, AttackContext, AttackResult, MetricSpec, rate
 from amulet_audit.core.params import Interval, OptionalOf, Options
 from amulet_audit.core.stats import binomial_ci
+from amulet_audit.training.estimators import fit_estimator_copy, fits_copies
 
 FIDELITY = MetricSpec(
     "fidelity", "Share of unseen holdout records on which the extracted surrogate predicts the same class as the model.",
@@ -147,6 +148,9 @@ class Extraction(Attack):
         return "trained_copies" in model_capabilities(ctx.model)
 
     def _surrogate_kind(self, ctx: AttackContext) -> str:
+        if self._copyable(ctx) and fits_copies(ctx.model):
+            return ("a clone of the audited estimator (sklearn.base.clone) fitted on the queries and the labels the "
+                    "model answered (the argmax of its probabilities)")
         if self._copyable(ctx):
             return "fresh copy of the audited architecture"
         return (f"an MLP ({_MLP_HIDDEN} hidden ReLU units) of the adversary's own: the audited model returns labels "
@@ -158,6 +162,8 @@ class Extraction(Attack):
         recipe = ctx.data.spec.training
         steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
         epochs = int(p["epochs"] or max(recipe.epochs, math.ceil(MIN_STEPS / steps_per_epoch)))
+        if self._copyable(ctx) and fits_copies(ctx.model):  # a clone of the estimator, fitted on the answers' labels
+            return fit_estimator_copy(ctx.model, x, answers.argmax(1), seed=ctx.seed + 1, cache=ctx.cache)
         if self._copyable(ctx):
             module, output, arch = ctx.model.fresh_copy(ctx.seed + 1), ctx.model.output, ctx.model.architecture_digest()
         else:

@@ -57,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from amulet_audit.training.estimators import fits_copies
 from amulet_audit.core import registry
 from amulet_audit.core.attack import AttackContext, AttackResult
 from amulet_audit.core.verdict import Verdict, judge
@@ -247,6 +248,13 @@ class _Overfit:
     def gap(self) -> float | None:
         return None if self.holdout_accuracy is None else self.train_accuracy - self.holdout_accuracy
 
+    @property
+    def phrase(self) -> str:
+        """How the control was trained, for the evidence: epochs without weight decay, or a fitted clone."""
+        if fits_copies(self.model):  # a scikit-learn estimator: no epochs, its own hyperparameters
+            return "a clone of the audited estimator (sklearn.base.clone, its own hyperparameters) fitted"
+        return f"a copy of the audited architecture trained for {self.recipe.epochs} epochs without weight decay"
+
     def text(self) -> str:
         held = "" if self.holdout_accuracy is None else f", holdout accuracy {self.holdout_accuracy:.1%}"
         return f"training accuracy {self.train_accuracy:.1%}{held}"
@@ -303,7 +311,7 @@ def _membership(model, data, params, *, seed, cache, metrics) -> _Setup:
     control = _overfit(model, data, idx, seed=seed, cache=cache, label="positive-control:membership")
     _vulnerable(control, n)
     view = _view(data, idx, control.recipe)
-    text = (f"a copy of the audited architecture trained for {control.recipe.epochs} epochs without weight decay on "
+    text = (f"{control.phrase} on "
             f"{n:,} training records ({control.text()}), those records as members and the holdout records as "
             "non-members")
     return _Setup(control.model, view, dict(params), text, {"control_members": n, **control.details()})
@@ -343,7 +351,7 @@ def _attribute(model, data, params, *, seed, cache) -> _Setup:
     _vulnerable(control, n)
     view = _view(data, idx, control.recipe)  # the victims keep their true labels: the attack's adversary knows them
     shown = ", ".join(ranked[: k - 1]) + (" and the rest" if len(ranked) > k else f", {ranked[-1]}")
-    text = (f"a copy of the audited architecture trained for {control.recipe.epochs} epochs without weight decay to "
+    text = (f"{control.phrase} to "
             f"output the {attr} ({shown}) of {n:,} training records ({control.text()} on the {attr}), those records "
             "as victims")
     return _Setup(control.model, view, dict(params), text,
@@ -363,7 +371,7 @@ def _reconstruction(model, data, params, *, seed, cache) -> _Setup:
     control = _overfit(model, data, idx, seed=seed, cache=cache, label="positive-control:inversion")
     _vulnerable(control, len(idx))
     view = _view(data, idx, control.recipe)
-    text = (f"a copy of the audited architecture trained for {control.recipe.epochs} epochs without weight decay on "
+    text = (f"{control.phrase} on "
             f"{CONTROL_INVERSION_PER_CLASS} training records per class ({len(idx)} in all; {control.text()}), those "
             "records as members")
     return _Setup(control.model, view, dict(params), text, {"control_members": int(len(idx)), **control.details()})

@@ -21,7 +21,6 @@ from amulet_audit.results.model import (
 )
 from amulet_audit.results.verdict import judge, overall
 from amulet_audit.core.attack import PROFILES, AttackContext, AttackResult, PairedSample, Profile
-from amulet_audit.core.errors import QueryBudgetExceeded
 from amulet_audit.run.environment import environment
 from amulet_audit.run.executor import LocalExecutor
 from amulet_audit.run.interactions import FDR, compare, flag
@@ -47,6 +46,7 @@ class Inputs:
     profile: str
     confidence: float
     cache_root: str | None
+    trust_types: tuple[str, ...] = ()  # a skops model's types trusted with --trust-type
 
 
 @dataclass
@@ -71,7 +71,7 @@ def _inputs(inputs: Inputs) -> tuple[ModelHandle, AuditData, LoadedPolicy]:
         from amulet_audit.ops.scores import attach
 
         model = load_model(inputs.model_path, arch=inputs.architecture if inputs.model_format == "state_dict" else None,
-                           trust_pickle=inputs.model_format == "pickle")
+                           trust_pickle=inputs.model_format == "pickle", trust_types=inputs.trust_types)
         data = load_data(inputs.data_path)
         _LOADED[inputs] = (attach(model, data), data, load_policy(inputs.policy_path))
     return _LOADED[inputs]
@@ -98,10 +98,7 @@ def run_attack(model: ModelHandle, data: AuditData, plan: Plan, index: int, inpu
     attack = registry.attack_class(job.attack)(**job.params)
     provider = registry.attacks()[job.attack].provider
     t = time.perf_counter()
-    try:
-        out = guarded("attack", job.attack, provider, model, lambda: attack.run(ctx), lambda out: out.details)
-    except QueryBudgetExceeded as exc:  # a prediction service's query budget ran out during this attack
-        out = AttackResult({}, {}, not_applicable=f"the attack could not finish: {exc}")
+    out = guarded("attack", job.attack, provider, model, lambda: attack.run(ctx), lambda out: out.details)
     run = Run(id=f"{scope}r{index + 1}", attack=job.attack, params=attack.get_params(), provider=provider,
               seconds=round(time.perf_counter() - t, 3), defense=defense, not_applicable=out.not_applicable,
               details=out.details)
@@ -110,12 +107,11 @@ def run_attack(model: ModelHandle, data: AuditData, plan: Plan, index: int, inpu
     return run, out
 
 
-def assemble(loaded: LoadedPolicy, plan: Plan, attacks: list[tuple[Run, AttackResult] | None]) -> UnitResult:
-    """The judged requirements of one model from its attack runs (`attacks[i]`: plan.jobs[i]'s run and output, or
-    None while it has not run: its requirements are left out, e.g. for what a defense reads of the baseline early)."""
-    outputs = {job.key: (a[0].id, a[1]) for job, a in zip(plan.jobs, attacks) if a is not None}
+def assemble(loaded: LoadedPolicy, plan: Plan, attacks: list[tuple[Run, AttackResult]]) -> UnitResult:
+    """The judged requirements of one model from its attack runs (`attacks[i]`: plan.jobs[i]'s run and output)."""
+    outputs = {job.key: (run.id, out) for job, (run, out) in zip(plan.jobs, attacks)}
     rows, paired = judge_requirements(loaded, plan, outputs)
-    return UnitResult(rows, [a[0] for a in attacks if a is not None], paired=paired)
+    return UnitResult(rows, [run for run, _ in attacks], paired=paired)
 
 
 BUILT_IN = "amulet-audit"
@@ -167,8 +163,6 @@ def judge_requirements(loaded: LoadedPolicy, plan: Plan, outputs: dict[str, tupl
     rows, paired = [], {}
     for req in loaded.policy.requirements:
         job = plan.job_of[req.id]
-        if job.key not in outputs:  # not run yet (`assemble` of part of the audit)
-            continue
         run_id, out = outputs[job.key]
         threshold = Threshold(op=req.threshold.op, value=req.threshold.value)
         if out.not_applicable or req.metric not in out.metrics:
@@ -258,8 +252,6 @@ def _defended(inputs: Inputs, job: DefenseJob, progress: Progress | None = None)
                                       lambda out: out.details)
         except DefenseNotApplicable as exc:
             _DEFENDED[memo] = str(exc)
-        except QueryBudgetExceeded as exc:  # a prediction service's query budget ran out
-            _DEFENDED[memo] = f"the defense could not be measured: {exc}"
     return _DEFENDED[memo]
 
 
@@ -315,6 +307,7 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
         model_path=str(model.path), model_format=model.format, architecture=model.architecture,
         data_path=str(data.spec_path), policy_path=str(loaded.path), seed=seed, profile=profile.name,
         confidence=confidence, cache_root=_cache_root(cache, state_dir),
+        trust_types=tuple(getattr(model, "trusted_types", ())),
     )
     _LOADED[inputs] = (model, data, loaded)
     plan = build_plan(loaded.policy)
@@ -372,7 +365,7 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
         profile=profile.name,
         confidence=confidence,
         environment={**environment(), "jobs": jobs, "executor": executor, "jobs_reused": store.reused,
-                     "plugins": _plugins(plan), **_endpoint_queries(model)},
+                     "plugins": _plugins(plan)},
         started_at=started,
         finished_at=_now(),
         timings=timings,
@@ -431,10 +424,8 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
 
     from amulet_audit.run.controls import controlled
 
-    aims = [_waits_for(d, plan) for d in plan.defenses]
-    trains = [registry.attack_class(j.attack)(**j.params).uses_copies(j.params, model) if j.attack in registry.attacks()
-              else False for j in plan.jobs]
-    nodes = graph.build_graph(len(plan.defenses), len(plan.jobs), aims, controlled(plan), trains)
+    aims = [any(_takes_baseline(p) for p in d.parts or [d]) for d in plan.defenses]
+    nodes = graph.build_graph(len(plan.defenses), len(plan.jobs), aims, controlled(plan))
     scopes = [""] + [_scope(d, plan) for d in plan.defenses]
     n = len(plan.jobs)
     digest = graph.inputs_digest(model.sha256, data.sha256, inputs.seed, inputs.profile, inputs.confidence,
@@ -448,7 +439,7 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
             return None
         if unit not in aimed:
             d = plan.defenses[unit - 1]
-            aimed[unit] = _aimed(d, assemble(loaded, plan, [done.get(i) for i in range(n)])) if aims[unit - 1] else d
+            aimed[unit] = _aimed(d, assemble(loaded, plan, [done[i] for i in range(n)])) if aims[unit - 1] else d
         return aimed[unit]
 
     def key(i: int) -> str:
@@ -486,22 +477,8 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
     return results, fidelity, positive, store
 
 
-def _waits_for(defense: DefenseJob, plan: Plan) -> tuple[int, ...] | None:
-    """The plan jobs whose findings on the audited model `defense` (or a part of it) takes parameters from
-    (`baseline_params`): those of the risks it declares in `baseline_risks`, every job when it declares none;
-    None when it takes nothing from them."""
-    risks = set()
-    for part in defense.parts or [defense]:
-        cls = registry.defense_class(part.name)
-        if callable(getattr(cls, "baseline_params", None)):
-            declared = getattr(cls, "baseline_risks", None)
-            if not declared:
-                return tuple(range(len(plan.jobs)))
-            risks.update(declared)
-    if not risks:
-        return None
-    return tuple(i for i, j in enumerate(plan.jobs)
-                 if j.attack in registry.attacks() and registry.attack_class(j.attack).risk in risks)
+def _takes_baseline(defense: DefenseJob) -> bool:
+    return callable(getattr(registry.defense_class(defense.name), "baseline_params", None))
 
 
 def _aimed(defense: DefenseJob, baseline: UnitResult) -> DefenseJob:
@@ -535,21 +512,8 @@ def _plugins(plan: Plan) -> dict[str, str]:
 
 
 def _model_info(model: ModelHandle) -> ModelInfo:
-    warnings = list(model.warnings)
-    counts = _endpoint_queries(model).get("endpoint_queries")
-    if counts:  # a model behind a prediction service: what the audit asked of it, for the report's cover
-        warnings.append(f"The audit queried the service with {counts['records_queried']:,} records in "
-                        f"{counts['requests']:,} requests ({counts['retries']:,} retries, {counts['failed_requests']:,} "
-                        "failed), " + (f"within a budget of {counts['budget']:,} records." if counts["budget"]
-                                       else "with no query budget."))
     return ModelInfo(path=str(model.path), sha256=model.sha256, format=model.format, parameters=model.parameters,
-                     architecture=model.architecture, warnings=warnings, output_note=model.output_note)
-
-
-def _endpoint_queries(model: ModelHandle) -> dict[str, Any]:
-    """{"endpoint_queries": counts} for a model behind a prediction service (`inputs.endpoint`), else {}."""
-    queries = getattr(model, "queries", None)
-    return {"endpoint_queries": queries()} if callable(queries) else {}
+                     architecture=model.architecture, warnings=model.warnings, output_note=model.output_note)
 
 
 def _data_info(data: AuditData) -> DataInfo:

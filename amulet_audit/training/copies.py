@@ -6,6 +6,7 @@ import numpy as np
 
 from amulet_audit.core.defense import DefenseContext
 from amulet_audit.training.cache import ModelCache, content_key
+from amulet_audit.training.estimators import fit_estimator_copy, fits_copies
 from amulet_audit.training.loop import train_model
 
 
@@ -21,6 +22,8 @@ def train_copy(model, x: np.ndarray, y: np.ndarray, recipe, *, seed: int, cache:
         recipe = recipe.model_copy(update={"epochs": epochs})
     if model.trainer is not None:
         return model.trainer(x, y, recipe, seed, cache, sensitive)
+    if fits_copies(model):  # a scikit-learn estimator: a fitted clone (its hyperparameters are its recipe)
+        return fit_estimator_copy(model, x, y, seed=seed, cache=cache, sample_weight=sample_weight)
     key = content_key("train_copy", model.architecture_digest(), seed, recipe.model_dump(), x, y,
                       sample_weight if sample_weight is not None else "unweighted")
     trained = (cache or ModelCache(None)).get_or_train(

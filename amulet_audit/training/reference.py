@@ -33,6 +33,7 @@ import numpy as np
 
 from amulet_audit.inputs.data import TrainingRecipe
 from amulet_audit.inputs.model import layer_kind
+from amulet_audit.training.estimators import fits_copies, fitted_reference_models
 from amulet_audit.training.scripted import eager_sequential
 from amulet_audit.training.stacked import StackedChain, StackedLayers, linear_chain, sequential_layers
 from amulet_audit.core.mode import set_mode
@@ -137,6 +138,9 @@ def train_reference_models(model, x: np.ndarray, y: np.ndarray, masks: np.ndarra
         raise ValueError(f"masks must have shape (K, {len(x)}) for {len(x)} records; got {masks.shape}")
     if (masks.sum(axis=1) == 0).any():
         raise ValueError("every reference model needs at least one training record")
+    if fits_copies(model):  # a scikit-learn estimator: fitted clones, read through their log-probabilities
+        fitted = fitted_reference_models(model, x, y, masks, seed=seed, cache=cache, progress=progress)
+        return ReferenceModels(masks, fitted["details"], _modules=fitted["modules"], output="log_probabilities")
     k_models = masks.shape[0]
     arch = model.architecture_digest()
     data_digest = _digest(x, y)
