@@ -39,6 +39,11 @@ and write report.html, report.pdf and results.json.
 commands:
 {chr(10).join(f"  {name:<10} {text}" for name, text in COMMANDS.items())}
 
+common audit options:
+  --profile quick|standard|thorough   attack budgets (default standard)
+  --jobs N                            run the audit's jobs in N processes (resumes after a kill)
+  --executor local|ray                where jobs run; --ray-address ADDR for an existing Ray cluster
+
 Run `amulet-audit audit --help` for every audit option, `amulet-audit COMMAND --help` for a command's.
 
 exit codes: 0 all requirements pass · 1 a requirement fails or is indeterminate · 2 bad input · 3 internal error
