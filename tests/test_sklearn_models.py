@@ -62,6 +62,7 @@ def test_handle_reads_scores_through_the_common_path(gbm_inputs):
 
     model, data = gbm_inputs
     assert model.format == "skops" and model.output == "log_probabilities"
+    assert "predict_proba" in model.output_note and "LogSoftmax" not in model.output_note
     assert model.architecture == "Pipeline(StandardScaler, HistGradientBoostingClassifier)"
     assert model.parameters > 40  # tree nodes of 40 trees
     assert model_capabilities(model) == MODEL_KINDS["sklearn"]["offers"] == {"scores", "labels", "trained_copies"}

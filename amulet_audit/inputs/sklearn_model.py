@@ -159,6 +159,8 @@ class SklearnHandle(ModelHandle):
     trusted_types: tuple[str, ...] = ()
     n_classes: int = 2
     kind: str = "sklearn"  # the row of `core.component.MODEL_KINDS`
+    output_description: str = ("the logarithm of the estimator's predict_proba; copies are sklearn clones of it "
+                               "fitted on the records (its hyperparameters are its training recipe)")
     capabilities: frozenset = field(default_factory=lambda: MODEL_KINDS["sklearn"]["offers"])
 
     @property

@@ -227,8 +227,11 @@ def attach(model, data):
     wrapped = scores_module(raw, reading.convention, data.n_classes)
     if wrapped is not raw:
         wrapped = _checked_stable(wrapped, raw, reading.convention, data)
+    # a model kind may say how its output is read and its copies trained (e.g. an estimator's predict_proba, clones)
+    described = getattr(model, "output_description", "")
+    note = f"{reading.convention} ({reading.source}: {reading.evidence}): {described}" if described else reading.note
     return dataclasses.replace(model, module=wrapped, raw=None if wrapped is raw else raw, output=reading.convention,
-                               output_note=reading.note, warnings=list(model.warnings) + list(reading.warnings))
+                               output_note=note, warnings=list(model.warnings) + list(reading.warnings))
 
 
 def _checked_stable(wrapped, raw, convention: str, data):
