@@ -56,8 +56,12 @@ def _audit_parser() -> argparse.ArgumentParser:
         description="Audit MODEL against POLICY; write report.html, report.pdf and results.json into --out.",
         epilog="exit codes: 0 all requirements pass, 1 a requirement fails or is indeterminate, 2 bad input, 3 internal error",
     )
-    p.add_argument("model", metavar="MODEL",
-                   help="TorchScript archive (default), torch.export .pt2, state_dict with --arch, or scikit-learn .skops")
+    p.add_argument("model", metavar="MODEL", nargs="?",
+                   help="TorchScript archive (default), torch.export .pt2, state_dict with --arch, ONNX .onnx, or "
+                        "scikit-learn .skops")
+    p.add_argument("--endpoint", metavar="URL",
+                   help="audit the model behind this prediction service instead of a file (the data spec's endpoint: "
+                        "section maps requests and answers; --data is required)")
     p.add_argument("--policy", required=True, metavar="POLICY", help="policy YAML path, or a bundled policy name (e.g. eu_ai_act)")
     p.add_argument("--data", metavar="DATA", help="data spec YAML (default: <model stem>.data.yaml beside MODEL)")
     p.add_argument("--out", metavar="DIR", default="amulet-report", help="output folder (default: amulet-report/)")
@@ -186,15 +190,27 @@ def cmd_audit(args: argparse.Namespace) -> int:
         raise InputError(f"--confidence {args.confidence}: must be in [0.5, 1), e.g. 0.95.")
     templates = _templates(args.templates)
     out = _out_dir(args.out)
-    model_path = Path(args.model)
+    if (args.model is None) == (args.endpoint is None):
+        raise InputError("give either MODEL (a model file) or --endpoint URL (a prediction service), not both.")
+    if args.endpoint and (args.jobs > 1 or args.executor != "local"):
+        raise InputError(f"--endpoint {args.endpoint}: runs with --jobs 1 and the local executor, so that one "
+                         "client counts every query against the budget.")
+    if args.endpoint and not args.data:
+        raise InputError(f"--endpoint {args.endpoint}: needs --data DATA, a data spec with an endpoint: section.")
+    model_path = Path(args.model or "")
     loaded = load_policy(args.policy)
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads {args.threads}: must be at least 1.")
-    if not model_path.is_file():
+    if args.model and not model_path.is_file():
         raise InputError(f"{model_path}: model file not found; check the path.")
     data = load_data(_data_path(model_path, args.data))  # a data problem is named before any model is loaded
-    model = load_model(model_path, arch=args.arch, trust_pickle=args.trust_pickle,
-                       trust_types=tuple(args.trust_type))
+    if args.endpoint:
+        from amulet_audit.inputs.endpoint import load_endpoint
+
+        model = load_endpoint(args.endpoint, data)
+    else:
+        model = load_model(model_path, arch=args.arch, trust_pickle=args.trust_pickle,
+                           trust_types=tuple(args.trust_type))
     import torch
 
     from amulet_audit.core.threads import threads_for

@@ -35,6 +35,13 @@ LABEL_ONLY_ATTACK: dict[str, str] = {
     "membership_inference": "label_only",
 }
 
+# The attack that measures a risk from per-class scores without gradients or trained copies: named in the reason
+# when a model that offers scores only (ONNX, a prediction service) makes another attack of that risk not applicable.
+SCORE_ONLY_ATTACK: dict[str, str] = {
+    "evasion": "square",
+    "membership_inference": "loss",
+}
+
 
 @dataclass(frozen=True)
 class MetricSpec:
@@ -213,16 +220,20 @@ class Attack(Component):
 
     def with_alternative(self, reason: str, model) -> str:
         """`reason` (one sentence: why this attack does not apply to `model`), followed by the risk's label-only
-        attack (`LABEL_ONLY_ATTACK`) when `model` offers no scores or no gradients and that attack is another one;
+        attack (`LABEL_ONLY_ATTACK`) when `model` offers no scores or no gradients and that attack is another one, or
+        its score-based attack (`SCORE_ONLY_ATTACK`) when `model` offers scores but no gradients or no trained copies;
         "" stays ""."""
         from amulet_audit.core.component import model_capabilities
 
-        other = LABEL_ONLY_ATTACK.get(self.risk, "")
+        offered = model_capabilities(model)
+        scores_only = "scores" in offered and not {"gradients", "trained_copies"} <= offered
+        other = (SCORE_ONLY_ATTACK if scores_only else LABEL_ONLY_ATTACK).get(self.risk, "")
         if not reason or not other or other == self.name or other in reason:
             return reason
-        if {"scores", "gradients"} <= model_capabilities(model):
+        if {"scores", "gradients"} <= offered:
             return reason
-        return f"{reason}; the label-only attack {other} runs on this model instead"
+        kind = "score-based attack" if scores_only else "label-only attack"
+        return f"{reason}; the {kind} {other} runs on this model instead"
 
     def _run(self, ctx: AttackContext) -> AttackResult:  # pragma: no cover - abstract
         """The attack itself, on parameters that `run` has validated (read them with `get_params()`)."""

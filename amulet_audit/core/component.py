@@ -33,7 +33,7 @@ MODEL_KINDS: dict[str, dict[str, Any]] = {
                 "copies": "sklearn.base.clone fitted on the same records (sample_weight where the estimator takes it)"},
     "onnx": {"title": "ONNX model run with onnxruntime",
              "offers": frozenset({"scores", "labels"}),
-             "copies": "none, unless the data spec names an architecture to train them from"},
+             "copies": "none: an ONNX graph is run as it is, never re-initialised and trained"},
     "endpoint": {"title": "prediction service (--endpoint URL)",
                  "offers": frozenset({"scores", "labels"}),
                  "copies": "none; scores or labels as its response mapping gives"},
@@ -72,7 +72,8 @@ def has_parameters(model) -> bool:
 
 
 _FORMAT_PHRASES = {"export": "an exported program", "torchscript": "a TorchScript model", "pickle": "a pickled module",
-                   "state_dict": "a state_dict model"}
+                   "state_dict": "a state_dict model", "onnx": "an ONNX model run with onnxruntime",
+                   "endpoint": "a model behind a prediction service"}
 
 
 def model_phrase(fmt: str | None) -> str:
@@ -97,6 +98,7 @@ def unmet_need(needs, model, data) -> str:
             output = getattr(model, "output", "logits")
             why = (f"the model returns {output} only" if output == "labels"
                    else "the model has no parameters to train" if need == "trained_copies" and not has_parameters(model)
+                   and getattr(model, "trainable", True)
                    else f"{model.kind_phrase} has none" if getattr(model, "kind_phrase", None)
                    else f"{model_phrase(getattr(model, 'format', None))} does not offer them")
             what = {"scores": "per-class scores (logits or probabilities)",

@@ -95,6 +95,34 @@ class TrainingRecipe(_Strict):
     momentum: float = Field(0.0, ge=0, lt=1)
 
 
+class EndpointMapping(_Strict):
+    """How to query a model behind a prediction service (`--endpoint URL`; `inputs.endpoint`): each request POSTs a
+    JSON object whose field `features` holds the records, as a list of {feature: value} objects (`layout:
+    records`), one object of {feature: [values]} (`columns`) or a list of value lists in feature order (`rows`,
+    also for image inputs); the response's field `scores` (per-class scores, e.g. probabilities: one list per
+    record, or one number per record for the probability of class index 1) or `labels` (one class value or index
+    per record) holds the answers (dotted paths reach nested fields). Limits: `budget` records queried in all
+    (None: no limit), `rate_limit` requests per second, `timeout` seconds per request, `retries` after a failure
+    (connection error, timeout, HTTP 429 or 5xx), waiting `backoff` seconds, doubled at each retry."""
+
+    features: str = "instances"
+    layout: Literal["records", "columns", "rows"] = "records"
+    scores: str | None = None
+    labels: str | None = None
+    batch_size: int = Field(256, ge=1)
+    budget: int | None = Field(None, ge=1)
+    rate_limit: float | None = Field(None, gt=0)
+    timeout: float = Field(30.0, gt=0)
+    retries: int = Field(3, ge=0)
+    backoff: float = Field(0.5, ge=0)
+
+    @model_validator(mode="after")
+    def _one_answer(self) -> "EndpointMapping":
+        if (self.scores is None) == (self.labels is None):
+            raise ValueError("name exactly one response field: 'scores' (per-class scores) or 'labels'")
+        return self
+
+
 class DataSpec(_Strict):
     name: str
     task: Literal["classification"] = "classification"
@@ -115,6 +143,8 @@ class DataSpec(_Strict):
     training: TrainingRecipe = Field(default_factory=TrainingRecipe)
     # what the model outputs (amulet_audit.core.outputs.CONVENTIONS); None: detected from its outputs on probe records
     output: Literal["logits", "log_probabilities", "probabilities", "single_logit", "labels"] | None = None
+    # how to query the model behind a prediction service (--endpoint URL); ignored for a model file
+    endpoint: EndpointMapping | None = None
 
     @field_validator("input_range")
     @classmethod

@@ -255,6 +255,10 @@ def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool 
         from amulet_audit.inputs.sklearn_model import load_skops
 
         return load_skops(path, trusted=tuple(trust_types))
+    if path.suffix.lower() == ".onnx":
+        from amulet_audit.inputs.onnx_model import load_onnx
+
+        return load_onnx(path)
     digest = sha256_file(path)
     raw = path.read_bytes()
     warnings: list[str] = []

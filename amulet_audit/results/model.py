@@ -32,7 +32,7 @@ class ToolInfo(_Strict):
 class ModelInfo(_Strict):
     path: str
     sha256: str
-    format: Literal["torchscript", "export", "state_dict", "pickle", "skops"]
+    format: Literal["torchscript", "export", "state_dict", "pickle", "onnx", "endpoint", "skops"]
     parameters: int
     architecture: str = ""
     warnings: list[str] = Field(default_factory=list)

@@ -690,6 +690,39 @@ class APGD(_Evasion):
                             f"random start){square}"}
 
 
+class Square(_Evasion):
+    """The Square attack on its own (Andriushchenko, Croce, Flammarion & Hein, ECCV 2020; `square_attack`): a
+    score-based random search that reads the model's per-class scores only, never a gradient, so it measures robust
+    accuracy for models that offer scores but no gradients (ONNX models run with onnxruntime, a model behind a
+    prediction service) and cannot be stopped by gradient masking. `queries`: the iterations per record at each
+    curve epsilon (one query each; None: the profile's budget); `p_init`: the share of the input the first
+    proposals change (the paper's 0.05 for L-inf)."""
+
+    name = "square"
+    gradient_free = True
+    needs = frozenset({"scores"})
+    defaults = {"eps": 0.1, "norm": "linf", "samples": None, "scale": "absolute", "queries": None, "p_init": 0.05}
+    parameter_constraints = {
+        **_EVASION_PARAMS,
+        "queries": OptionalOf(Interval(Integral, 1, None)),
+        "p_init": Interval(Real, 0, 1, closed="right"),
+    }
+    # as APGD's Square stage: AutoAttack's 5,000 queries in the thorough profile, fewer in lighter ones
+    budgets = {"quick": {"queries": 1000}, "standard": {"queries": 2500}, "thorough": {"queries": 5000}}
+
+    def _queries(self, p, ctx) -> int:
+        return int(p["queries"] or self.budget(ctx.profile, "queries"))
+
+    def _robust(self, p, module, x, y, eps, main, ctx):
+        return square_attack(module, x, y, eps=eps, norm=p["norm"], queries=self._queries(p, ctx),
+                             bounds=self._bounds, seed=ctx.seed, p_init=float(p["p_init"]))
+
+    def _describe(self, p, ctx):
+        return {"queries": self._queries(p, ctx), "p_init": float(p["p_init"]), "access": "per-class scores only",
+                "combined": "one Square random search per record and curve epsilon; a record is robust at eps when "
+                            "no query within eps misclassified it"}
+
+
 def _clean_correct_np(module, x, y) -> np.ndarray:
     out = np.zeros(len(x), dtype=bool)
     for start, xb, yb in _batches(x, y, BATCH):

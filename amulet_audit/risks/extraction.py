@@ -153,8 +153,10 @@ class Extraction(Attack):
                     "model answered (the argmax of its probabilities)")
         if self._copyable(ctx):
             return "fresh copy of the audited architecture"
-        return (f"an MLP ({_MLP_HIDDEN} hidden ReLU units) of the adversary's own: the audited model returns labels "
-                "only, so no copy of its architecture can be trained")
+        why = ("returns labels only" if ctx.model.output == "labels"
+               else "offers no trainable copies of its architecture")
+        return (f"an MLP ({_MLP_HIDDEN} hidden ReLU units) of the adversary's own: the audited model {why}, so no "
+                "copy of its architecture can be trained")
 
     def _surrogate(self, ctx: AttackContext, p: dict, x: np.ndarray, answers: np.ndarray):
         """The surrogate trained on (x, answers), returning per-class scores (a copy of the architecture, read

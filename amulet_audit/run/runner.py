@@ -21,6 +21,7 @@ from amulet_audit.results.model import (
 )
 from amulet_audit.results.verdict import judge, overall
 from amulet_audit.core.attack import PROFILES, AttackContext, AttackResult, PairedSample, Profile
+from amulet_audit.core.errors import QueryBudgetExceeded
 from amulet_audit.run.environment import environment
 from amulet_audit.run.executor import LocalExecutor
 from amulet_audit.run.interactions import FDR, compare, flag
@@ -98,7 +99,10 @@ def run_attack(model: ModelHandle, data: AuditData, plan: Plan, index: int, inpu
     attack = registry.attack_class(job.attack)(**job.params)
     provider = registry.attacks()[job.attack].provider
     t = time.perf_counter()
-    out = guarded("attack", job.attack, provider, model, lambda: attack.run(ctx), lambda out: out.details)
+    try:
+        out = guarded("attack", job.attack, provider, model, lambda: attack.run(ctx), lambda out: out.details)
+    except QueryBudgetExceeded as exc:  # a prediction service's query budget ran out during this attack
+        out = AttackResult({}, {}, not_applicable=f"the attack could not finish: {exc}")
     run = Run(id=f"{scope}r{index + 1}", attack=job.attack, params=attack.get_params(), provider=provider,
               seconds=round(time.perf_counter() - t, 3), defense=defense, not_applicable=out.not_applicable,
               details=out.details)
@@ -252,6 +256,8 @@ def _defended(inputs: Inputs, job: DefenseJob, progress: Progress | None = None)
                                       lambda out: out.details)
         except DefenseNotApplicable as exc:
             _DEFENDED[memo] = str(exc)
+        except QueryBudgetExceeded as exc:  # a prediction service's query budget ran out
+            _DEFENDED[memo] = f"the defense could not be measured: {exc}"
     return _DEFENDED[memo]
 
 
@@ -365,7 +371,7 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
         profile=profile.name,
         confidence=confidence,
         environment={**environment(), "jobs": jobs, "executor": executor, "jobs_reused": store.reused,
-                     "plugins": _plugins(plan)},
+                     "plugins": _plugins(plan), **_endpoint_queries(model)},
         started_at=started,
         finished_at=_now(),
         timings=timings,
@@ -512,8 +518,21 @@ def _plugins(plan: Plan) -> dict[str, str]:
 
 
 def _model_info(model: ModelHandle) -> ModelInfo:
+    warnings = list(model.warnings)
+    counts = _endpoint_queries(model).get("endpoint_queries")
+    if counts:  # a model behind a prediction service: what the audit asked of it, for the report's cover
+        warnings.append(f"The audit queried the service with {counts['records_queried']:,} records in "
+                        f"{counts['requests']:,} requests ({counts['retries']:,} retries, {counts['failed_requests']:,} "
+                        "failed), " + (f"within a budget of {counts['budget']:,} records." if counts["budget"]
+                                       else "with no query budget."))
     return ModelInfo(path=str(model.path), sha256=model.sha256, format=model.format, parameters=model.parameters,
-                     architecture=model.architecture, warnings=model.warnings, output_note=model.output_note)
+                     architecture=model.architecture, warnings=warnings, output_note=model.output_note)
+
+
+def _endpoint_queries(model: ModelHandle) -> dict[str, Any]:
+    """{"endpoint_queries": counts} for a model behind a prediction service (`inputs.endpoint`), else {}."""
+    queries = getattr(model, "queries", None)
+    return {"endpoint_queries": queries()} if callable(queries) else {}
 
 
 def _data_info(data: AuditData) -> DataInfo:
