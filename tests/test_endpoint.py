@@ -212,3 +212,31 @@ def test_a_label_only_service_runs_the_label_only_attacks(credit, tmp_path):
         service.stop()
     assert "per-class scores" in square.not_applicable and "hopskipjump runs on this model instead" in square.not_applicable
     assert hsj.metrics["robust_accuracy"].value is not None
+
+
+@pytest.mark.slow
+def test_the_endpoint_example_serves_the_credit_mlp_and_its_readme_command_audits_it(credit, tmp_path):
+    """examples/endpoint as its README runs it: serve.py in its own process, then the audit command, offline."""
+    from conftest import AMULET
+
+    server = subprocess.Popen([sys.executable, ROOT / "examples" / "endpoint" / "serve.py", "--credit", credit,
+                               "--port", "0", "--spec-out", tmp_path], stdout=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        url = line.split(" at ", 1)[1].split()[0]
+        done = subprocess.run([*AMULET, "--endpoint", url, "--data", tmp_path / "endpoint.data.yaml", "--policy",
+                               "eu_ai_act", "--out", tmp_path / "report", "--profile", "quick", "--quiet", "--no-pdf"],
+                              capture_output=True, text=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert done.returncode in (0, 1), done.stderr
+    assert {p.name for p in (tmp_path / "report").iterdir()} >= {"report.html", "results.json"}
+    result = json.loads((tmp_path / "report" / "results.json").read_text())
+    rows = {r["id"]: r for r in result["requirements"]}
+    # every requirement is a value or a reason
+    assert all(r["value"] is not None or r["reason"] for r in rows.values())
+    for rid in ("membership-privacy", "bias-impact-ratio", "attribute-inference", "extraction-fidelity"):
+        assert rows[rid]["value"] is not None, rid
+    assert "square runs on this model instead" in rows["evasion-robustness"]["reason"]
+    assert result["environment"]["endpoint_queries"]["records_queried"] > 0
