@@ -191,7 +191,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     templates = _templates(args.templates)
     out = _out_dir(args.out)
     if (args.model is None) == (args.endpoint is None):
-        raise InputError("give either MODEL (a model file) or --endpoint URL (a prediction service), not both.")
+        raise InputError("give exactly one of MODEL (a model file) and --endpoint URL (a prediction service)"
+                         + (", not both." if args.model else "."))
     if args.endpoint and (args.jobs > 1 or args.executor != "local"):
         raise InputError(f"--endpoint {args.endpoint}: runs with --jobs 1 and the local executor, so that one "
                          "client counts every query against the budget.")

@@ -128,15 +128,31 @@ def test_the_query_budget_stops_the_attacks_that_need_more_with_a_reason(credit,
     try:
         spec = serve.endpoint_spec(credit / "model.data.yaml", tmp_path, output="logits", budget=7000, batch_size=100)
         done, res = audit(["--endpoint", service.url, "--data", spec], tmp_path / "out", policy=credit / "policy.yaml")
+        served = service.records
+        # a defense that wraps the service's answers (output perturbation) queries it too: out of budget, a reason
+        policy = {**SCORE_POLICY, "requirements": SCORE_POLICY["requirements"][:1],
+                  "interactions": {"defenses": ["output_perturbation"]}}
+        (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy), encoding="utf-8")
+        spec = serve.endpoint_spec(credit / "model.data.yaml", tmp_path, output="logits", budget=4000, batch_size=100)
+        done2, res2 = audit(["--endpoint", service.url, "--data", spec], tmp_path / "out2", policy=tmp_path / "policy.yaml")
     finally:
         service.stop()
     assert done.returncode == 0, done.stderr
     rows = {q["id"]: q for q in res["requirements"]}
-    assert rows["loss-mia"]["value"] is not None  # the cheap attack ran within the budget (it comes first)
+    # Square and HopSkipJump need more than the whole budget: stopped, with the reason; a cheaper attack that ran
+    # before the budget was spent has its value (which one depends on the order jobs run in)
     for rid in ("square", "hopskipjump"):
         assert rows[rid]["verdict"] == "not_applicable" and "query budget of 7,000 records" in rows[rid]["reason"], rid
+    assert any(r["value"] is not None for r in rows.values())
+    assert all(r["value"] is not None or r["reason"] for r in rows.values())
     counts = res["environment"]["endpoint_queries"]
-    assert counts["records_queried"] == service.records <= 7000 and counts["budget"] == 7000
+    assert counts["records_queried"] == served <= 7000 and counts["budget"] == 7000
+    assert done2.returncode == 0, done2.stderr
+    (defense,) = res2["defenses"]
+    measured = res2["requirements"][0]["value"] is not None
+    assert measured != ("query budget of 4,000 records" in res2["requirements"][0]["reason"])
+    assert "query budget of 4,000 records" in defense["not_applicable"]
+    assert res2["environment"]["endpoint_queries"]["records_queried"] == service.records - served <= 4000
 
 
 def test_a_failing_service_is_retried_with_backoff_and_the_rate_limit_holds(credit):
@@ -188,7 +204,7 @@ def test_a_dead_service_a_bad_url_and_a_wrong_mapping_exit_2_with_one_sentence(c
     assert done.returncode == 2 and "has no field 'probabilities'" in done.stderr, done.stderr
     done, _ = audit([credit / "model.pt", "--endpoint", "http://127.0.0.1:1/p", "--data", spec], tmp_path / "out",
                     policy=credit / "policy.yaml")
-    assert done.returncode == 2 and "not both" in done.stderr
+    assert done.returncode == 2 and "exactly one of MODEL" in done.stderr and "not both" in done.stderr
 
 
 def test_a_label_only_service_runs_the_label_only_attacks(credit, tmp_path):

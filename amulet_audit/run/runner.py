@@ -274,8 +274,12 @@ def _defense_result(task: Task, progress: Progress | None) -> DefenseResult:
                 provider=provider, parts=[p.name for p in job.parts or ()])
     if isinstance(outcome, str):
         return DefenseResult(**head, not_applicable=outcome)
-    return DefenseResult(**head, model_sha256=outcome.model.sha256, clean_accuracy_before=clean_accuracy(model.module, data),
-                         clean_accuracy_after=clean_accuracy(outcome.model.module, data), details=outcome.details,
+    try:
+        before, after = clean_accuracy(model.module, data), clean_accuracy(outcome.model.module, data)
+    except QueryBudgetExceeded as exc:  # a prediction service's query budget ran out
+        return DefenseResult(**head, not_applicable=f"the defense could not be measured: {exc}")
+    return DefenseResult(**head, model_sha256=outcome.model.sha256, clean_accuracy_before=before,
+                         clean_accuracy_after=after, details=outcome.details,
                          training_seconds=round(time.perf_counter() - t, 3))
 
 
