@@ -379,7 +379,14 @@ def test_label_only_model_is_measured_where_predictions_suffice(softmax_pair, tm
     assert rows["accuracy"].value == pytest.approx(body_accuracy, abs=0.06)
     for measured in ("accuracy", "parity", "steal"):
         assert rows[measured].value is not None, rows[measured].reason
-    for refused in ("robust", "mia", "lira", "steal-p", "poison"):
+    # what needs gradients or scores is measured by the risk's label-only attack instead, at the same budget
+    for instead, by in (("robust", "hopskipjump"), ("mia", "label_only"), ("lira", "label_only")):
+        run = result.run_of(rows[instead])
+        assert rows[instead].value is not None and run.attack == by, rows[instead].reason
+        assert run.details["instead_of"]["attack"] == rows[instead].attack and "labels" in run.details["instead_of"]["reason"]
+        assert f"measured instead by {by}" in rows[instead].warnings[0]
+    assert result.run_of(rows["robust"]).params["eps"] == 0.1
+    for refused in ("steal-p", "poison"):
         assert rows[refused].verdict == "not_applicable", refused
         assert "labels" in rows[refused].reason and rows[refused].reason.count(". ") == 0, rows[refused].reason
     assert rows["steal"].value > 0.6  # the adversary's own surrogate learns the labels

@@ -223,17 +223,27 @@ class Attack(Component):
         attack (`LABEL_ONLY_ATTACK`) when `model` offers no scores or no gradients and that attack is another one, or
         its score-based attack (`SCORE_ONLY_ATTACK`) when `model` offers scores but no gradients or no trained copies;
         "" stays ""."""
+        other, kind = self.alternative(model)
+        if not reason or not other or other in reason:
+            return reason
+        return f"{reason}; the {kind} {other} runs on this model instead"
+
+    def alternative(self, model) -> tuple[str, str]:
+        """(registry name, kind) of the attack of the same risk that measures it from what `model` offers, when
+        it offers no gradients or no scores: its score-based attack (`SCORE_ONLY_ATTACK`) when it offers scores
+        but no gradients or no trained copies, else its label-only attack (`LABEL_ONLY_ATTACK`); ("", "") when the
+        model offers scores and gradients, or the risk has no such attack, or it is this one. The runner runs it
+        in this attack's place, with the parameters both take (`run.runner.run_attack`)."""
         from amulet_audit.core.component import model_capabilities
 
         offered = model_capabilities(model)
+        if {"scores", "gradients"} <= offered:
+            return "", ""
         scores_only = "scores" in offered and not {"gradients", "trained_copies"} <= offered
         other = (SCORE_ONLY_ATTACK if scores_only else LABEL_ONLY_ATTACK).get(self.risk, "")
-        if not reason or not other or other == self.name or other in reason:
-            return reason
-        if {"scores", "gradients"} <= offered:
-            return reason
-        kind = "score-based attack" if scores_only else "label-only attack"
-        return f"{reason}; the {kind} {other} runs on this model instead"
+        if not other or other == self.name:
+            return "", ""
+        return other, "score-based attack" if scores_only else "label-only attack"
 
     def _run(self, ctx: AttackContext) -> AttackResult:  # pragma: no cover - abstract
         """The attack itself, on parameters that `run` has validated (read them with `get_params()`)."""

@@ -103,7 +103,9 @@ def run_attack(model: ModelHandle, data: AuditData, plan: Plan, index: int, inpu
         out = guarded("attack", job.attack, provider, model, lambda: attack.run(ctx), lambda out: out.details)
     except QueryBudgetExceeded as exc:  # a prediction service's query budget ran out during this attack
         out = AttackResult({}, {}, not_applicable=f"the attack could not finish: {exc}")
-    run = Run(id=f"{scope}r{index + 1}", attack=job.attack, params=attack.get_params(), provider=provider,
+    # e.g. PGD on a tree ensemble: the gradient-free attack of the same risk measures it instead
+    attack, provider, out = _instead(attack, out, ctx, job.attack, provider)
+    run = Run(id=f"{scope}r{index + 1}", attack=attack.name, params=attack.get_params(), provider=provider,
               seconds=round(time.perf_counter() - t, 3), defense=defense, not_applicable=out.not_applicable,
               details=out.details)
     if progress:
@@ -111,11 +113,37 @@ def run_attack(model: ModelHandle, data: AuditData, plan: Plan, index: int, inpu
     return run, out
 
 
-def assemble(loaded: LoadedPolicy, plan: Plan, attacks: list[tuple[Run, AttackResult]]) -> UnitResult:
-    """The judged requirements of one model from its attack runs (`attacks[i]`: plan.jobs[i]'s run and output)."""
-    outputs = {job.key: (run.id, out) for job, (run, out) in zip(plan.jobs, attacks)}
+def _instead(attack, out: AttackResult, ctx: AttackContext, name: str, provider: str):
+    """(attack, provider, result): where `attack` (or one of its metrics) does not apply to the model because it
+    offers no gradients or no scores, the attack of the same risk that measures it from what the model offers (`Attack.alternative`, e.g. the
+    score-based square attack for PGD on a tree ensemble), run with the parameters both take (the same budget);
+    its evidence records what it stands in for (`instead_of`). Else `attack` and its not-applicable result."""
+    import dataclasses
+
+    import torch
+
+    other, _ = attack.alternative(ctx.model)
+    reasons = [out.not_applicable] + [m.reason for m in out.metrics.values() if m.value is None]
+    reason = next((r for r in reasons if r and other and other in r), "")
+    if not reason or other not in registry.attacks():
+        return attack, provider, out
+    cls = registry.attack_class(other)
+    substitute = cls(**{k: v for k, v in attack.get_params().items() if k in cls.parameter_constraints})
+    if substitute.unmet(substitute.validated_params(), ctx.model, ctx.data):
+        return attack, provider, out
+    torch.manual_seed(ctx.seed)
+    provider = registry.attacks()[other].provider
+    result = guarded("attack", other, provider, ctx.model, lambda: substitute.run(ctx), lambda o: o.details)
+    instead = {"attack": name, "params": attack.get_params(), "reason": reason, "measured_by": other}
+    return substitute, provider, dataclasses.replace(result, details={**result.details, "instead_of": instead})
+
+
+def assemble(loaded: LoadedPolicy, plan: Plan, attacks: list[tuple[Run, AttackResult] | None]) -> UnitResult:
+    """The judged requirements of one model from its attack runs (`attacks[i]`: plan.jobs[i]'s run and output, or
+    None while it has not run: its requirements are left out, e.g. for what a defense reads of the baseline early)."""
+    outputs = {job.key: (a[0].id, a[1]) for job, a in zip(plan.jobs, attacks) if a is not None}
     rows, paired = judge_requirements(loaded, plan, outputs)
-    return UnitResult(rows, [run for run, _ in attacks], paired=paired)
+    return UnitResult(rows, [a[0] for a in attacks if a is not None], paired=paired)
 
 
 BUILT_IN = "amulet-audit"
@@ -167,6 +195,8 @@ def judge_requirements(loaded: LoadedPolicy, plan: Plan, outputs: dict[str, tupl
     rows, paired = [], {}
     for req in loaded.policy.requirements:
         job = plan.job_of[req.id]
+        if job.key not in outputs:  # not run yet (`assemble` of part of the audit)
+            continue
         run_id, out = outputs[job.key]
         threshold = Threshold(op=req.threshold.op, value=req.threshold.value)
         if out.not_applicable or req.metric not in out.metrics:
@@ -181,8 +211,11 @@ def judge_requirements(loaded: LoadedPolicy, plan: Plan, outputs: dict[str, tupl
                 paired[req.id] = m.paired
         verdict, why = judge(value, ci, threshold.op, threshold.value, reason, bound=bound[0], bound_reason=bound[1])
         spec = registry.metric(req.metric)
+        instead = (out.details or {}).get("instead_of")
+        notes = [f"{instead['attack']} does not apply to this model ({instead['reason'].split('; the ')[0]}): "
+                 f"measured instead by {instead['measured_by']} with the parameters both take"] if instead else []
         rows.append(RequirementResult(
-            id=req.id, title=req.title, risk=req.risk, attack=job.attack, metric=req.metric,
+            id=req.id, title=req.title, risk=req.risk, attack=job.attack, metric=req.metric, warnings=notes,
             value=value, ci=list(ci) if ci is not None else None, ci_method=ci_method, n=n, threshold=threshold,
             verdict=verdict, reason=why, cite=req.cite, severity=req.severity, basis=req.basis,
             rationale=req.rationale, run=run_id,
@@ -434,8 +467,10 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
 
     from amulet_audit.run.controls import controlled
 
-    aims = [any(_takes_baseline(p) for p in d.parts or [d]) for d in plan.defenses]
-    nodes = graph.build_graph(len(plan.defenses), len(plan.jobs), aims, controlled(plan))
+    aims = [_waits_for(d, plan) for d in plan.defenses]
+    trains = [registry.attack_class(j.attack)(**j.params).uses_copies(j.params, model) if j.attack in registry.attacks()
+              else False for j in plan.jobs]
+    nodes = graph.build_graph(len(plan.defenses), len(plan.jobs), aims, controlled(plan), trains)
     scopes = [""] + [_scope(d, plan) for d in plan.defenses]
     n = len(plan.jobs)
     digest = graph.inputs_digest(model.sha256, data.sha256, inputs.seed, inputs.profile, inputs.confidence,
@@ -449,7 +484,7 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
             return None
         if unit not in aimed:
             d = plan.defenses[unit - 1]
-            aimed[unit] = _aimed(d, assemble(loaded, plan, [done[i] for i in range(n)])) if aims[unit - 1] else d
+            aimed[unit] = _aimed(d, assemble(loaded, plan, [done.get(i) for i in range(n)])) if aims[unit - 1] else d
         return aimed[unit]
 
     def key(i: int) -> str:
@@ -487,8 +522,22 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
     return results, fidelity, positive, store
 
 
-def _takes_baseline(defense: DefenseJob) -> bool:
-    return callable(getattr(registry.defense_class(defense.name), "baseline_params", None))
+def _waits_for(defense: DefenseJob, plan: Plan) -> tuple[int, ...] | None:
+    """The plan jobs whose findings on the audited model `defense` (or a part of it) takes parameters from
+    (`baseline_params`): those of the risks it declares in `baseline_risks`, every job when it declares none;
+    None when it takes nothing from them."""
+    risks = set()
+    for part in defense.parts or [defense]:
+        cls = registry.defense_class(part.name)
+        if callable(getattr(cls, "baseline_params", None)):
+            declared = getattr(cls, "baseline_risks", None)
+            if not declared:
+                return tuple(range(len(plan.jobs)))
+            risks.update(declared)
+    if not risks:
+        return None
+    return tuple(i for i, j in enumerate(plan.jobs)
+                 if j.attack in registry.attacks() and registry.attack_class(j.attack).risk in risks)
 
 
 def _aimed(defense: DefenseJob, baseline: UnitResult) -> DefenseJob:
