@@ -1,5 +1,7 @@
-"""The runner: the baseline evaluation and one unit per defense, run by an executor, then verdicts and the
-interaction matrix. A unit is plain data (paths and settings), so it can run in another process."""
+"""The runner: the audit's jobs (`run.graph`: every attack on the audited model and on each defended model, each
+defense, the training-fidelity check and the positive controls) run by an executor, then verdicts, the
+interaction matrix and the combinations against their parts. A job is plain data (`Task`: paths and settings), so
+it can run in another process or on a Ray worker."""
 
 from __future__ import annotations
 
