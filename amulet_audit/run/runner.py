@@ -135,8 +135,14 @@ def _instead(attack, out: AttackResult, ctx: AttackContext, name: str, provider:
         return attack, provider, out
     torch.manual_seed(ctx.seed)
     provider = registry.attacks()[other].provider
-    result = guarded("attack", other, provider, ctx.model, lambda: substitute.run(ctx), lambda o: o.details)
     instead = {"attack": name, "params": attack.get_params(), "reason": reason, "measured_by": other}
+    try:
+        result = guarded("attack", other, provider, ctx.model, lambda: substitute.run(ctx), lambda o: o.details)
+    except QueryBudgetExceeded as exc:  # a prediction service's query budget ran out: what the attack measured stays
+        why = f"{reason.split('; the ')[0]}; {other}, run in its place, could not finish: {exc}"
+        metrics = {k: m if m.value is not None else dataclasses.replace(m, reason=why) for k, m in out.metrics.items()}
+        return attack, provider, dataclasses.replace(out, metrics=metrics,
+                                                     not_applicable=why if out.not_applicable else "")
     return substitute, provider, dataclasses.replace(result, details={**result.details, "instead_of": instead})
 
 

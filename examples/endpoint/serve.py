@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--credit", type=Path, default=CREDIT, help="folder of the trained credit example (default: examples/credit)")
     parser.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080; 0: any free port)")
     parser.add_argument("--output", choices=sorted(FIELDS), default="probabilities", help="what the service answers (default probabilities)")
-    parser.add_argument("--budget", type=int, default=2_000_000, help="the query budget written into the spec (records; default 2,000,000)")
+    parser.add_argument("--budget", type=int, default=20_000_000, help="the query budget written into the spec (records; default 20,000,000)")
     parser.add_argument("--fail-first", type=int, default=0, help="answer the first N requests with HTTP 500")
     parser.add_argument("--spec-out", type=Path, default=HERE, help="folder for the data spec (default: this folder)")
     args = parser.parse_args(argv)
