@@ -313,7 +313,7 @@ def test_the_runner_holds_third_party_components_to_the_contract():
     import torch
 
     from amulet_audit.core.errors import InputError
-    from amulet_audit.run.runner import guarded
+    from amulet_audit.run.jobs import guarded
 
     model = SimpleNamespace(module=torch.nn.Linear(3, 2))
     plugin = "thirdparty-attacks 0.3.1"

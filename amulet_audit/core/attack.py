@@ -233,7 +233,7 @@ class Attack(Component):
         it offers no gradients or no scores: its score-based attack (`SCORE_ONLY_ATTACK`) when it offers scores
         but no gradients or no trained copies, else its label-only attack (`LABEL_ONLY_ATTACK`); ("", "") when the
         model offers scores and gradients, or the risk has no such attack, or it is this one. The runner runs it
-        in this attack's place, with the parameters both take (`run.runner.run_attack`)."""
+        in this attack's place, with the parameters both take (`run.jobs.run_attack`)."""
         from amulet_audit.core.component import model_capabilities
 
         offered = model_capabilities(model)

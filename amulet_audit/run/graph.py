@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -61,7 +61,7 @@ def materialise(inputs_bundle: dict[str, Any]) -> dict[str, str]:
 
 
 def _run_on_worker(inputs_bundle: dict[str, Any], task: Any) -> Any:
-    from amulet_audit.run.runner import run_task
+    from amulet_audit.run.jobs import run_task
 
     local = materialise(inputs_bundle)
     return run_task(replace(task, inputs=replace(task.inputs, **local)))
