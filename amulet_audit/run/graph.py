@@ -164,7 +164,7 @@ def execute(nodes: list[Node], key: Callable[[int], str], task: Callable[[int], 
             progress: Callable[[str, float], None] | None = None,
             on_done: Callable[[int, Any], None] | None = None) -> dict[int, Any]:
     """Run every node once its dependencies are done, each once: a stored output is reused, any other node's
-    `task(i)` (plain picklable data for `run.executor.run_task`) goes to `executor` (`submit(i, task)`,
+    `task(i)` (plain picklable data for `run.jobs.run_task`) goes to `executor` (`submit(i, task)`,
     `next_done() -> (i, output)` in completion order). `key(i)` is asked only once node i's dependencies are done
     (a key includes theirs). `on_done(i, output)` runs in this process as each node finishes (e.g. to aim a
     defense at the baseline's findings before its key is taken). Returns node index -> output."""
