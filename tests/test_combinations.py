@@ -46,6 +46,7 @@ def test_dp_sgd_with_adversarial_training_crafts_adversarial_batches_inside_dp_t
     # one adversarial batch per Poisson-sampled DP step (an empty batch is perturbed too), within the budget
     assert len(crafted) == steps and 0 < max(crafted) <= 0.2 + 1e-6
     assert combined.details["combination"] == ["adversarial_training", "dp_sgd"]  # outermost first
+    assert combined.details["adversarial_training"]["epochs"] == "those of the procedure inside it"
 
     alone = DPSGD(epsilon=3.0, epochs=1).apply(ctx)
     # the same privacy accounting (adversarial inputs do not change a record's clipped contribution) ...
@@ -73,6 +74,10 @@ def test_outlier_removal_hands_its_kept_records_to_the_procedure_inside(tabular_
     kept = 600 - 60
     assert seen == [(kept, {a: kept for a in ctx.data.sensitive_train})]
     assert out.details["outlier_removal"]["removed"] == 60
+    # the privacy evidence is of what ran: 540 records, their sampling rate; the selection is outside the guarantee
+    dp = out.details["dp_sgd"]
+    assert "trained on 540 of the 600 training records" in dp["records"] and "not covered" in dp["records"]
+    assert dp["sample_rate"] == pytest.approx(min(1.0, 256 / 540))
 
 
 def test_a_procedure_that_cannot_take_what_the_outer_one_hands_down_is_not_applicable(tabular_inputs):
@@ -126,3 +131,40 @@ def test_each_part_is_also_applied_alone_and_the_combination_is_named_by_its_par
     # parts take the policy's parameters as they do alone (adversarial training at the evasion budget)
     assert combo.parts[1] == plan.defenses[1] and combo.parts[1].params["eps"] == 0.05
     assert np.isclose(plan.defenses[1].params["eps"], 0.05)
+
+
+def test_a_defense_named_bare_in_a_combination_is_the_one_the_policy_lists():
+    from amulet_audit.plan import build_plan
+    from amulet_audit.policy.schema import Policy
+
+    policy = Policy.model_validate({
+        "policy": "p", "title": "t",
+        "requirements": [{"id": "r", "risk": "membership_inference", "metric": "auc", "threshold": {"max": 0.6}}],
+        "interactions": {"defenses": [{"name": "dp_sgd", "params": {"epsilon": 0.5}}, "outlier_removal"],
+                         "combinations": [["dp_sgd", "outlier_removal"],
+                                          [{"name": "dp_sgd", "params": {"epsilon": 8}}, "outlier_removal"]]},
+    })
+    plan = build_plan(policy)
+    names = [(d.name, d.params) for d in plan.defenses]
+    # the bare dp_sgd is the listed one at epsilon 0.5 (not a second dp_sgd at the default); one with its own
+    # parameters is another defense, applied alone too
+    assert names[:3] == [("dp_sgd", {"epsilon": 0.5}), ("outlier_removal", {}), ("dp_sgd", {"epsilon": 8})]
+    assert plan.defenses[3].parts[0].params == {"epsilon": 0.5} and plan.defenses[4].parts[0].params == {"epsilon": 8}
+
+
+def test_a_defended_model_that_predicts_one_class_is_said_to_be_constant(tabular_inputs):
+    import torch
+
+    from amulet_audit.run.jobs import _constant
+
+    model, data = tabular_inputs
+    assert _constant(model, data) == []
+
+    class Constant(torch.nn.Module):
+        def forward(self, x):
+            return torch.tensor([[2.0, -2.0]]).repeat(len(x), 1)
+
+    warning = _constant(dataclasses.replace(model, module=Constant()), data)
+    share = float(np.mean(data.y_holdout == 0))
+    assert len(warning) == 1 and f"predicts '{data.classes[0]}' for every holdout record" in warning[0]
+    assert f"{share:.3f}" in warning[0] and "constant model" in warning[0]

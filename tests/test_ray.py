@@ -52,3 +52,16 @@ def test_ray_address_without_ray_executor_is_refused(tabular, tmp_path):
     done = subprocess.run([*AMULET, str(tabular), "--policy", str(ONE_DEFENSE), "--out", str(tmp_path / "o"),
                            "--ray-address", "auto"], capture_output=True, text=True)
     assert done.returncode == 2 and "needs --executor ray" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_address_where_no_cluster_answers_is_refused_quickly(tabular, tmp_path):
+    import subprocess
+
+    from conftest import AMULET
+
+    # Ray itself would retry for minutes: the audit gives up at once (a hang fails the test at the timeout)
+    done = subprocess.run([*AMULET, str(tabular), "--policy", str(ONE_DEFENSE), "--out", str(tmp_path / "o"),
+                           "--executor", "ray", "--ray-address", "ray://127.0.0.1:1"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2 and "nothing answers at 127.0.0.1:1" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

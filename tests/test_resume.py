@@ -124,3 +124,19 @@ def test_a_changed_policy_invalidates_exactly_the_jobs_it_touches(small, tmp_pat
     assert len(made) == 2 and other.environment["jobs_reused"] == 7
     assert [r.value for r in other.requirements if r.id != "robust"] == \
            [r.value for r in first.requirements if r.id != "robust"]
+    # a requirement added in front moves every job's place in the plan: the reused runs take their new ids
+    shifted = tmp_path / "shifted.yaml"
+    shifted.write_text(_policy(tmp_path).read_text().replace("requirements:\n", """requirements:
+  - id: accuracy
+    risk: evasion
+    attack: {name: pgd, params: {eps: 0.3, norm: linf, steps: 10}}
+    metric: clean_accuracy
+    threshold: {min: 0.5}
+""", 1))
+    moved, made = audit(shifted)
+    assert len(made) == 2 and moved.environment["jobs_reused"] == 9
+    for result in (first, same, other, moved):
+        runs = {run.id: run for run in result.runs}
+        assert len(runs) == len(result.runs)  # ids unique
+        assert all(runs[r.run].attack == r.attack for r in result.requirements)
+    assert [r.value for r in moved.requirements if r.id != "accuracy"] == [r.value for r in first.requirements]

@@ -74,7 +74,8 @@ class AdversarialTraining(Defense):
 
         if transform is not None:
             return super().fit_with(ctx, x, y, recipe, seed, transform=transform)
-        if ctx.inner is not None:
+        self._delegated = ctx.inner is not None  # the procedure inside it sets the schedule (e.g. DP-SGD's)
+        if self._delegated:
             return ctx.inner(ctx, x, y, recipe, seed, sample_weight=sample_weight, transform=self.batch_transform(ctx))
         p = self.get_params()
         epochs = p["epochs"] or recipe.epochs
@@ -96,4 +97,6 @@ class AdversarialTraining(Defense):
 
     def evidence(self, ctx, module):
         p = self.get_params()
-        return {**p, "epochs": p["epochs"] or ctx.data.spec.training.epochs, "step_size": 2.5 * p["eps"] / p["steps"]}
+        epochs = ("those of the procedure inside it" if getattr(self, "_delegated", False)
+                  else p["epochs"] or ctx.data.spec.training.epochs)
+        return {**p, "epochs": epochs, "step_size": 2.5 * p["eps"] / p["steps"]}

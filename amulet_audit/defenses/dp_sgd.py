@@ -232,6 +232,7 @@ class DPSGD(Defense):
         x = torch.tensor(x_np, dtype=torch.float32)
         n = len(x)
         sched = self._schedule(ctx, n, recipe)
+        self._sched, self._n = sched, n  # what ran, for the evidence (fewer records when a defense around it selected)
         q, steps, sigma = sched["sample_rate"], sched["steps"], sched["noise_multiplier"]
         model, self._change = self._trainable(ctx.model)
         combined = () if transform is None else (transform.key,)  # alone: keys as before
@@ -282,6 +283,11 @@ class DPSGD(Defense):
     def evidence(self, ctx, module):
         p = self.get_params()
         out = {"architecture_change": self._change} if self._change else {}  # first: the report shows it first
+        n_train = len(ctx.data.x_train)
+        if getattr(self, "_n", n_train) < n_train:  # combined inside a defense that selected the records
+            out["records"] = (f"trained on {self._n} of the {n_train} training records, as the defense around it "
+                              "selected them; that selection looked at every record and is not covered by the privacy "
+                              "guarantee")
         return {**out, "target_epsilon": p["epsilon"], "spent_epsilon": self._spent, "max_grad_norm": p["max_grad_norm"],
-                **self._schedule(ctx, len(ctx.data.x_train), ctx.data.spec.training),
+                **(getattr(self, "_sched", None) or self._schedule(ctx, n_train, ctx.data.spec.training)),
                 "per_example_gradients": self._route}

@@ -41,16 +41,25 @@ def _defense_jobs(policy: Policy) -> list[DefenseJob]:
     """The policy's defenses, with parameters a defense takes from the policy's own requirements filled in
     (declared by the defense as `policy_params`, e.g. adversarial training at the policy's evasion budget), then
     its combinations (`interactions.combinations`). Each part of a combination is also applied alone, so the
-    combination can be compared with it: a part the policy does not list among `defenses` is added there."""
+    combination can be compared with it: a part the policy does not list among `defenses` is added there. A part
+    named without parameters is the defense `defenses` lists under that name (when it lists one)."""
     if not policy.interactions:
         return []
     out = [_filled(ref, policy) for ref in policy.interactions.refs()]
     combos = []
-    for refs in policy.interactions.combination_refs():
-        parts = [_filled(ref, policy) for ref in refs]
+    for raw, refs in zip(policy.interactions.combinations, policy.interactions.combination_refs()):
+        # a defense named bare in a combination is the one `defenses` lists under that name, with its parameters
+        parts = [_same(out, ref.name) if isinstance(given, str) and _same(out, ref.name) else _filled(ref, policy)
+                 for given, ref in zip(raw, refs)]
         out += [p for p in parts if p not in out]
         combos.append(DefenseJob("+".join(p.name for p in parts), {}, parts))
     return out + combos
+
+
+def _same(jobs: list[DefenseJob], name: str) -> DefenseJob | None:
+    """The one job of `jobs` named `name`, or None (none, or several with other parameters)."""
+    same = [j for j in jobs if j.name == name]
+    return same[0] if len(same) == 1 else None
 
 
 def _filled(ref, policy: Policy) -> DefenseJob:

@@ -265,6 +265,7 @@ def chapter(result: AuditResult) -> Interactions | None:
     )
     return Interactions(
         intro, table, combined=combined_table(result), combined_sentences=combined_sentences(result),
+        notes=tuple(f"{defense_label(d)}: {w}" for d in result.defenses for w in d.warnings),
         heatmap=Chart("Requirement × defense: signed change of each requirement's metric",
                       charts.interaction_heatmap(defenses, columns, cells),
                       "Cell text: defended minus baseline value, in the metric's own units."),

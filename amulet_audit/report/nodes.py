@@ -119,6 +119,7 @@ class Interactions:
     utility: Table | None = None  # clean accuracy before and after each defense
     combined: Table | None = None  # each combination of defenses against each of its defenses alone
     combined_sentences: tuple[str, ...] = ()  # one per combination that undid what a defense achieved alone
+    notes: tuple[str, ...] = ()  # defended models to read with care (e.g. one that predicts a single class)
 
 
 @dataclass(frozen=True)

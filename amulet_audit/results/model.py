@@ -193,6 +193,8 @@ class DefenseResult(_Strict):
     seconds: float = 0.0  # applying the defense and measuring every requirement on the defended model
     not_applicable: str = ""  # why the defense could not be applied to these inputs (then nothing was measured)
     parts: list[str] = Field(default_factory=list)  # a combination: the defenses trained together (params by name)
+    # what to read with care: e.g. a defended model that predicts one class, a comparison with a part that could not be made
+    warnings: list[str] = Field(default_factory=list)
 
 
 class RequirementChange(_Strict):

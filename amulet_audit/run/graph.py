@@ -178,7 +178,7 @@ def execute(nodes: list[Node], key: Callable[[int], str], task: Callable[[int], 
         if on_done:
             on_done(i, out)
         if progress:
-            progress(f"jobs done of {len(nodes)}", len(done) / len(nodes))
+            progress(f"{len(nodes)} jobs", len(done) / len(nodes))
 
     while waiting or ready or running:
         for i in sorted(i for i in waiting if all(d in done for d in nodes[i].deps)):

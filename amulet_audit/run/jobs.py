@@ -252,11 +252,29 @@ def _defense_result(task: Task, progress: Progress | None) -> DefenseResult:
         return DefenseResult(**head, not_applicable=outcome)
     try:
         before, after = clean_accuracy(model.module, data), clean_accuracy(outcome.model.module, data)
+        warnings = _constant(outcome.model, data)
     except QueryBudgetExceeded as exc:  # a prediction service's query budget ran out
         return DefenseResult(**head, not_applicable=f"the defense could not be measured: {exc}")
     return DefenseResult(**head, model_sha256=outcome.model.sha256, clean_accuracy_before=before,
                          clean_accuracy_after=after, details=outcome.details,
-                         training_seconds=round(time.perf_counter() - t, 3))
+                         training_seconds=round(time.perf_counter() - t, 3), warnings=warnings)
+
+
+def _constant(model: ModelHandle, data: AuditData) -> list[str]:
+    """A warning when `model` (a defended copy) predicts one class for every holdout record: then what is measured
+    on it describes a constant model (its robust accuracy is that class's share, its membership scores carry no
+    signal), not a robust or private one."""
+    import numpy as np
+
+    from amulet_audit.ops.forward import predict
+
+    labels = np.unique(predict(model.module, data.x_holdout))
+    if len(labels) != 1:
+        return []
+    share = float(np.mean(data.y_holdout == labels[0]))
+    return [f"the defended model predicts '{data.classes[int(labels[0])]}' for every holdout record (the share of "
+            f"that class is {share:.3f}): what is measured on it describes a constant model (e.g. its robust accuracy "
+            "is that share), not a robust, private or fair one"]
 
 
 def _defense(job: DefenseJob):

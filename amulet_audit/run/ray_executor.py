@@ -67,6 +67,24 @@ def _run_on_worker(inputs_bundle: dict[str, Any], task: Any) -> Any:
     return run_task(replace(task, inputs=replace(task.inputs, **local)))
 
 
+def _reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Raise InputError (one sentence) when a cluster address ("ray://host:port" or "host:port") does not accept a
+    TCP connection within `timeout` seconds: Ray itself would keep retrying for minutes. None and "auto" pass."""
+    import socket
+
+    if not address or address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"--ray-address {address}: expected ray://HOST:PORT, HOST:PORT or auto.")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise InputError(f"--ray-address {address}: nothing answers at {host}:{port} ({exc}); check the cluster's "
+                         "head address and port (Ray Client: 10001, GCS: 6379).") from None
+
+
 class RayExecutor:
     """The executor interface of `run.executor.LocalExecutor` (`submit`, `next_done`, `close`) over Ray tasks, one
     CPU each. `address`: a cluster's address ("ray://host:10001", "auto"); None starts a local Ray with `num_cpus`
@@ -82,6 +100,8 @@ class RayExecutor:
         self._started = False
         if not ray.is_initialized():
             import logging
+
+            _reachable(address)
 
             try:
                 ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,

@@ -171,15 +171,22 @@ def versus_parts(combo: DefenseJob, result: UnitResult, alone, *, tolerance: flo
     """The combination `combo` (its evaluation `result`) compared with each of its parts applied alone (`alone(part
     job)` -> that part's UnitResult), on the requirements of the risks that part is meant for: rows with `versus`
     the part's name, `baseline` its value alone and `defended` the combination's. A worsening there is combining
-    undoing what the part achieved. Nothing when the combination or the part was not applicable."""
+    undoing what the part achieved. Nothing when the combination or the part was not applicable; a requirement the
+    part measured that the combination could not is a warning on the combination's DefenseResult."""
     rows = []
     if result.defense is None or result.defense.not_applicable:
         return rows
+    combined = {r.id: r for r in result.requirements}
     for part in combo.parts:
         single = alone(part)
         if single is None or single.defense is None or single.defense.not_applicable:
             continue
         mine = [r for r in single.requirements if r.risk in single.defense.intended]
+        # what the part achieved alone and the combination cannot be compared on: said, not dropped
+        result.defense.warnings += [
+            f"compared with {part.name} alone ({r.value:.3f}), '{r.id}' could not be compared: on the combination, "
+            f"{combined[r.id].reason or 'it has no value'}"
+            for r in mine if r.value is not None and r.id in combined and combined[r.id].value is None]
         rows += [row.model_copy(update={"versus": part.name})
                  for row in compare(combo.name, (), mine, result.requirements, tolerance=tolerance,
                                     confidence=confidence, paired=(single.paired, result.paired), reps=reps, seed=seed,
@@ -257,7 +264,9 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
     results = []
     for unit in range(len(plan.defenses) + 1):
         mine = [i for i, node in enumerate(nodes) if node.unit == unit and node.kind in ("attack", "defense")]
-        attacks = [done[i] for i in mine if nodes[i].kind == "attack"]
+        # ids for this plan: a job reused from a run of another policy may have had another place in its plan
+        attacks = [(done[i][0].model_copy(update={"id": f"{scopes[unit]}r{nodes[i].index + 1}"}), done[i][1])
+                   if done[i] is not None else None for i in mine if nodes[i].kind == "attack"]
         head = next((done[i] for i in mine if nodes[i].kind == "defense"), None)
         if head is not None and head.not_applicable:
             results.append(UnitResult([], [], head))
