@@ -33,8 +33,9 @@ COMMANDS = {
 USAGE = f"""usage: amulet-audit MODEL --policy POLICY [--data DATA] [--out DIR] [options]
        amulet-audit COMMAND ...
 
-Audit a trained PyTorch model for security, privacy and fairness risks against a regulation policy,
-and write report.html, report.pdf and results.json.
+Audit a trained model (PyTorch, scikit-learn via skops, ONNX, or one behind a prediction service with
+--endpoint) for security, privacy and fairness risks against a regulation policy, and write report.html,
+report.pdf and results.json.
 
 commands:
 {chr(10).join(f"  {name:<10} {text}" for name, text in COMMANDS.items())}
@@ -212,6 +213,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     else:
         model = load_model(model_path, arch=args.arch, trust_pickle=args.trust_pickle,
                            trust_types=tuple(args.trust_type))
+    _check_flags_apply(args, model)
     import torch
 
     from amulet_audit.core.threads import threads_for
@@ -254,11 +256,26 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return ExitCode.FINDINGS
 
 
+def _check_flags_apply(args: argparse.Namespace, model) -> None:
+    """A loading flag the model's format does not read is refused (one sentence), not silently ignored."""
+    from amulet_audit.core.component import model_phrase
+
+    where = args.endpoint or args.model
+    for flag, given, fmt in (("--arch", args.arch, "state_dict"), ("--trust-pickle", args.trust_pickle, "pickle"),
+                             ("--trust-type", args.trust_type, "skops")):
+        if given and model.format != fmt:
+            raise InputError(f"{flag}: applies to a {fmt} model, and {where} is {model_phrase(model.format)}; "
+                             f"leave {flag} out.")
+
+
 def _check_model_fits(model, data) -> None:
     """One forward pass on a few records: the model must accept the features (its output shape is read by
     `ops.scores.attach`)."""
     import torch
 
+    check = getattr(model, "check_features", None)  # a model that knows its columns' names (scikit-learn)
+    if callable(check):
+        check(list(data.feature_names), data.spec_path)
     x = torch.as_tensor(data.x_holdout[:2])
     try:
         with torch.no_grad():

@@ -182,6 +182,11 @@ def test_model_without_trained_copies_says_why_there_is_no_control():
     assert controls[job.key].out is None
     reason = controls[job.key].not_available
     assert reason.startswith("no positive control: ") and "trainable copies" in reason and "labels only" in reason
+    # no control can be trained at all: the attack's power is unknown, so a PASS is not one (a FAIL stays)
     row = _row(Verdict.PASS)
     mark(controls, plan, [row])
-    assert row.verdict is Verdict.PASS and row.control.not_available == reason and row.control.detected is None
+    assert row.verdict is Verdict.INDETERMINATE and row.control.not_available == reason and row.control.detected is None
+    assert row.reason.startswith(reason) and "whether the attack could find the risk at this budget is unknown" in row.reason
+    row = _row(Verdict.FAIL)
+    mark(controls, plan, [row])
+    assert row.verdict is Verdict.FAIL

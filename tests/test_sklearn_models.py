@@ -238,3 +238,31 @@ def test_lightgbm_through_its_sklearn_interface(gbm, gbm_inputs, tmp_path):
     assert np.allclose(np.exp(logits(model.module, data.x_holdout)), est.predict_proba(data.x_holdout), atol=1e-9)
     copy = train_copy(model, data.x_train, data.y_train, data.spec.training, seed=0)
     assert np.allclose(logits(copy, data.x_holdout), logits(model.module, data.x_holdout))  # same data, same seed
+
+
+def test_an_estimator_fitted_on_columns_in_another_order_is_refused(gbm, tmp_path):
+    """The audit feeds the data spec's features in the spec's order: an estimator fitted on a DataFrame whose
+    columns are in another order would be audited as another function, so it is refused naming its order; one
+    fitted in the spec's order reads its columns by name."""
+    import pandas as pd
+    import yaml
+    from sklearn.linear_model import LogisticRegression
+    from skops.io import dump
+
+    spec = yaml.safe_load((gbm / "model.data.yaml").read_text())
+    frame = pd.read_parquet(gbm / spec["source"]["path"])
+    train = frame[frame[spec["split"]["column"]] == spec["split"]["train"]]
+    features = spec["features"]
+    y = train[spec["target"]].map({c: i for i, c in enumerate(spec["classes"])}) if spec.get("classes") else train[spec["target"]]
+    for name, columns in (("reversed", features[::-1]), ("same", features)):
+        model = LogisticRegression(max_iter=500).fit(train[columns], np.asarray(y, dtype=np.int64))
+        dump(model, gbm / f"{name}.skops")
+    spec_path = gbm / "model.data.yaml"
+    done = _cli(gbm / "reversed.skops", "--data", spec_path, "--policy", "nyc_ll144", "--out", tmp_path / "r",
+                "--profile", "quick", "--quiet", "--no-pdf")
+    assert done.returncode == 2 and "key 'features' lists the columns in another order" in done.stderr, done.stderr
+    assert features[-1] in done.stderr and "Traceback" not in done.stderr
+    done = _cli(gbm / "same.skops", "--data", spec_path, "--policy", "nyc_ll144", "--out", tmp_path / "s",
+                "--profile", "quick", "--quiet", "--no-pdf")
+    assert done.returncode in (0, 1), done.stderr
+    assert "feature names" not in done.stderr  # read by name: no scikit-learn warning per call

@@ -223,7 +223,9 @@ def load_endpoint(url: str, data, *, sleep=time.sleep) -> EndpointHandle:
                          "(features: request field, scores: or labels: response field); see DESIGN.md, 'Data spec'.")
     client = EndpointClient(url, mapping, data.feature_names, data.classes, sleep=sleep)
     module = EndpointModule(client)
-    module.eval()
+    from amulet_audit.core.mode import set_mode
+
+    set_mode(module, False)
     module(torch.as_tensor(data.x_holdout[:2]))  # the mapping fits the service's answers, or one sentence (exit 2)
     answer = f"field '{mapping.scores}' (per-class scores)" if mapping.scores else f"field '{mapping.labels}' (labels)"
     architecture = f"prediction service: request field '{mapping.features}' ({mapping.layout}), answers in {answer}"

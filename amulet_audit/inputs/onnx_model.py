@@ -119,7 +119,9 @@ def load_onnx(path: str | Path) -> QueriedModelHandle:
         raise InputError(f"{path}: no output of the ONNX model is a numeric tensor ({', '.join(o.type for o in outputs)}); "
                          "export per-class scores or labels.")
     module = OnnxModule(raw)
-    module.eval()
+    from amulet_audit.core.mode import set_mode
+
+    set_mode(module, False)
     n_params = _initializer_size(raw)
     chosen = outputs[index]
     architecture = f"ONNX graph, input '{inputs[0].name}' {inputs[0].type}, output '{chosen.name}' {chosen.type}"

@@ -55,7 +55,9 @@ def _torch_module_class():
             self.estimator = estimator
             self.n_classes = int(n_classes)
             self.register_buffer("fingerprint", torch.tensor(list(fingerprint(estimator)), dtype=torch.uint8))
-            self.eval()
+            from amulet_audit.core.mode import set_mode
+
+            set_mode(self, False)
 
         def forward(self, x):
             xn = x.detach().cpu().reshape(len(x), -1).float().numpy()
@@ -79,6 +81,11 @@ def log_proba(estimator, x: np.ndarray, n_classes: int) -> np.ndarray:
     """log `predict_proba(x)` as (n, n_classes) float64, column j for class index j (the estimator's `classes_`
     placed in their columns; absent classes and probabilities of 0 give `_LOG_FLOOR`), renormalised so that each
     row's exponentials sum to 1."""
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is not None and x.ndim == 2 and x.shape[1] == len(names):
+        import pandas as pd  # fitted on a DataFrame: its columns by name (`check_features` made the order agree)
+
+        x = pd.DataFrame(x, columns=list(names))
     p = np.asarray(estimator.predict_proba(x), dtype=np.float64)
     full = np.zeros((len(x), n_classes))
     full[:, np.asarray(estimator.classes_, dtype=np.int64)] = p
@@ -162,6 +169,24 @@ class SklearnHandle(ModelHandle):
     output_description: str = ("the logarithm of the estimator's predict_proba; copies are sklearn clones of it "
                                "fitted on the records (its hyperparameters are its training recipe)")
     capabilities: frozenset = field(default_factory=lambda: MODEL_KINDS["sklearn"]["offers"])
+
+    def check_features(self, feature_names: list[str], spec_path) -> None:
+        """Refuse (InputError, one sentence) a data spec whose `features` are not, in order, the columns the
+        estimator was fitted on (`feature_names_in_`, set when it was fitted on a DataFrame): the audit feeds the
+        spec's columns in the spec's order, and another order would silently audit another function."""
+        names = getattr(self.estimator, "feature_names_in_", None)
+        if names is None or list(names) == list(feature_names):
+            return
+        names = [str(n) for n in names]
+        if sorted(names) == sorted(feature_names):
+            raise InputError(f"{spec_path}: key 'features' lists the columns in another order than {self.path} was "
+                             f"fitted on ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''}); list them in "
+                             "that order.")
+        missing = [n for n in names if n not in feature_names]
+        extra = [n for n in feature_names if n not in names]
+        raise InputError(f"{spec_path}: key 'features' does not match the columns {self.path} was fitted on "
+                         f"(missing: {', '.join(missing[:8]) or 'none'}; not used by the model: "
+                         f"{', '.join(extra[:8]) or 'none'}); list the model's columns, in its order.")
 
     @property
     def parameters(self) -> int:

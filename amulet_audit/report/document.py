@@ -50,6 +50,7 @@ def _row(req: RequirementResult) -> RequirementRow:
         threshold=fmt_threshold(req.threshold),
         verdict=VERDICT_BADGES[req.verdict.value],
         reason=req.reason,
+        notes=tuple(w for w in req.warnings if w not in req.reason),
     )
 
 

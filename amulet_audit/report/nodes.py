@@ -67,6 +67,7 @@ class RequirementRow:
     threshold: str  # "≥ 0.60"
     verdict: Badge
     reason: str
+    notes: tuple[str, ...] = ()  # the requirement's warnings (e.g. measured by a stand-in attack; copies unfaithful)
 
 
 Block = Union[Chart, Table]

@@ -93,6 +93,8 @@ class Control:
     not_available: str = ""
     seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
+    # no control could be trained at all (the model offers no trainable copies): the attack's power is unknown
+    unknown_power: bool = False
 
 
 @dataclass
@@ -160,6 +162,7 @@ def _control(cls, job, model, data, wanted, *, seed, profile, confidence, cache,
     why = unmet_need({"trained_copies"}, model, data)
     if why:
         control.not_available = f"no positive control: {why}"
+        control.unknown_power = True
         return control
     try:
         setup = _setup(cls, params, model, data, seed=seed, cache=cache, metrics=wanted)
@@ -425,19 +428,22 @@ def no_power_sentence(rec: PositiveControl) -> str:
 
 def mark(controls: dict[str, Control], plan, rows: list[RequirementResult]) -> None:
     """Attach each row's control (by the job that measured its requirement) in place, and judge a PASS whose
-    attack did not detect its control as INDETERMINATE with `no_power_sentence`. Rows of other risks, and of jobs
-    without a control, are left alone."""
+    attack did not detect its control as INDETERMINATE with `no_power_sentence`, as is a PASS whose control could
+    not be trained at all (a model without trainable copies: ONNX, a prediction service). Rows of other risks, and
+    of jobs without a control, are left alone."""
     for row in rows:
         job = plan.job_of.get(row.id)
         control = controls.get(job.key) if job is not None else None
         if control is None:
             continue
         row.control = record(control, row)
-        if row.verdict is Verdict.PASS and row.control.detected is False:
+        if row.verdict is Verdict.PASS and (row.control.detected is False or control.unknown_power):
             # the measured value is a bound on the side of less risk: judging again with it composes with the rest
             bound = "lower" if row.metric_info.higher_is_worse else "upper"
+            why = (no_power_sentence(row.control) if row.control.detected is False else
+                   f"{control.not_available}, so whether the attack could find the risk at this budget is unknown")
             row.verdict, row.reason = judge(row.value, tuple(row.ci) if row.ci else None, row.threshold.op,
-                                            row.threshold.value, bound=bound, bound_reason=no_power_sentence(row.control))
+                                            row.threshold.value, bound=bound, bound_reason=why)
 
 
 def seconds(controls: dict[str, Control]) -> float:

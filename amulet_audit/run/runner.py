@@ -68,11 +68,17 @@ def judge_requirements(loaded: LoadedPolicy, plan: Plan, outputs: dict[str, tupl
             ci_method = "" if value is None else m.ci_method or "not stated by the attack"
             if m.paired is not None:
                 paired[req.id] = m.paired
-        verdict, why = judge(value, ci, threshold.op, threshold.value, reason, bound=bound[0], bound_reason=bound[1])
         spec = registry.metric(req.metric)
         instead = (out.details or {}).get("instead_of")
         notes = [f"{instead['attack']} does not apply to this model ({instead['reason'].split('; the ')[0]}): "
                  f"measured instead by {instead['measured_by']} with the parameters both take"] if instead else []
+        if instead and not bound[0]:
+            # a stand-in may be weaker than the attack the policy names: its value bounds the risk from the side of
+            # less risk, so it can show a breach (FAIL) but never that the risk is within the threshold (PASS)
+            bound = ("lower" if spec.higher_is_worse else "upper",
+                     f"measured by {instead['measured_by']} in place of {instead['attack']}, which may be stronger: "
+                     "a value within the threshold does not show the risk is")
+        verdict, why = judge(value, ci, threshold.op, threshold.value, reason, bound=bound[0], bound_reason=bound[1])
         rows.append(RequirementResult(
             id=req.id, title=req.title, risk=req.risk, attack=job.attack, metric=req.metric, warnings=notes,
             value=value, ci=list(ci) if ci is not None else None, ci_method=ci_method, n=n, threshold=threshold,

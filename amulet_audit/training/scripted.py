@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from amulet_audit.core.mode import set_mode
 from amulet_audit.training.stacked import _PER_RECORD, _STACKED
 
 
@@ -41,8 +42,8 @@ def eager_sequential(model, seed: int, example) -> Any | None:
         for training in (False, True):
             reference = model.fresh_copy(seed)  # the check's BatchNorm updates must not reach the returned module
             candidate = copy.deepcopy(eager)
-            reference.train(training)
-            candidate.train(training)
+            set_mode(reference, training)
+            set_mode(candidate, training)
             with torch.no_grad(), torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 want = reference(probe)
@@ -52,7 +53,7 @@ def eager_sequential(model, seed: int, example) -> Any | None:
                 return None
     except Exception:  # a forward that fails on the example: leave the model to the other routes
         return None
-    return eager.train(True)
+    return set_mode(eager, True)
 
 
 def _build(scripted):
