@@ -60,9 +60,10 @@ def build_graph(n_defenses: int, n_attacks: int, aims: list[tuple[int, ...] | No
     positive control of each attack job in `controls` (indexes into plan.jobs), then for each defense its defense
     job and its attack jobs. `aims[k]`: None when plan.defenses[k] needs nothing from the audited model's
     evaluation, else the plan jobs whose findings it takes its parameters from (it waits for them). `trains[i]`:
-    plan.jobs[i] trains copies (a heavier job)."""
+    plan.jobs[i] trains copies (a heavier job), or its weight as a number."""
     trains = trains or [False] * n_attacks
-    weight = [WEIGHT_TRAINS if t else WEIGHT_OTHER for t in trains]
+    # a bool: the job trains copies; a number: its own weight (e.g. the queries it asks of a prediction service)
+    weight = [float(t) if not isinstance(t, bool) else WEIGHT_TRAINS if t else WEIGHT_OTHER for t in trains]
     nodes = [Node("attack", 0, i, weight=weight[i]) for i in range(n_attacks)]
     nodes += [Node("fidelity", 0, weight=WEIGHT_TRAINS)] + [Node("control", 0, i, weight=WEIGHT_TRAINS) for i in controls]
     for k in range(n_defenses):
@@ -162,12 +163,13 @@ class Store:
 
 def execute(nodes: list[Node], key: Callable[[int], str], task: Callable[[int], Any], store: Store, executor, *,
             progress: Callable[[str, float], None] | None = None,
-            on_done: Callable[[int, Any], None] | None = None) -> dict[int, Any]:
+            on_done: Callable[[int, Any], None] | None = None, cheapest_first: bool = False) -> dict[int, Any]:
     """Run every node once its dependencies are done, each once: a stored output is reused, any other node's
     `task(i)` (plain picklable data for `run.jobs.run_task`) goes to `executor` (`submit(i, task)`,
     `next_done() -> (i, output)` in completion order). `key(i)` is asked only once node i's dependencies are done
     (a key includes theirs). `on_done(i, output)` runs in this process as each node finishes (e.g. to aim a
-    defense at the baseline's findings before its key is taken). Returns node index -> output."""
+    defense at the baseline's findings before its key is taken). `cheapest_first`: run ready jobs by ascending
+    weight instead (a model behind a prediction service with a query budget). Returns node index -> output."""
     done: dict[int, Any] = {}
     waiting, ready, running = set(range(len(nodes))), [], set()
     rank = priorities(nodes)
@@ -188,7 +190,9 @@ def execute(nodes: list[Node], key: Callable[[int], str], task: Callable[[int], 
                 ready.append(i)
             else:
                 finish(i, out)
-        ready.sort(key=lambda i: (-rank[i], i))  # the job with the most work waiting on it first
+        # the job with the most work waiting on it first; under a query budget the cheapest first, so that what
+        # needs few queries is measured before an expensive attack can use the budget up
+        ready.sort(key=lambda i: (nodes[i].weight if cheapest_first else -rank[i], i))
         while ready and len(running) < capacity:
             i = ready.pop(0)
             executor.submit(i, task(i))

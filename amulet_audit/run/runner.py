@@ -232,8 +232,14 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
     from amulet_audit.run.controls import controlled
 
     aims = [_waits_for(d, plan) for d in plan.defenses]
-    trains = [registry.attack_class(j.attack)(**j.params).uses_copies(j.params, model) if j.attack in registry.attacks()
-              else False for j in plan.jobs]
+    budgeted = callable(getattr(model, "queries", None))  # a prediction service: every query counts
+    if budgeted:  # what an attack asks of the service: searches over many records cost most
+        heavy = {"evasion": 100, "model_extraction": 10}
+        trains = [heavy.get(registry.attack_class(j.attack).risk, 1) if j.attack in registry.attacks() else 1
+                  for j in plan.jobs]
+    else:
+        trains = [registry.attack_class(j.attack)(**j.params).uses_copies(j.params, model)
+                  if j.attack in registry.attacks() else False for j in plan.jobs]
     nodes = graph.build_graph(len(plan.defenses), len(plan.jobs), aims, controlled(plan), trains)
     scopes = [""] + [_scope(d, plan) for d in plan.defenses]
     n = len(plan.jobs)
@@ -266,7 +272,7 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
 
     store = graph.Store(Path(state_dir) if state_dir is not None else None)
     with _executor(executor, model, data, loaded, jobs=jobs, ray_address=ray_address, progress=progress) as ex:
-        graph.execute(nodes, key, task, store, ex, progress=progress, on_done=done.__setitem__)
+        graph.execute(nodes, key, task, store, ex, progress=progress, on_done=done.__setitem__, cheapest_first=budgeted)
     results = []
     for unit in range(len(plan.defenses) + 1):
         mine = [i for i, node in enumerate(nodes) if node.unit == unit and node.kind in ("attack", "defense")]
