@@ -97,7 +97,7 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
     (`run.graph`); `state_dir`: where finished jobs are stored as they complete, so an audit run again after a kill
     reuses them (None: kept in memory). The caller removes `state_dir` once the results are written. `executor`:
     "local" (processes on this machine) or "ray" (Ray tasks on the cluster at `ray_address`, else on a local Ray
-    with `jobs` CPUs, all of this machine's when `jobs` is 1)."""
+    with `jobs` CPUs)."""
     from amulet_audit.ops.scores import attach
 
     started = _now()
@@ -208,7 +208,7 @@ def _executor(kind: str, model: ModelHandle, data: AuditData, loaded: LoadedPoli
 
         source = Path(data.spec_path).parent / data.spec.source.path
         return RayExecutor(bundle(str(model.path), str(data.spec_path), loaded.policy, str(source)),
-                           address=ray_address, num_cpus=jobs if jobs > 1 else None)
+                           address=ray_address, num_cpus=jobs)
     return LocalExecutor(run_task, jobs, progress)
 
 
