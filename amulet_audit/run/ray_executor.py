@@ -19,9 +19,10 @@ from typing import Any
 from amulet_audit.core.errors import InputError
 
 
-def bundle(model_path: str, data_path: str, policy: Any, data_file: str) -> dict[str, Any]:
+def bundle(model_path: str, data_path: str, policy: Any, data_file: str, cache: str | None = None) -> dict[str, Any]:
     """The audit's inputs as bytes: {"digest", "model": (file name, bytes), "spec": (file name, bytes, data file
-    name, bytes), "policy": JSON text of the merged policy}. `data_file`: the data file the spec names (resolved)."""
+    name, bytes), "policy": JSON text of the merged policy, "cache": the workers' cache folder name}. `data_file`:
+    the data file the spec names (resolved); `cache`: the audit's cache folder (None: a cache for this audit only)."""
     import yaml
 
     model = Path(model_path)
@@ -38,6 +39,11 @@ def bundle(model_path: str, data_path: str, policy: Any, data_file: str) -> dict
     for part in (out["model"][1], spec_bytes, out["spec"][3], out["policy"].encode()):
         h.update(hashlib.sha256(part).digest())
     out["digest"] = h.hexdigest()
+    # workers cache trained copies per audit cache (the submitter's folder, or this audit alone): never across
+    # audits the user asked to keep apart (another --cache-dir, --no-cache)
+    import uuid
+
+    out["cache"] = hashlib.sha256((cache or uuid.uuid4().hex).encode()).hexdigest()[:16]
     return out
 
 
@@ -57,7 +63,7 @@ def materialise(inputs_bundle: dict[str, Any]) -> dict[str, str]:
         write_bytes_atomic(root / "policy.yaml", inputs_bundle["policy"].encode())
         done.touch()
     return {"model_path": str(root / inputs_bundle["model"][0]), "data_path": str(root / inputs_bundle["spec"][0]),
-            "policy_path": str(root / "policy.yaml"), "cache_root": str(root / "cache")}
+            "policy_path": str(root / "policy.yaml"), "cache_root": str(root / "cache" / inputs_bundle["cache"])}
 
 
 def _run_on_worker(inputs_bundle: dict[str, Any], task: Any) -> Any:

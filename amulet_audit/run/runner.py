@@ -201,13 +201,13 @@ def versus_parts(combo: DefenseJob, result: UnitResult, alone, *, tolerance: flo
 
 
 def _executor(kind: str, model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, jobs: int,
-              ray_address: str | None, progress: Progress | None):
+              ray_address: str | None, progress: Progress | None, cache_root: str | None = None):
     """A LocalExecutor with `jobs` processes, or a RayExecutor (the inputs shipped as content-addressed bytes)."""
     if kind == "ray":
         from amulet_audit.run.ray_executor import RayExecutor, bundle
 
         source = Path(data.spec_path).parent / data.spec.source.path
-        return RayExecutor(bundle(str(model.path), str(data.spec_path), loaded.policy, str(source)),
+        return RayExecutor(bundle(str(model.path), str(data.spec_path), loaded.policy, str(source), cache_root),
                            address=ray_address, num_cpus=jobs)
     return LocalExecutor(run_task, jobs, progress)
 
@@ -271,7 +271,8 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
         return Task(inputs, node.kind, defense_of(node.unit), scopes[node.unit], node.index)
 
     store = graph.Store(Path(state_dir) if state_dir is not None else None)
-    with _executor(executor, model, data, loaded, jobs=jobs, ray_address=ray_address, progress=progress) as ex:
+    with _executor(executor, model, data, loaded, jobs=jobs, ray_address=ray_address, progress=progress,
+                   cache_root=inputs.cache_root) as ex:
         graph.execute(nodes, key, task, store, ex, progress=progress, on_done=done.__setitem__, cheapest_first=budgeted)
     results = []
     for unit in range(len(plan.defenses) + 1):
