@@ -44,6 +44,7 @@ common audit options:
   --profile quick|standard|thorough   attack budgets (default standard)
   --jobs N                            run the audit's jobs in N processes (resumes after a kill)
   --executor local|ray                where jobs run; --ray-address ADDR for an existing Ray cluster
+  --device cpu|cuda|auto              where models train and attacks compute (default auto: a GPU if any)
 
 Run `amulet-audit audit --help` for every audit option, `amulet-audit COMMAND --help` for a command's.
 
@@ -78,6 +79,9 @@ def _audit_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", metavar="ADDR",
                    help="with --executor ray: an existing cluster (ray://head:10001, or auto on a cluster node); "
                         "default: start a local Ray")
+    p.add_argument("--device", default="auto", metavar="cpu|cuda|auto",
+                   help="where models train and attacks compute: cpu, cuda (or cuda:N), or auto (default: a CUDA GPU "
+                        "where torch sees one, else the CPU)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed and inputs give the same numbers (default 0)")
     p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
     p.add_argument("--arch", metavar="MODULE:CLASS", help="architecture class for a state_dict model file")
@@ -189,6 +193,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         raise InputError(f"--ray-address {args.ray_address}: needs --executor ray.")
     if not 0.5 <= args.confidence < 1:
         raise InputError(f"--confidence {args.confidence}: must be in [0.5, 1), e.g. 0.95.")
+    device = _device(args)
     templates = _templates(args.templates)
     out = _out_dir(args.out)
     if (args.model is None) == (args.endpoint is None):
@@ -240,7 +245,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     with progress_display(quiet=args.quiet) as progress:
         result = run_audit(model, data, loaded, seed=args.seed, profile=PROFILES[args.profile],
                            confidence=args.confidence, progress=progress, cache=cache, jobs=args.jobs,
-                           state_dir=state, executor=args.executor, ray_address=args.ray_address)
+                           state_dir=state, executor=args.executor, ray_address=args.ray_address, device=device)
         result = _with_recertification(result, baseline, args.baseline)
         warned = _write_outputs(result, out, templates=templates, pdf=not args.no_pdf, progress=progress)
     if result.environment.get("jobs_reused") and not args.quiet:
@@ -254,6 +259,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.exit_zero or result.verdict == "pass":
         return ExitCode.OK
     return ExitCode.FINDINGS
+
+
+def _device(args: argparse.Namespace) -> str:
+    """The torch device of `--device` (`core.device.resolve`). On a Ray cluster given by address, `cuda` is the
+    cluster's to provide: each job then asks Ray for a GPU, and the submitting machine needs none."""
+    from amulet_audit.core.device import resolve
+
+    text = str(args.device).strip().lower()
+    if args.executor == "ray" and args.ray_address and (text == "cuda" or text.startswith("cuda:")):
+        return text
+    return resolve(args.device)
 
 
 def _check_flags_apply(args: argparse.Namespace, model) -> None:

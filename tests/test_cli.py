@@ -63,6 +63,8 @@ def test_audit_writes_three_files_and_fails_on_a_biased_model(tmp_path, tabular)
     assert runs[rows["bias-impact-ratio"]["run"]]["attack"] == "group_fairness"
     assert rows["bias-impact-ratio"]["metric_info"] == {"higher_is_worse": False, "unit": "ratio"}
     assert all(r["ci_method"] for r in result["requirements"] if r["value"] is not None)
+    # --device auto (the default) computes on a GPU where torch sees one, else on the CPU, and says which
+    assert result["environment"]["device"].startswith("cuda:" if torch.cuda.is_available() else "cpu")
     # --exit-zero reports without failing; --no-pdf writes no PDF
     again = run(tabular, "--policy", ONE_DEFENSE, "--out", tmp_path / "r2", "--profile", "quick", "--quiet", "--exit-zero", "--no-pdf")
     assert again.returncode == 0
@@ -90,7 +92,8 @@ def test_render_reproduces_the_report_from_results(tmp_path, tabular):
     assert bad.returncode == 2 and "broken.json" in bad.stderr and not (tmp_path / "c" / "report.html").exists()
 
 
-@pytest.mark.parametrize("case", ["pickle", "garbage", "missing", "no_spec", "bad_spec", "wrong_shape", "bad_policy", "bad_flag"])
+@pytest.mark.parametrize("case", ["pickle", "garbage", "missing", "no_spec", "bad_spec", "wrong_shape", "bad_policy", "bad_flag",
+                                  "no_gpu", "bad_device"])
 def test_bad_input_is_exit_2_with_one_line_and_nothing_written(tmp_path, tabular, case):
     spec = tabular.with_name("model.data.yaml")
     model, extra = tabular, ["--data", spec]
@@ -118,6 +121,12 @@ def test_bad_input_is_exit_2_with_one_line_and_nothing_written(tmp_path, tabular
         policy = "eu_ai_akt"
     elif case == "bad_flag":
         extra += ["--profile", "fast"]
+    elif case == "no_gpu":
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+        extra += ["--device", "cuda"]
+    elif case == "bad_device":
+        extra += ["--device", "gpu0"]
     done = run(model, "--policy", policy, *extra, "--out", tmp_path / "out", "--quiet")
     assert done.returncode == 2, (done.returncode, done.stderr)
     assert "Traceback" not in done.stderr
@@ -125,5 +134,5 @@ def test_bad_input_is_exit_2_with_one_line_and_nothing_written(tmp_path, tabular
     message = done.stderr.strip().splitlines()[-1]
     expected = {"pickle": "--trust-pickle", "garbage": "not a model file", "missing": "not found", "no_spec": "--data",
                 "bad_spec": "income", "wrong_shape": "does not accept", "bad_policy": "did you mean the bundled 'eu_ai_act'",
-                "bad_flag": "fast"}[case]
+                "bad_flag": "fast", "no_gpu": "--device cuda: ", "bad_device": "--device gpu0: not a device"}[case]
     assert expected in message, message

@@ -18,8 +18,10 @@ def sha256_file(path: str | Path) -> str:
 def weights_digest(module, label: str = "") -> str:
     """Hex SHA-256 of `label` and every parameter and buffer of `module` (name and bytes, in name order): equal
     exactly when the weights are equal."""
+    from amulet_audit.core.device import plain_state_dict
+
     h = hashlib.sha256(label.encode())
-    for name, t in sorted(module.state_dict().items()):
+    for name, t in sorted(plain_state_dict(module).items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()

@@ -77,13 +77,15 @@ def _per_example_route(model, seed: int, example):
     import torch
     from torch.func import functional_call, grad, vmap
 
+    from amulet_audit.core.device import current, to_device
     from amulet_audit.training.loop import batch_loss
 
     loss = batch_loss(model.output)  # the loss the model's output convention trains with
     func = model.functional_copy(seed, example)  # None for a scripted Dropout, which must train in training mode
-    if func is not None:
-        params = {k: v.clone().requires_grad_(True) for k, v in func.params.items()}
-        buffers = func.buffers
+    if func is not None:  # the weights (and the batches train_loop hands over) are on the audit's device
+        func.module.to(current())
+        params = {k: to_device(v.clone()).requires_grad_(True) for k, v in func.params.items()}
+        buffers = {k: to_device(v) for k, v in func.buffers.items()}
 
         def loss_one(prm, xi, yi):
             return loss(functional_call(func.module, {**prm, **buffers}, (xi.unsqueeze(0),)), yi.unsqueeze(0))
@@ -94,7 +96,7 @@ def _per_example_route(model, seed: int, example):
                 lambda xb, yb: vectorised({k: v.detach() for k, v in params.items()}, xb, yb),
                 _at_current_weights(func.module, params, buffers))
 
-    copy = model.fresh_copy(seed)  # train mode (exported programs keep the mode fixed at export)
+    copy = model.fresh_copy(seed).to(current())  # train mode (exported programs keep the mode fixed at export)
     params = dict(copy.named_parameters())
 
     def per_example(xb, yb):
@@ -225,6 +227,7 @@ class DPSGD(Defense):
         from opacus.accountants import RDPAccountant
         from opacus.optimizers import DPOptimizer
 
+        from amulet_audit.core.device import current, generator
         from amulet_audit.training.loop import make_optimizer, poisson, train_loop
         from amulet_audit.training.cache import ModelCache, content_key
 
@@ -247,12 +250,14 @@ class DPSGD(Defense):
             def dp_optimizer(prm, gen):
                 optimizer = DPOptimizer(make_optimizer(prm, recipe), noise_multiplier=sigma,
                                         max_grad_norm=p["max_grad_norm"], expected_batch_size=max(1, int(round(q * n))))
-                optimizer.generator = gen  # noise drawn from the audit's seed: reproducible
+                # noise drawn from the audit's seed: reproducible (on a GPU from its own generator, seeded the same:
+                # Opacus draws the noise where the gradients are)
+                optimizer.generator = gen if gen.device == torch.device(current()) else generator(seed)
                 return optimizer
 
             def per_example_gradients(xb, yb):
                 if len(xb) == 0:  # an empty Poisson batch still counts as a step: clipped sum 0, noise only
-                    grads = {k: torch.zeros((1, *v.shape)) for k, v in params.items()}
+                    grads = {k: torch.zeros((1, *v.shape), device=v.device) for k, v in params.items()}
                 else:
                     grads = per_example(xb, yb)
                 for k, v in params.items():

@@ -5,6 +5,7 @@ torch is imported inside the functions: `amulet-audit --help` and `validate` mus
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import io
 import math
@@ -17,6 +18,10 @@ from typing import Any
 from amulet_audit.core.errors import InputError
 from amulet_audit.core.digest import architecture_digest, layer_kind, sha256_file
 from amulet_audit.core.mode import mode_fixed, set_mode
+
+# Formats whose model is a torch module with its own weights (the others are read through a module: an estimator,
+# an ONNX graph, a prediction service).
+TORCH_FORMATS = ("torchscript", "export", "state_dict", "pickle")
 
 # Layers whose behaviour differs between train() and eval(); a traced module freezes them in one mode.
 MODE_DEPENDENT = ("BatchNorm", "Dropout", "InstanceNorm", "AlphaDropout")
@@ -65,8 +70,17 @@ class ModelHandle:
         """Whether copies of the architecture can be trained: not for a label-only output (no gradient)."""
         return self.output != "labels"
 
+    def placed(self) -> "ModelHandle":
+        """This model with its weights on the process's device (`core.device.placed`; itself on the CPU): its
+        `module` is then called with CPU tensors and returns CPU tensors, and `raw` keeps the model as loaded."""
+        from amulet_audit.core.device import on_cpu, placed
+
+        if on_cpu() or self.format not in TORCH_FORMATS:  # an estimator, ONNX graph or service runs where it runs
+            return self
+        return dataclasses.replace(self, module=placed(self.module), raw=self.arch_module)
+
     def fresh_copy(self, seed: int):
-        """A re-initialised copy of the audited architecture, in train mode, ready for `train_model`."""
+        """A re-initialised copy of the audited architecture on the CPU, in train mode, ready for `train_model`."""
         import torch
 
         torch.manual_seed(seed)
@@ -78,7 +92,7 @@ class ModelHandle:
         else:
             import copy as _copy
 
-            copy = _copy.deepcopy(self.arch_module)
+            copy = _copy.deepcopy(self.arch_module).cpu()  # trainers move copies to the audit's device themselves
         reinitialise(copy, seed)
         return set_mode(copy, True)  # exported programs keep the mode fixed at export
 

@@ -181,9 +181,10 @@ class Extraction(Attack):
 
             key = content_key("extraction-surrogate", arch, ctx.seed, recipe.model_dump(), epochs, x, answers)
             trained = ctx.cache.get_or_train(key, module, fit)
+        from amulet_audit.core.device import placed
         from amulet_audit.core.outputs import scores_module
 
-        return scores_module(trained, output)
+        return placed(scores_module(trained, output))
 
 
 _MLP_HIDDEN = 64

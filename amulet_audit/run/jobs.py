@@ -38,6 +38,7 @@ class Inputs:
     confidence: float
     cache_root: str | None
     trust_types: tuple[str, ...] = ()  # a skops model's types trusted with --trust-type
+    device: str = "cpu"  # where the models compute (`core.device`): every process that runs a job uses it
 
 
 # Inputs already loaded in this process (the CLI's, or a worker's after its first unit).
@@ -45,6 +46,9 @@ _LOADED: dict[Inputs, tuple[ModelHandle, AuditData, LoadedPolicy]] = {}
 
 
 def _inputs(inputs: Inputs) -> tuple[ModelHandle, AuditData, LoadedPolicy]:
+    from amulet_audit.core.device import use
+
+    use(inputs.device)
     if inputs not in _LOADED:
         from amulet_audit.inputs.data import load_data
         from amulet_audit.inputs.model import load_model
@@ -55,7 +59,7 @@ def _inputs(inputs: Inputs) -> tuple[ModelHandle, AuditData, LoadedPolicy]:
         model = load_model(inputs.model_path, arch=inputs.architecture if inputs.model_format == "state_dict" else None,
                            trust_pickle=inputs.model_format == "pickle", trust_types=inputs.trust_types)
         data = load_data(inputs.data_path)
-        _LOADED[inputs] = (attach(model, data), data, load_policy(inputs.policy_path))
+        _LOADED[inputs] = (attach(model, data).placed(), data, load_policy(inputs.policy_path))
     return _LOADED[inputs]
 
 

@@ -97,7 +97,8 @@ class RayExecutor:
     CPUs (all of this machine's when None) and shuts it down on `close`. Raises InputError with the fix when `ray`
     is not installed or the cluster cannot be reached."""
 
-    def __init__(self, inputs_bundle: dict[str, Any], *, address: str | None = None, num_cpus: int | None = None):
+    def __init__(self, inputs_bundle: dict[str, Any], *, address: str | None = None, num_cpus: int | None = None,
+                 gpu: bool = False):
         try:
             import ray
         except ImportError:
@@ -116,10 +117,11 @@ class RayExecutor:
                 raise InputError(f"--ray-address {address}: cannot connect to a Ray cluster ({exc}); check the address "
                                  "(e.g. ray://head:10001, or auto on a cluster node).") from None
             self._started = True
-        # jobs handed to Ray at once: one per CPU of the cluster, the rest kept by the graph to pick by priority
-        self.capacity = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        # jobs handed to Ray at once: one per CPU of the cluster (per GPU with `gpu`: each job then holds one), the
+        # rest kept by the graph to pick by priority
+        self.capacity = max(1, int(ray.cluster_resources().get("GPU" if gpu else "CPU", 1)))
         self._bundle = ray.put(inputs_bundle)
-        self._remote = ray.remote(num_cpus=1, max_retries=2)(_run_on_worker)
+        self._remote = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0, max_retries=2)(_run_on_worker)
         self._refs: dict[Any, int] = {}
 
     def submit(self, i: int, task: Any) -> None:

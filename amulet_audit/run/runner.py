@@ -13,6 +13,7 @@ from typing import Any
 from amulet_audit import __version__
 from amulet_audit.core import registry
 from amulet_audit.core.attack import AttackResult, PairedSample, Profile
+from amulet_audit.core.device import describe
 from amulet_audit.inputs.data import AuditData
 from amulet_audit.inputs.model import ModelHandle
 from amulet_audit.plan import DefenseJob, Plan, build_plan
@@ -91,23 +92,26 @@ def judge_requirements(loaded: LoadedPolicy, plan: Plan, outputs: dict[str, tupl
 
 def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed: int, profile: Profile,
               confidence: float = 0.95, progress: Progress | None = None, cache=None, jobs: int = 1,
-              state_dir: Path | None = None, executor: str = "local", ray_address: str | None = None) -> AuditResult:
+              state_dir: Path | None = None, executor: str = "local", ray_address: str | None = None,
+              device: str = "cpu") -> AuditResult:
     """Evaluate every requirement on `model`, then on a copy defended by each of the policy's defenses, and
     compare. `cache`: a ModelCache for trained copies (or None); `jobs`: local processes for the job graph
     (`run.graph`); `state_dir`: where finished jobs are stored as they complete, so an audit run again after a kill
     reuses them (None: kept in memory). The caller removes `state_dir` once the results are written. `executor`:
     "local" (processes on this machine) or "ray" (Ray tasks on the cluster at `ray_address`, else on a local Ray
-    with `jobs` CPUs)."""
+    with `jobs` CPUs). `device`: where the models compute (a name `core.device.resolve` returned)."""
+    from amulet_audit.core.device import use
     from amulet_audit.ops.scores import attach
 
     started = _now()
     t0 = time.perf_counter()
-    model = attach(model, data)  # a no-op when the CLI has read the model's output convention already
+    use(device)
+    model = attach(model, data).placed()  # attach: a no-op when the CLI has read the model's output convention
     inputs = Inputs(
         model_path=str(model.path), model_format=model.format, architecture=model.architecture,
         data_path=str(data.spec_path), policy_path=str(loaded.path), seed=seed, profile=profile.name,
         confidence=confidence, cache_root=_cache_root(cache, state_dir),
-        trust_types=tuple(getattr(model, "trusted_types", ())),
+        trust_types=tuple(getattr(model, "trusted_types", ())), device=device,
     )
     _LOADED[inputs] = (model, data, loaded)
     plan = build_plan(loaded.policy)
@@ -164,7 +168,8 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
         seed=seed,
         profile=profile.name,
         confidence=confidence,
-        environment={**environment(), "jobs": jobs, "executor": executor, "jobs_reused": store.reused,
+        environment={**environment(), "device": describe(device), "jobs": jobs, "executor": executor,
+                     "jobs_reused": store.reused,
                      "plugins": _plugins(plan), **_endpoint_queries(model)},
         started_at=started,
         finished_at=_now(),
@@ -201,14 +206,14 @@ def versus_parts(combo: DefenseJob, result: UnitResult, alone, *, tolerance: flo
 
 
 def _executor(kind: str, model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, jobs: int,
-              ray_address: str | None, progress: Progress | None, cache_root: str | None = None):
+              ray_address: str | None, progress: Progress | None, cache_root: str | None = None, gpu: bool = False):
     """A LocalExecutor with `jobs` processes, or a RayExecutor (the inputs shipped as content-addressed bytes)."""
     if kind == "ray":
         from amulet_audit.run.ray_executor import RayExecutor, bundle
 
         source = Path(data.spec_path).parent / data.spec.source.path
         return RayExecutor(bundle(str(model.path), str(data.spec_path), loaded.policy, str(source), cache_root),
-                           address=ray_address, num_cpus=jobs)
+                           address=ray_address, num_cpus=jobs, gpu=gpu)
     return LocalExecutor(run_task, jobs, progress)
 
 
@@ -244,7 +249,7 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
     scopes = [""] + [_scope(d, plan) for d in plan.defenses]
     n = len(plan.jobs)
     digest = graph.inputs_digest(model.sha256, data.sha256, inputs.seed, inputs.profile, inputs.confidence,
-                                 model.output)
+                                 model.output, inputs.device)
     keys: dict[int, str] = {}
     done: dict[int, Any] = {}
     aimed: dict[int, DefenseJob] = {}
@@ -272,7 +277,7 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
 
     store = graph.Store(Path(state_dir) if state_dir is not None else None)
     with _executor(executor, model, data, loaded, jobs=jobs, ray_address=ray_address, progress=progress,
-                   cache_root=inputs.cache_root) as ex:
+                   cache_root=inputs.cache_root, gpu=inputs.device != "cpu") as ex:
         graph.execute(nodes, key, task, store, ex, progress=progress, on_done=done.__setitem__, cheapest_first=budgeted)
     results = []
     for unit in range(len(plan.defenses) + 1):

@@ -44,10 +44,12 @@ def train_inner(ctx: DefenseContext, x: np.ndarray, y: np.ndarray, recipe, seed:
 
 def scored(model, raw):
     """A trained copy `raw` of `model`'s architecture (its raw output) as a module returning per-class scores, as
-    `model.module` does (`amulet_audit.core.outputs.scores_module` for `model.output`)."""
+    `model.module` does (`amulet_audit.core.outputs.scores_module` for `model.output`), with its weights on the
+    audit's device and called with CPU tensors (`core.device.placed`)."""
+    from amulet_audit.core.device import placed
     from amulet_audit.core.outputs import scores_module
 
-    return scores_module(raw, model.output)
+    return placed(scores_module(raw, model.output))
 
 
 def plain_model(ctx: DefenseContext, x: np.ndarray, y: np.ndarray, recipe, seed: int):

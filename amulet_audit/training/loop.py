@@ -134,7 +134,8 @@ def train_loop(module, x: np.ndarray, target: np.ndarray, recipe: TrainingRecipe
                on_epoch: Callable | None = None):
     """Train `module` in place: `epochs` passes of mini-batch steps with the loss `objective(output, soft=soft,
     weighted=...)` on its raw output, in training mode, with the recipe's optimizer. Returns the module in eval
-    mode (None when `module` is None).
+    mode (None when `module` is None), its weights on the audit's device (`core.device`): each batch is taken and
+    transformed on the CPU, then moved there; `gradients` receives the moved batch.
 
     `x`: inputs (n, ...), read as float32. `target`: class indices (n,) (long), or with `soft` target
     distributions (n, classes) (float32). `sample_weight`: per-record weights (n,) (float32) or None.
@@ -154,7 +155,11 @@ def train_loop(module, x: np.ndarray, target: np.ndarray, recipe: TrainingRecipe
     Raises ValueError for output `labels` (no gradient)."""
     import torch
 
+    from amulet_audit.core.device import current, to_device
+
     gen = torch.Generator().manual_seed(seed)
+    if module is not None:
+        module.to(current())  # the weights train on the audit's device; batches are moved there one at a time
     # copies: callers (e.g. scikit-learn meta-estimators) may pass read-only arrays
     xt = torch.tensor(np.asarray(x), dtype=torch.float32)
     tt = torch.tensor(np.asarray(target), dtype=torch.float32 if soft else torch.long)
@@ -175,13 +180,14 @@ def train_loop(module, x: np.ndarray, target: np.ndarray, recipe: TrainingRecipe
                 set_mode(module, True)
             elif transform is not None:  # the transform sees the weights through its own module
                 xb = transform(xb, tb, gen)
+            xb, tb = to_device(xb), to_device(tb)
             opt.zero_grad(set_to_none=True)
             if gradients is not None:
                 gradients(xb, tb)
             elif wt is None:
                 loss(module(xb), tb).backward()
             else:
-                loss(module(xb), tb, wt[idx]).backward()
+                loss(module(xb), tb, to_device(wt[idx])).backward()
             opt.step()
             if on_step is not None:
                 on_step(step)

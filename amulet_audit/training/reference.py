@@ -66,18 +66,20 @@ class ReferenceModels:
         convention, as the audited model's are read): float64, shape (K, n, classes)."""
         import torch
 
+        from amulet_audit.core.device import current, placed, to_device
         from amulet_audit.core.outputs import scores_module
 
         if self._modules:  # trained one at a time
-            scored = [scores_module(m, self.output) for m in self._modules]
+            scored = [placed(scores_module(m, self.output)) for m in self._modules]
 
             def forward(xb):
                 return torch.stack([m(xb) for m in scored])
         else:
-            vectorised = _vectorised_forward(self._base, output=self.output)
+            vectorised = _vectorised_forward(self._base.to(current()), output=self.output)
+            state = {name: to_device(t) for name, t in self._stacked.items()}
 
             def forward(xb):
-                return vectorised(self._stacked, xb)
+                return vectorised(state, to_device(xb)).cpu()
         out = []
         with torch.no_grad():
             for start in range(0, len(x), batch_size):
@@ -334,9 +336,10 @@ def _train_vectorised(base, param_names: list[str], state: dict, x: np.ndarray, 
     the batch, not with K times the data."""
     import torch
 
+    from amulet_audit.core.device import rng_devices
     from amulet_audit.training.loop import loss_for
 
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=rng_devices()):
         torch.manual_seed(_dropout_seed(seeds))
         return _train_stacked(base, param_names, state, x, y, masks, recipe, seeds, chain, layers, output, progress,
                               loss_for(output))
@@ -350,12 +353,17 @@ def _dropout_seed(seeds: list[int]) -> int:
 def _train_stacked(base, param_names, state, x, y, masks, recipe, seeds, chain, layers, output, progress, record_loss):
     import torch
 
+    from amulet_audit.core.device import current, to_device
+
     if chain is not None and output not in CHAIN_OUTPUTS:
         raise ValueError(f"the chain kernel's gradient does not fit output {output!r}")
     k_models = masks.shape[0]
     bs = recipe.batch_size
-    xt = torch.as_tensor(x, dtype=torch.float32)
-    yt = torch.as_tensor(y, dtype=torch.long)
+    # the models' tensors and the data live on the audit's device; batch orders are drawn on the CPU and moved
+    base.to(current())
+    state = {n: to_device(t) for n, t in state.items()}
+    xt = to_device(torch.as_tensor(x, dtype=torch.float32))
+    yt = to_device(torch.as_tensor(y, dtype=torch.long))
     subsets = [torch.as_tensor(np.flatnonzero(m), dtype=torch.long) for m in masks]
     sizes = torch.tensor([len(s) for s in subsets])
     gens = [torch.Generator().manual_seed(s) for s in seeds]
@@ -393,13 +401,15 @@ def _train_stacked(base, param_names, state, x, y, masks, recipe, seeds, chain, 
         else:
             groups = [(slice(None), bs)]
         # each model's loss is the mean over its real rows, as F.cross_entropy's default in train_model
-        plan.append((weight / weight.sum(dim=1, keepdim=True).clamp_min(1.0), active, bool(active.all()), groups))
+        plan.append((to_device(weight / weight.sum(dim=1, keepdim=True).clamp_min(1.0)), to_device(active),
+                     bool(active.all()), [(to_device(m) if isinstance(m, torch.Tensor) else m, r) for m, r in groups]))
     epochs = recipe.epochs
     for epoch in range(epochs):
         idx = torch.zeros((k_models, width), dtype=torch.long)  # model k's permuted subset, padded
         for k in range(k_models):
             order = torch.randperm(len(subsets[k]), generator=gens[k])
             idx[k, : len(order)] = subsets[k][order]
+        idx = to_device(idx)
         for s, (row_scale, active, every, groups) in enumerate(plan):
             cols = idx[:, s * bs:(s + 1) * bs]
             if chain is not None:
@@ -426,7 +436,7 @@ def _train_stacked(base, param_names, state, x, y, masks, recipe, seeds, chain, 
     trained = dict(buffers)
     for n, t, sh in zip(param_names, flat.detach().split(numels, dim=1), shapes):
         trained[n] = t.reshape(k_models, *sh).clone()
-    return {n: trained[n] for n in state}
+    return {n: trained[n].cpu() for n in state}
 
 
 class _StackedOptimizer:
@@ -455,7 +465,7 @@ class _StackedOptimizer:
         self.wd = settings["weight_decay"]
         self.momentum = settings.get("momentum", 0.0)
         self.betas, self.eps = settings.get("betas"), settings.get("eps")
-        self.t = torch.zeros(k_models, 1, dtype=torch.float64)
+        self.t = torch.zeros(k_models, 1, dtype=torch.float64, device=flat.device)
         self.m = torch.zeros_like(flat, requires_grad=False)
         self.v = torch.zeros_like(flat, requires_grad=False) if self.kind != "sgd" else None
 

@@ -317,7 +317,8 @@ class StackedLayers:
                 h, models_first = out.reshape(n, k_models, -1, *out.shape[2:]), False
             elif kind == "Dropout":
                 if training and gen is not None and sub.p > 0:
-                    keep = torch.empty(h.shape, dtype=h.dtype).bernoulli_(1.0 - sub.p, generator=gen)
+                    # drawn on the CPU from `gen` whatever the device, so every device draws the same masks
+                    keep = torch.empty(h.shape, dtype=h.dtype).bernoulli_(1.0 - sub.p, generator=gen).to(h.device)
                     h = h * keep.div_(1.0 - sub.p) if sub.p < 1 else h * 0.0
             elif kind in _ELEMENTWISE:
                 h = sub(h)
