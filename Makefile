@@ -38,8 +38,9 @@ demo: $(STAMP)
 	$(PY) examples/credit/train.py
 	$(VENV)/bin/amulet-audit examples/credit/model.pt --policy eu_ai_act --out build/demo --profile quick --exit-zero
 
+# Tests run in one process per core (pytest-xdist), a test file's tests in the same process (they share fixtures).
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n auto --dist loadfile --durations=15
 
 clean:
 	rm -rf build dist

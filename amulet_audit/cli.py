@@ -70,7 +70,9 @@ def _audit_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=["quick", "standard", "thorough"], default="standard",
                    help="attack budgets: quick (smoke test), standard (default), thorough (certification)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="CPU threads per process for torch (default: 1 for models under a million parameters, else torch's choice)")
+                   help="CPU threads per process for torch (default: 1 for models under a million parameters, else "
+                        "torch's choice; convolutional reference models trained together use the machine's cores "
+                        "shared among the --jobs processes)")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="run the audit's jobs (each attack on each model, each defense) in N local processes, or on "
                         "a local Ray with N CPUs (default 1)")
@@ -221,8 +223,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     _check_flags_apply(args, model)
     import torch
 
-    from amulet_audit.core.threads import threads_for
+    from amulet_audit.core.threads import set_cores, threads_for
 
+    set_cores(args.threads or max(1, (os.cpu_count() or 1) // args.jobs))
     torch.set_num_threads(args.threads or threads_for(model.module))
     _check_model_fits(model, data)
     from amulet_audit.ops.scores import attach

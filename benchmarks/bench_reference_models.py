@@ -35,8 +35,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--hidden", type=int, default=64, help="hidden width of the MLP (default 64)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads for the one-at-a-time loop (default 1); the vectorised trainer uses one "
-                             "thread for models under 1M parameters whatever this says")
+                        help="the cores the benchmark may use (default 1): torch threads of the one-at-a-time loop; "
+                             "the vectorised trainer uses them for convolutional models, one thread otherwise (models "
+                             "under 1M parameters), as in an audit")
     args = parser.parse_args(argv)
 
     import importlib.util
@@ -51,7 +52,10 @@ def main(argv: list[str] | None = None) -> dict:
     from amulet_audit.risks.membership import LiRA
     from amulet_audit.training.reference import half_masks, train_reference_models
 
+    from amulet_audit.core.threads import set_cores
+
     torch.set_num_threads(args.threads)
+    set_cores(args.threads)
     spec = importlib.util.spec_from_file_location("digits_example", ROOT / "examples" / "digits" / "train.py")
     digits = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(digits)
@@ -84,8 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
         steps = args.epochs * -(-int(masks[0].sum()) // recipe.batch_size)
         load = os.getloadavg()
         print(f"machine: {os.cpu_count()} CPU cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; torch "
-              f"threads: {args.threads} for the one-at-a-time loop, 1 for the vectorised trainer (models under 1M "
-              "parameters)")
+              f"threads: {args.threads} for the one-at-a-time loop; for the vectorised trainer, {args.threads} for "
+              "convolutional models, else 1 (models under 1M parameters)")
         print(f"task: {args.models} reference models of each architecture, {args.epochs} epochs, {int(masks[0].sum())} "
               f"records each of a {len(x):,}-record pool, batch {recipe.batch_size}, {recipe.optimizer} lr {recipe.lr}: "
               f"{steps} optimizer steps per model")
@@ -114,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
             diff = max(float((m.state_dict()[n].double() - refs.state_dict(k)[n].double()).abs().max())
                        for k, m in enumerate(sequential) for n in m.state_dict())
             print(f"{arch:>15}: vectorised {t_vec:7.2f} s ({1000 * t_vec / steps:.2f} ms per step for all models; "
-                  f"{refs.details.get('kernel', refs.details['reason'])})")
+                  f"{refs.details.get('kernel', refs.details['reason'])}; {refs.details.get('threads', 1)} thread(s))")
             print(f"{'':>15}  one at a time {t_seq:7.2f} s ({1000 * t_seq / (steps * args.models):.2f} ms per step per "
                   f"model); speed-up {t_seq / t_vec:.2f}x; largest weight difference {diff:.1e}"
                   + (" (Dropout: independent draws, equal in distribution only)" if "dropout" in arch else ""))

@@ -181,8 +181,11 @@ def test_the_box_check_finds_a_character_no_font_has(tmp_path: Path) -> None:
     assert _boxes(render_pdf("<p>ab 女性 דרום الشمال</p>", tmp_path / "fine.pdf", pdf_variant=None)) == []
 
 
-def test_console_summary_prints_markup_in_names_as_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_console_summary_prints_markup_in_names_as_text(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from amulet_audit.cli import _summary
+
+    monkeypatch.setenv("COLUMNS", "500")  # the output folder's line is not wrapped, however long the temporary path
 
     raw = _results(title="Fairness [/] [bold red]policy[/bold red]")
     raw["requirements"][0]["id"] = "impact-[/]"

@@ -62,4 +62,7 @@ class LocalExecutor:
 def _worker_init() -> None:
     import torch
 
+    from amulet_audit.core.threads import set_cores
+
     torch.set_num_threads(1)  # N workers on N cores: one thread each
+    set_cores(1)

@@ -24,6 +24,7 @@ torch is imported inside the functions: the registry imports this module's users
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from amulet_audit.training.estimators import fits_copies, fitted_reference_model
 from amulet_audit.training.scripted import eager_sequential
 from amulet_audit.training.stacked import StackedChain, StackedLayers, linear_chain, sequential_layers
 from amulet_audit.core.mode import set_mode
-from amulet_audit.core.threads import model_threads
+from amulet_audit.core.threads import all_cores, model_threads
 
 _KEY_VERSION = "amulet-audit/reference-model/v1"
 # Output conventions whose loss gradient the chain kernel writes out (`StackedChain.gradient`).
@@ -213,9 +214,13 @@ def _train(model, x, y, masks, recipe, *, seed, cache, progress, keys, cached, t
                 stacked[name][k] = cached[k][name]
     if todo:
         sub = {name: t[todo].clone() for name, t in stacked.items()}
-        trained = _train_vectorised(base, names, sub, x, y, masks[todo], recipe, [seed + k for k in todo], chain,
-                                    layers=layers, output=model.output,
-                                    progress=(lambda f: progress(f * len(todo) / k_models)) if progress else None)
+        # K convolutional models at once make every operation large: worth the threads this process may use
+        spatial = any(layer_kind(m).startswith("Conv") for m in base.modules())
+        with all_cores() if spatial else contextlib.nullcontext():
+            details["threads"] = torch.get_num_threads()
+            trained = _train_vectorised(base, names, sub, x, y, masks[todo], recipe, [seed + k for k in todo], chain,
+                                        layers=layers, output=model.output,
+                                        progress=(lambda f: progress(f * len(todo) / k_models)) if progress else None)
         for i, k in enumerate(todo):
             for name in stacked:
                 stacked[name][k] = trained[name][i]
@@ -422,7 +427,8 @@ def _train_stacked(base, param_names, state, x, y, masks, recipe, seeds, chain, 
                 # all models: views, whose buffers the forward updates in place; some (an index tensor): copies,
                 # written back
                 part, scale = cols[models, :rows], row_scale[models, :rows]
-                sub = {n: t[models] for n, t in {**live, **buffers}.items()}
+                sub = ({**live, **buffers} if isinstance(models, slice) else
+                       {n: t[models] for n, t in {**live, **buffers}.items()})
                 xb, yb = xt[part], yt[part]
                 out = layers.forward(sub, xb, training=True, gen=dropout_gen) if layers is not None else forward(sub, xb)
                 ce = record_loss(out.reshape(len(part) * rows, -1), yb.reshape(-1))

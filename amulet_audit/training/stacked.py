@@ -200,6 +200,20 @@ _ELEMENTWISE = ("ReLU", "ReLU6", "LeakyReLU", "ELU", "CELU", "SELU", "GELU", "Si
 _POOLS = {f"{kind}{d}d": d + 2 for kind in ("MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool") for d in (1, 2, 3)}
 # Layers with parameters, buffers or random draws, each run by `StackedLayers` for K models at once.
 _STACKED = ("Linear", "Conv1d", "Conv2d", "Conv3d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "Dropout")
+# Activations that never decrease (f(a) >= f(b) when a >= b): max-pooling commutes with them, max f(x) = f(max x),
+# and so does the gradient (it reaches the same arg-max); run after the pooling they touch a fraction of the values.
+_MONOTONE = ("ReLU", "ReLU6", "LeakyReLU", "ELU", "CELU", "SELU", "Tanh", "Sigmoid", "Hardtanh", "Hardsigmoid",
+             "Softplus", "Softsign", "Identity")
+
+
+def _pool_first(layers: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """`layers` with each never-decreasing activation directly followed by a max-pooling layer swapped with it: the
+    same function and gradient, with the activation run on the pooled (smaller) values."""
+    out = list(layers)
+    for i in range(len(out) - 1):
+        if type(out[i][1]).__name__ in _MONOTONE and type(out[i + 1][1]).__name__.startswith("MaxPool"):
+            out[i], out[i + 1] = out[i + 1], out[i]
+    return out
 
 
 def sequential_layers(module, param_names: list[str]) -> "StackedLayers | None":
@@ -259,7 +273,7 @@ class StackedLayers:
     """
 
     def __init__(self, layers: list[tuple[str, Any]]):
-        self.layers = layers
+        self.layers = _pool_first(layers)
         self.batch_statistics = any(type(sub).__name__.startswith("BatchNorm") for _, sub in layers)
         self.random = any(type(sub).__name__ == "Dropout" and sub.p > 0 for _, sub in layers)
 
