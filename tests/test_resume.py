@@ -112,16 +112,16 @@ def test_a_changed_policy_invalidates_exactly_the_jobs_it_touches(small, tmp_pat
 
     first, made = audit(_policy(tmp_path))
     # 3 attack jobs on the audited model, the training-fidelity check, the positive control of the membership
-    # attack, 1 defense job and 3 attack jobs on the defended model
-    assert len(made) == 9 and first.environment["jobs_reused"] == 0
+    # attack, 1 defense job and 3 attack jobs on the defended model, and on each model the LiRA reference models
+    assert len(made) == 11 and first.environment["jobs_reused"] == 0
     # a threshold is not an input of any job: everything reused, the verdict judged anew
     same, made = audit(_policy(tmp_path, threshold=0.99))
-    assert made == set() and same.environment["jobs_reused"] == 9
+    assert made == set() and same.environment["jobs_reused"] == 11
     assert [r.value for r in same.requirements] == [r.value for r in first.requirements]
     assert next(r for r in same.requirements if r.id == "robust").verdict.value == "fail"
     # another evasion budget: the PGD job on each model runs again, nothing else
     other, made = audit(_policy(tmp_path, eps=0.2))
-    assert len(made) == 2 and other.environment["jobs_reused"] == 7
+    assert len(made) == 2 and other.environment["jobs_reused"] == 9
     assert [r.value for r in other.requirements if r.id != "robust"] == \
            [r.value for r in first.requirements if r.id != "robust"]
     # a requirement added in front moves every job's place in the plan: the reused runs take their new ids
@@ -134,9 +134,43 @@ def test_a_changed_policy_invalidates_exactly_the_jobs_it_touches(small, tmp_pat
     threshold: {min: 0.5}
 """, 1))
     moved, made = audit(shifted)
-    assert len(made) == 2 and moved.environment["jobs_reused"] == 9
+    assert len(made) == 2 and moved.environment["jobs_reused"] == 11
     for result in (first, same, other, moved):
         runs = {run.id: run for run in result.runs}
         assert len(runs) == len(result.runs)  # ids unique
         assert all(runs[r.run].attack == r.attack for r in result.requirements)
     assert [r.value for r in moved.requirements if r.id != "accuracy"] == [r.value for r in first.requirements]
+
+
+def test_reference_models_that_attacks_share_train_once_as_a_job_of_their_own(small, tmp_path):
+    """LiRA and RMIA with the same reference models: on each model a copies job trains them into the cache before
+    either attack runs, and both attacks load every one of them from there, with --jobs 2 as with one process."""
+    from amulet_audit.core.attack import PROFILES
+    from amulet_audit.inputs.data import load_data
+    from amulet_audit.inputs.model import load_model
+    from amulet_audit.policy import load_policy
+    from amulet_audit.run import run_audit
+
+    policy = tmp_path / "shared.yaml"
+    policy.write_text(POLICY.replace("EPS", "0.1").replace("THRESHOLD", "0.5").replace(
+        "{name: lira, params: {online: false}}", "{name: lira, params: {online: false, n_reference: 4}}").replace(
+        "requirements:\n", """requirements:
+  - id: rmia
+    risk: membership_inference
+    attack: {name: rmia, params: {n_reference: 4}}
+    metric: auc
+    threshold: {max: 0.6}
+""", 1))
+    model, data = load_model(small), load_data(small.with_name("model.data.yaml"))
+    loaded = load_policy(str(policy))
+    results = {}
+    for jobs in (1, 2):
+        state = tmp_path / f"state{jobs}"
+        results[jobs] = run_audit(model, data, loaded, seed=0, profile=PROFILES["quick"], state_dir=state, jobs=jobs)
+        made = len(list(state.glob("*.pkl")))
+        assert made == 2 * 4 + 1 + 2 + 1 + 2  # 4 attack jobs per model, fidelity, 2 controls, 1 defense, 2 copies jobs
+        runs = [r for r in results[jobs].runs if r.attack in ("lira", "rmia")]
+        assert len(runs) == 4 and all(r.details["reference_models_from_cache"] == 4 for r in runs), \
+            [(r.id, r.details["reference_models_from_cache"]) for r in runs]
+    assert [(r.id, r.value, r.ci) for r in results[1].requirements] == \
+           [(r.id, r.value, r.ci) for r in results[2].requirements]

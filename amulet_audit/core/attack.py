@@ -245,6 +245,16 @@ class Attack(Component):
             return "", ""
         return other, "score-based attack" if scores_only else "label-only attack"
 
+    def copies(self, profile) -> tuple | None:
+        """The copies a run at `profile` trains before it measures anything, as a hashable description, or None
+        (the default: none, or none worth training apart). Attack jobs on one model whose descriptions are equal
+        train the same copies: the audit's graph trains them once, as a job of its own (`prepare`), before either
+        runs, and the runs load them from the model cache."""
+        return None
+
+    def prepare(self, ctx: AttackContext) -> None:
+        """Train the copies `copies(ctx.profile)` describes into `ctx.cache` (nothing by default)."""
+
     def _run(self, ctx: AttackContext) -> AttackResult:  # pragma: no cover - abstract
         """The attack itself, on parameters that `run` has validated (read them with `get_params()`)."""
         raise NotImplementedError

@@ -419,6 +419,13 @@ def _marginal(ref: np.ndarray, is_in: np.ndarray, *, online: bool, a: float) -> 
     return np.maximum(np.where(n_in > 0, 0.5 * (mean_in + mean_out), offline), 1e-30)
 
 
+def _reference_copies(attack, profile) -> tuple:
+    """What LiRA and RMIA train first (`Attack.copies`): the reference models of `_reference_pool` for the
+    attack's `samples` and number of reference models at `profile`; the two attacks share them where these agree."""
+    p = attack.get_params()
+    return ("reference_models", p["samples"], p["n_reference"] or attack.budget(profile, "n_reference"))
+
+
 def _reference_pool(ctx: AttackContext, samples: int | None, n_reference: int):
     """The attacked records (a balanced sample: members, then non-members), and reference models trained on
     random halves of them (complementary pairs, so each record is IN for n_reference // 2 models)."""
@@ -466,10 +473,16 @@ class LiRA(Attack):
         "samples": OptionalOf(Interval(Integral, 10, None)),
     }
 
+    def copies(self, profile) -> tuple:
+        return _reference_copies(self, profile)
+
+    def prepare(self, ctx: AttackContext) -> None:
+        _reference_pool(ctx, *_reference_copies(self, ctx.profile)[1:])
+
     def _run(self, ctx: AttackContext) -> AttackResult:
         p = self.get_params()
-        k = p["n_reference"] or self.budget(ctx.profile, "n_reference")
-        x, y, is_member, (i_in, i_out), masks, refs, info = _reference_pool(ctx, p["samples"], k)
+        _, samples, k = _reference_copies(self, ctx.profile)
+        x, y, is_member, (i_in, i_out), masks, refs, info = _reference_pool(ctx, samples, k)
         target = logit_confidence(logits(ctx.model.module, x), y)
         reference = logit_confidence(refs.logits(x), y)
         scores = lira_scores(target, reference, masks, online=p["online"], variance=p["variance"])
@@ -506,10 +519,16 @@ class RMIA(Attack):
         "samples": OptionalOf(Interval(Integral, 10, None)),
     }
 
+    def copies(self, profile) -> tuple:
+        return _reference_copies(self, profile)
+
+    def prepare(self, ctx: AttackContext) -> None:
+        _reference_pool(ctx, *_reference_copies(self, ctx.profile)[1:])
+
     def _run(self, ctx: AttackContext) -> AttackResult:
         p = self.get_params()
-        k = p["n_reference"] or self.budget(ctx.profile, "n_reference")
-        x, y, is_member, (i_in, i_out), masks, refs, info = _reference_pool(ctx, p["samples"], k)
+        _, samples, k = _reference_copies(self, ctx.profile)
+        x, y, is_member, (i_in, i_out), masks, refs, info = _reference_pool(ctx, samples, k)
         data = ctx.data
         unused = np.setdiff1d(np.arange(len(data.x_holdout)), i_out)
         budget = p["population"] or self.budget(ctx.profile, "population")

@@ -5,6 +5,8 @@ Nodes:
   (scope "<defense>/"), each returning its `Run` and `AttackResult`;
 - one defense job per defense: applying it (training the defended copy) and measuring its utility; the attack jobs
   on the defended model depend on it;
+- one copies job per model and set of copies that attack jobs share (the reference models LiRA and RMIA train,
+  `Attack.copies`): it trains them into the model cache, and those attack jobs depend on it;
 - the training-fidelity check (`run.fidelity`) and one positive control per privacy or poisoning attack job
   (`run.controls`), on their own. A defense that aims at what the baseline found (`baseline_params`, e.g.
   fairness mitigation's attribute) also depends on every attack job of the audited model.
@@ -26,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +37,10 @@ STORE = ".amulet-audit-jobs"
 
 @dataclass(frozen=True)
 class Node:
-    """One job. `kind`: "attack" or "control" (`index` into plan.jobs), "defense" or "fidelity"; `unit`: index of
-    the model it runs on (0: the audited model, k: plan.defenses[k - 1]); `deps`: indexes of the nodes it needs
-    first; `weight`: its expected cost, relative (a job that trains copies weighs more), for scheduling only."""
+    """One job. `kind`: "attack", "control" or "copies" (`index` into plan.jobs), "defense" or "fidelity";
+    `unit`: index of the model it runs on (0: the audited model, k: plan.defenses[k - 1]); `deps`: indexes of the
+    nodes it needs first; `weight`: its expected cost, relative (a job that trains copies weighs more), for
+    scheduling only."""
 
     kind: str
     unit: int
@@ -55,7 +58,7 @@ WEIGHT_DEFENSE, WEIGHT_TRAINS, WEIGHT_OTHER = 10.0, 3.0, 1.0
 
 
 def build_graph(n_defenses: int, n_attacks: int, aims: list[tuple[int, ...] | None], controls: list[int] = (),
-                trains: list[bool] | None = None) -> list[Node]:
+                trains: list[bool] | None = None, copies: list[int | None] | None = None) -> list[Node]:
     """The nodes in a deterministic order: the audited model's attack jobs, the training-fidelity check and the
     positive control of each attack job in `controls` (indexes into plan.jobs), then for each defense its defense
     job and its attack jobs. `aims[k]`: None when plan.defenses[k] needs nothing from the audited model's
@@ -70,6 +73,15 @@ def build_graph(n_defenses: int, n_attacks: int, aims: list[tuple[int, ...] | No
         defense = len(nodes)
         nodes.append(Node("defense", k + 1, deps=tuple(aims[k] or ()), weight=WEIGHT_DEFENSE))
         nodes += [Node("attack", k + 1, i, (defense,), weight[i]) for i in range(n_attacks)]
+    # copies several attack jobs share (`copies[i]`: the first job training the same ones), trained once per model
+    for unit in range(n_defenses + 1):
+        mine = {n.index: j for j, n in enumerate(nodes) if n.kind == "attack" and n.unit == unit}
+        head = next((j for j, n in enumerate(nodes) if n.kind == "defense" and n.unit == unit), None)
+        for first in sorted({c for c in (copies or []) if c is not None}):
+            nodes.append(Node("copies", unit, first, () if head is None else (head,), WEIGHT_TRAINS))
+            for i, c in enumerate(copies):
+                if c == first:
+                    nodes[mine[i]] = replace(nodes[mine[i]], deps=nodes[mine[i]].deps + (len(nodes) - 1,))
     return nodes
 
 
@@ -81,10 +93,14 @@ def priorities(nodes: list[Node]) -> list[float]:
     for i, node in enumerate(nodes):
         for d in node.deps:
             children.setdefault(d, []).append(i)
-    out = [0.0] * len(nodes)
-    for i in reversed(range(len(nodes))):  # dependencies come before their dependents
-        out[i] = nodes[i].weight + max((out[c] for c in children.get(i, ())), default=0.0)
-    return out
+    out: dict[int, float] = {}
+
+    def chain(i: int) -> float:  # dependents may come before their dependencies in `nodes` (a shared copies job)
+        if i not in out:
+            out[i] = nodes[i].weight + max((chain(c) for c in children.get(i, ())), default=0.0)
+        return out[i]
+
+    return [chain(i) for i in range(len(nodes))]
 
 
 _CODE: list[str] = []

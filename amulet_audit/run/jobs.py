@@ -98,6 +98,31 @@ def run_attack(model: ModelHandle, data: AuditData, plan: Plan, index: int, inpu
     return run, out
 
 
+def _prepare(model: ModelHandle, data: AuditData, job, inputs: Inputs, defense: DefenseJob | None,
+             progress: Progress | None) -> dict:
+    """A copies job: train what attack job `job` (and those sharing its `Attack.copies`) trains first, on `model`,
+    into the model cache. What fails here is left to the attack jobs, which meet it again and report it as theirs.
+    Returns what was trained, how long it took, and the failure if any."""
+    import torch
+
+    attack = registry.attack_class(job.attack)(**job.params)
+    what = attack.copies(PROFILES[inputs.profile])
+    name = f"{defense.name + ': ' if defense else ''}{what[0].replace('_', ' ')} ({job.attack})"
+    torch.manual_seed(inputs.seed)
+    ctx = AttackContext(model=model, data=data, seed=inputs.seed, profile=PROFILES[inputs.profile],
+                        confidence=inputs.confidence, progress=(lambda f: progress(name, f)) if progress else None,
+                        cache=_cache(inputs))
+    t = time.perf_counter()
+    try:
+        attack.prepare(ctx)
+        failure = ""
+    except Exception as exc:  # noqa: BLE001 - the attack jobs report it
+        failure = f"{type(exc).__name__}: {exc}"
+    if progress:
+        progress(name, 1.0)
+    return {"copies": what, "seconds": round(time.perf_counter() - t, 3), "failure": failure}
+
+
 def _instead(attack, out: AttackResult, ctx: AttackContext, name: str, provider: str):
     """(attack, provider, result): where `attack` (or one of its metrics) does not apply to the model because it
     offers no gradients or no scores, the attack of the same risk that measures it from what the model offers (`Attack.alternative`, e.g. the
@@ -193,7 +218,7 @@ _DEFENDED: dict[tuple[Inputs, str], Any] = {}
 def run_task(task: Task, progress: Progress | None = None) -> Any:
     """A job's output: (Run, AttackResult) for an attack job, None for an attack job on a defended model that
     could not be made (its defense job says why); for a defense job, its DefenseResult without requirements; the
-    CopyFidelity of the fidelity job; the Control of a control job."""
+    CopyFidelity of the fidelity job; the Control of a control job; what a copies job trained (`_prepare`)."""
     model, data, loaded = _inputs(task.inputs)
     if task.kind == "defense":
         return _defense_result(task, progress)
@@ -215,6 +240,8 @@ def run_task(task: Task, progress: Progress | None = None) -> Any:
         if isinstance(outcome, str):
             return None
         target = outcome.model
+    if task.kind == "copies":
+        return _prepare(target, data, build_plan(loaded.policy).jobs[task.index], task.inputs, task.defense, progress)
     return run_attack(target, data, build_plan(loaded.policy), task.index, task.inputs,
                       defense=task.defense.name if task.defense else None, scope=task.scope, progress=progress)
 

@@ -245,7 +245,11 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
     else:
         trains = [registry.attack_class(j.attack)(**j.params).uses_copies(j.params, model)
                   if j.attack in registry.attacks() else False for j in plan.jobs]
-    nodes = graph.build_graph(len(plan.defenses), len(plan.jobs), aims, controlled(plan), trains)
+    # copies that attack jobs share train as jobs of their own where they are cached for the attack jobs to load:
+    # on this machine's cache (a Ray worker elsewhere would train them again), and not under a query budget
+    shared = (_shared_copies(plan, model, data, inputs) if executor == "local" and inputs.cache_root and not budgeted
+              else None)
+    nodes = graph.build_graph(len(plan.defenses), len(plan.jobs), aims, controlled(plan), trains, shared)
     scopes = [""] + [_scope(d, plan) for d in plan.defenses]
     n = len(plan.jobs)
     digest = graph.inputs_digest(model.sha256, data.sha256, inputs.seed, inputs.profile, inputs.confidence,
@@ -266,6 +270,8 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
         if i not in keys:
             node = nodes[i]
             job = plan.jobs[node.index].key if node.kind in ("attack", "control") else None
+            if node.kind == "copies":
+                job = _copies_of(plan.jobs[node.index], inputs)
             if node.kind == "control":  # a membership control keeps as many non-members as its metrics need
                 job = (job, sorted(r.metric for r in loaded.policy.requirements if plan.job_of[r.id] is plan.jobs[node.index]))
             keys[i] = graph.node_key(digest, node, defense_of(node.unit), job, [keys[d] for d in node.deps])
@@ -298,6 +304,29 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
     fidelity = next(done[i] for i, node in enumerate(nodes) if node.kind == "fidelity")
     positive = {plan.jobs[node.index].key: done[i] for i, node in enumerate(nodes) if node.kind == "control"}
     return results, fidelity, positive, store
+
+
+def _copies_of(job, inputs: Inputs) -> tuple | None:
+    """What plan job `job` trains before it measures (`Attack.copies`) at the audit's profile, or None."""
+    from amulet_audit.core.attack import PROFILES
+
+    if job.attack not in registry.attacks():
+        return None
+    return registry.attack_class(job.attack)(**job.params).copies(PROFILES[inputs.profile])
+
+
+def _shared_copies(plan: Plan, model: ModelHandle, data: AuditData, inputs: Inputs) -> list[int | None]:
+    """For each plan job, the first plan job that trains the same copies (`Attack.copies`), or None: it trains none
+    apart, or its needs are not met on `model` and `data` (e.g. a model without trainable copies)."""
+    first: dict[tuple, int] = {}
+    out: list[int | None] = []
+    for i, job in enumerate(plan.jobs):
+        what = _copies_of(job, inputs)
+        attack = registry.attack_class(job.attack)(**job.params) if what is not None else None
+        if attack is not None and attack.unmet(attack.validated_params(), model, data):
+            what = None
+        out.append(None if what is None else first.setdefault(what, i))
+    return out
 
 
 def _waits_for(defense: DefenseJob, plan: Plan) -> tuple[int, ...] | None:
