@@ -34,8 +34,9 @@ def test_choices_resolve_and_a_missing_gpu_is_refused_with_the_fix(monkeypatch):
     for choice in ("cuda", "cuda:1"):
         with pytest.raises(InputError, match=rf"--device {choice}: .*use --device cpu, or auto"):
             device.resolve(choice)
-    with pytest.raises(InputError, match="--device cuda:x: write a GPU as cuda or cuda:N"):
-        device.resolve("cuda:x")
+    for choice in ("cuda:x", "cuda:"):
+        with pytest.raises(InputError, match=f"--device {choice}: write a GPU as cuda or cuda:N"):
+            device.resolve(choice)
     with pytest.raises(InputError, match="--device meta: not a device; use one of auto, cpu, cuda"):
         device.resolve("meta")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -223,7 +224,7 @@ def test_reference_models_trained_on_the_gpu_equal_the_cpu_ones(architecture):
         finally:
             device.use("cpu")
     for n, t in trained["cpu"].items():
-        torch.testing.assert_close(trained["cuda"][n], t, atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(trained["cuda"][n], t, atol=5e-4, rtol=1e-3)
 
 
 def test_every_attack_and_defense_reads_and_trains_models_through_the_device_wrapper(tmp_path, monkeypatch):

@@ -67,6 +67,11 @@ class Defense(Component):
     # where the defense acts when combined with others (`STAGES`, outermost first); "" : it cannot be combined
     stage: ClassVar[str] = ""
 
+    def cost(self, profile) -> float:
+        """Roughly how many plain trainings of a copy applying the defense at `profile` costs (1 by default; a
+        defense that trains no copy, less): the job graph starts the costliest defenses first."""
+        return 1.0 if self.trains_copies else 0.1
+
     def fit(self, ctx: DefenseContext, x: np.ndarray, y: np.ndarray, recipe, seed: int):  # pragma: no cover
         """The defended training procedure on (x, y): returns a trained module (eval mode)."""
         raise NotImplementedError

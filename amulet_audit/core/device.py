@@ -6,9 +6,9 @@ an attack or defense calls is wrapped by `placed`, which moves each input batch 
 to the input's device, so that gradients flow through both moves and the model's forward and backward passes run
 where its weights are. Trainers (`training.loop`, `training.reference`, DP-SGD) move their batches themselves.
 Random draws stay on the CPU generators seeded from the audit's seed, so a GPU run draws the same numbers as a CPU
-run and its results differ only by floating-point rounding, except where a draw happens inside the model on the
-device (Dropout in reference models trained together, DP-SGD's noise), whose values then come from the device's
-generator, seeded the same way.
+run and its results differ only by floating-point rounding, except where a draw happens on the device (the Dropout
+masks of reference models trained together through `torch.func.vmap`, DP-SGD's noise, which Opacus draws where the
+gradients are), whose values then come from the device's generator, seeded the same way.
 
 The device is one per process: the CLI sets it (`use`), and a worker process sets it from its job's inputs.
 torch is imported inside the functions.
@@ -39,7 +39,7 @@ def resolve(choice: str) -> str:
         return "cpu"
     if text == "cuda" or text.startswith("cuda:"):
         index = text.partition(":")[2]
-        if index and not index.isdigit():
+        if ":" in text and not index.isdigit():
             raise InputError(f"--device {choice}: write a GPU as cuda or cuda:N (N its index, from 0).")
         if not torch.cuda.is_available():
             why = ("this torch build has no CUDA support" if torch.version.cuda is None

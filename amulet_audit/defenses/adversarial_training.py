@@ -29,6 +29,9 @@ class AdversarialTraining(Defense):
         """Why the gradients are needed (follows the reason a model without gradients gives)."""
         return "adversarial training takes PGD steps along the gradients of the loss with respect to the inputs"
 
+    def cost(self, profile) -> float:
+        return float(self.get_params()["steps"] + 1)  # each batch: `steps` PGD steps, then the training step
+
     def batch_transform(self, ctx: DefenseContext):
         """The per-batch transform of adversarial training, for any copy: `for_model(raw)` (a copy's raw-output
         module, as it trains) -> f(xb, yb, gen) -> the PGD adversarial examples of the batch (`eps`, `norm`,

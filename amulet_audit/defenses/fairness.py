@@ -204,6 +204,9 @@ class FairnessMitigation(Defense):
             raise DefenseNotApplicable(f"'{attribute}' {problem}")
         return p, attribute, why
 
+    def cost(self, profile) -> float:
+        return float((self.get_params()["max_iter"] or self.budget(profile, "max_iter")) + 1)  # a copy per iteration
+
     def _max_iter(self, ctx: DefenseContext) -> int:
         return self.get_params()["max_iter"] or self.budget(ctx.profile, "max_iter")
 

@@ -58,12 +58,15 @@ WEIGHT_DEFENSE, WEIGHT_TRAINS, WEIGHT_OTHER = 10.0, 3.0, 1.0
 
 
 def build_graph(n_defenses: int, n_attacks: int, aims: list[tuple[int, ...] | None], controls: list[int] = (),
-                trains: list[bool] | None = None, copies: list[int | None] | None = None) -> list[Node]:
+                trains: list[bool] | None = None, copies: list[int | None] | None = None,
+                costs: list[float] | None = None) -> list[Node]:
     """The nodes in a deterministic order: the audited model's attack jobs, the training-fidelity check and the
     positive control of each attack job in `controls` (indexes into plan.jobs), then for each defense its defense
-    job and its attack jobs. `aims[k]`: None when plan.defenses[k] needs nothing from the audited model's
-    evaluation, else the plan jobs whose findings it takes its parameters from (it waits for them). `trains[i]`:
-    plan.jobs[i] trains copies (a heavier job), or its weight as a number."""
+    job and its attack jobs, then the copies jobs. `aims[k]`: None when plan.defenses[k] needs nothing from the
+    audited model's evaluation, else the plan jobs whose findings it takes its parameters from (it waits for them).
+    `trains[i]`: plan.jobs[i] trains copies (a heavier job), or its weight as a number. `copies[i]`: the first plan
+    job that trains the copies plan.jobs[i] needs (`Attack.copies`), or None. `costs[k]`: applying plan.defenses[k]
+    costs that many plain trainings (`Defense.cost`), which scales its weight."""
     trains = trains or [False] * n_attacks
     # a bool: the job trains copies; a number: its own weight (e.g. the queries it asks of a prediction service)
     weight = [float(t) if not isinstance(t, bool) else WEIGHT_TRAINS if t else WEIGHT_OTHER for t in trains]
@@ -71,7 +74,8 @@ def build_graph(n_defenses: int, n_attacks: int, aims: list[tuple[int, ...] | No
     nodes += [Node("fidelity", 0, weight=WEIGHT_TRAINS)] + [Node("control", 0, i, weight=WEIGHT_TRAINS) for i in controls]
     for k in range(n_defenses):
         defense = len(nodes)
-        nodes.append(Node("defense", k + 1, deps=tuple(aims[k] or ()), weight=WEIGHT_DEFENSE))
+        cost = costs[k] if costs else 1.0
+        nodes.append(Node("defense", k + 1, deps=tuple(aims[k] or ()), weight=WEIGHT_DEFENSE * cost))
         nodes += [Node("attack", k + 1, i, (defense,), weight[i]) for i in range(n_attacks)]
     # copies several attack jobs share (`copies[i]`: the first job training the same ones), trained once per model
     for unit in range(n_defenses + 1):
@@ -85,10 +89,11 @@ def build_graph(n_defenses: int, n_attacks: int, aims: list[tuple[int, ...] | No
     return nodes
 
 
-def priorities(nodes: list[Node]) -> list[float]:
-    """Each node's weight plus the heaviest chain of nodes that wait for it: run first what the most work waits
-    on (e.g. the audited model's fairness measurement before the other attacks, when a fairness mitigation aims at
-    its finding), so that more workers finish sooner."""
+def priorities(nodes: list[Node], weights: list[float] | None = None) -> list[float]:
+    """Each node's weight (`weights[i]` where given) plus the heaviest chain of nodes that wait for it: run first
+    what the most work waits on (e.g. the audited model's fairness measurement before the other attacks, when a
+    fairness mitigation aims at its finding), so that more workers finish sooner."""
+    weights = weights or [node.weight for node in nodes]
     children: dict[int, list[int]] = {}
     for i, node in enumerate(nodes):
         for d in node.deps:
@@ -97,7 +102,7 @@ def priorities(nodes: list[Node]) -> list[float]:
 
     def chain(i: int) -> float:  # dependents may come before their dependencies in `nodes` (a shared copies job)
         if i not in out:
-            out[i] = nodes[i].weight + max((chain(c) for c in children.get(i, ())), default=0.0)
+            out[i] = weights[i] + max((chain(c) for c in children.get(i, ())), default=0.0)
         return out[i]
 
     return [chain(i) for i in range(len(nodes))]
@@ -179,22 +184,32 @@ class Store:
 
 def execute(nodes: list[Node], key: Callable[[int], str], task: Callable[[int], Any], store: Store, executor, *,
             progress: Callable[[str, float], None] | None = None,
-            on_done: Callable[[int, Any], None] | None = None, cheapest_first: bool = False) -> dict[int, Any]:
+            on_done: Callable[[int, Any], None] | None = None, cheapest_first: bool = False,
+            reweigh: Callable[[int, Any], dict[int, float]] | None = None) -> dict[int, Any]:
     """Run every node once its dependencies are done, each once: a stored output is reused, any other node's
     `task(i)` (plain picklable data for `run.jobs.run_task`) goes to `executor` (`submit(i, task)`,
     `next_done() -> (i, output)` in completion order). `key(i)` is asked only once node i's dependencies are done
     (a key includes theirs). `on_done(i, output)` runs in this process as each node finishes (e.g. to aim a
     defense at the baseline's findings before its key is taken). `cheapest_first`: run ready jobs by ascending
-    weight instead (a model behind a prediction service with a query budget). Returns node index -> output."""
+    weight instead (a model behind a prediction service with a query budget). `reweigh(i, output)`: new weights
+    (node index -> seconds expected) learnt from node i's output, e.g. how long the same attack took on the audited
+    model; the priorities are then computed again. Returns node index -> output."""
     done: dict[int, Any] = {}
     waiting, ready, running = set(range(len(nodes))), [], set()
-    rank = priorities(nodes)
+    weights = [node.weight for node in nodes]
+    rank = priorities(nodes, weights)
     capacity = getattr(executor, "capacity", len(nodes))
 
     def finish(i: int, out: Any) -> None:
+        nonlocal rank
         done[i] = out
         if on_done:
             on_done(i, out)
+        learnt = reweigh(i, out) if reweigh else None
+        if learnt:
+            for j, w in learnt.items():
+                weights[j] = w
+            rank = priorities(nodes, weights)
         if progress:
             progress(f"{len(nodes)} jobs", len(done) / len(nodes))
 
@@ -208,7 +223,7 @@ def execute(nodes: list[Node], key: Callable[[int], str], task: Callable[[int], 
                 finish(i, out)
         # the job with the most work waiting on it first; under a query budget the cheapest first, so that what
         # needs few queries is measured before an expensive attack can use the budget up
-        ready.sort(key=lambda i: (nodes[i].weight if cheapest_first else -rank[i], i))
+        ready.sort(key=lambda i: (weights[i] if cheapest_first else -rank[i], i))
         while ready and len(running) < capacity:
             i = ready.pop(0)
             executor.submit(i, task(i))

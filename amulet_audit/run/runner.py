@@ -12,7 +12,7 @@ from typing import Any
 
 from amulet_audit import __version__
 from amulet_audit.core import registry
-from amulet_audit.core.attack import AttackResult, PairedSample, Profile
+from amulet_audit.core.attack import PROFILES, AttackResult, PairedSample, Profile
 from amulet_audit.core.device import describe
 from amulet_audit.inputs.data import AuditData
 from amulet_audit.inputs.model import ModelHandle
@@ -249,7 +249,9 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
     # on this machine's cache (a Ray worker elsewhere would train them again), and not under a query budget
     shared = (_shared_copies(plan, model, data, inputs) if executor == "local" and inputs.cache_root and not budgeted
               else None)
-    nodes = graph.build_graph(len(plan.defenses), len(plan.jobs), aims, controlled(plan), trains, shared)
+    costs = [sum(registry.defense_class(p.name)(**p.params).cost(PROFILES[inputs.profile]) for p in d.parts or [d])
+             if all(p.name in registry.defenses() for p in d.parts or [d]) else 1.0 for d in plan.defenses]
+    nodes = graph.build_graph(len(plan.defenses), len(plan.jobs), aims, controlled(plan), trains, shared, costs)
     scopes = [""] + [_scope(d, plan) for d in plan.defenses]
     n = len(plan.jobs)
     digest = graph.inputs_digest(model.sha256, data.sha256, inputs.seed, inputs.profile, inputs.confidence,
@@ -284,7 +286,8 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
     store = graph.Store(Path(state_dir) if state_dir is not None else None)
     with _executor(executor, model, data, loaded, jobs=jobs, ray_address=ray_address, progress=progress,
                    cache_root=inputs.cache_root, gpu=inputs.device != "cpu") as ex:
-        graph.execute(nodes, key, task, store, ex, progress=progress, on_done=done.__setitem__, cheapest_first=budgeted)
+        graph.execute(nodes, key, task, store, ex, progress=progress, on_done=done.__setitem__, cheapest_first=budgeted,
+                      reweigh=None if budgeted else _learnt_weights(nodes, trains))
     results = []
     for unit in range(len(plan.defenses) + 1):
         mine = [i for i, node in enumerate(nodes) if node.unit == unit and node.kind in ("attack", "defense")]
@@ -306,10 +309,36 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
     return results, fidelity, positive, store
 
 
+def _learnt_weights(nodes: list, trains: list[bool]):
+    """`graph.execute`'s `reweigh`: the seconds an attack job (or copies job) took on the audited model are what the
+    same job is expected to take on each defended model, plus, for one that trains copies (which train by the
+    defense's procedure), the seconds the defense took to train its own copy; so that the long jobs on a costly
+    defended model start first and no worker is left waiting on one at the end."""
+    measured: dict[tuple[str, int], float] = {}
+    training: dict[int, float] = {}
+
+    def expected(node) -> float | None:
+        took = measured.get((node.kind, node.index))
+        if took is None:
+            return None
+        return took + (training.get(node.unit, 0.0) if node.kind == "copies" or trains[node.index] else 0.0)
+
+    def reweigh(i: int, out: Any) -> dict[int, float]:
+        node = nodes[i]
+        if node.unit == 0 and node.kind in ("attack", "copies") and out is not None:
+            measured[node.kind, node.index] = out[0].seconds if node.kind == "attack" else out["seconds"]
+        elif node.kind == "defense" and out is not None:
+            training[node.unit] = out.training_seconds
+        else:
+            return {}
+        return {j: w for j, n in enumerate(nodes) if n.unit > 0 and n.kind in ("attack", "copies")
+                and (w := expected(n)) is not None}
+
+    return reweigh
+
+
 def _copies_of(job, inputs: Inputs) -> tuple | None:
     """What plan job `job` trains before it measures (`Attack.copies`) at the audit's profile, or None."""
-    from amulet_audit.core.attack import PROFILES
-
     if job.attack not in registry.attacks():
         return None
     return registry.attack_class(job.attack)(**job.params).copies(PROFILES[inputs.profile])
