@@ -15,7 +15,6 @@ CUDA GPU it says so and stops.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import subprocess
 import sys
@@ -36,11 +35,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--audit", action="store_true", help="also audit the digits example on both devices")
     args = parser.parse_args(argv)
 
-    import numpy as np
     import torch
 
     from amulet_audit.core import device
-    from amulet_audit.inputs.data import load_data
     from amulet_audit.inputs.model import ModelHandle
     from amulet_audit.training.reference import half_masks, train_reference_models
 
@@ -49,9 +46,9 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     name = device.resolve(args.device)
     print(f"device: {device.describe(name)}; CPU run with {args.threads} torch threads")
-    spec = importlib.util.spec_from_file_location("digits_example", ROOT / "examples" / "digits" / "train.py")
-    digits = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(digits)
+    from bench_reference_models import digits_example, digits_pool
+
+    digits = digits_example()
     recipe = digits.RECIPE.model_copy(update={"epochs": args.epochs})
     nn = torch.nn
     builders = {"mlp": lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)),
@@ -59,11 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        images, labels = digits.load_images()
-        np.savez_compressed(out / digits.DATA_FILE, **digits.prepare(images, labels, seed=0, n_train=600, n_holdout=600))
-        data = load_data(digits.write_spec(out, digits.spec_dict(recipe), "benchmark"))
-        x = np.concatenate([data.x_train, data.x_holdout])
-        y = np.concatenate([data.y_train, data.y_holdout])
+        _, x, y = digits_pool(digits, out, recipe)
         masks = half_masks(len(x), args.models, 0)
         for arch, build in builders.items():
             torch.manual_seed(0)

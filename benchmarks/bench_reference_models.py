@@ -27,6 +27,29 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def digits_example():
+    """The digits example's module (examples/digits/train.py): its model, recipe and data preparation."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("digits_example", ROOT / "examples" / "digits" / "train.py")
+    digits = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(digits)
+    return digits
+
+
+def digits_pool(digits, out: Path, recipe):
+    """The benchmarks' pool: 1,200 digits images (600 members, 600 non-members) written to `out` as the example
+    writes them; returns (AuditData, x, y) with x, y the pool's images and labels."""
+    import numpy as np
+
+    from amulet_audit.inputs.data import load_data
+
+    images, labels = digits.load_images()
+    np.savez_compressed(out / digits.DATA_FILE, **digits.prepare(images, labels, seed=0, n_train=600, n_holdout=600))
+    data = load_data(digits.write_spec(out, digits.spec_dict(recipe), "benchmark"))
+    return data, np.concatenate([data.x_train, data.x_holdout]), np.concatenate([data.y_train, data.y_holdout])
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=16)
@@ -40,12 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
                              "under 1M parameters), as in an audit")
     args = parser.parse_args(argv)
 
-    import importlib.util
-
-    import numpy as np
     import torch
 
-    from amulet_audit.inputs.data import load_data
     from amulet_audit.inputs.model import ModelHandle, load_model
     from amulet_audit.training.loop import train_model
     from amulet_audit.core.attack import PROFILES, AttackContext
@@ -56,9 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.set_num_threads(args.threads)
     set_cores(args.threads)
-    spec = importlib.util.spec_from_file_location("digits_example", ROOT / "examples" / "digits" / "train.py")
-    digits = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(digits)
+    digits = digits_example()
     recipe = digits.RECIPE.model_copy(update={"epochs": args.epochs})
     nn = torch.nn
     builders = {
@@ -79,11 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        images, labels = digits.load_images()
-        np.savez_compressed(out / digits.DATA_FILE, **digits.prepare(images, labels, seed=0, n_train=600, n_holdout=600))
-        data = load_data(digits.write_spec(out, digits.spec_dict(recipe), "benchmark"))
-        x = np.concatenate([data.x_train, data.x_holdout])
-        y = np.concatenate([data.y_train, data.y_holdout])
+        data, x, y = digits_pool(digits, out, recipe)
         masks = half_masks(len(x), args.models, 0)
         steps = args.epochs * -(-int(masks[0].sum()) // recipe.batch_size)
         load = os.getloadavg()
