@@ -249,8 +249,7 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
     # on this machine's cache (a Ray worker elsewhere would train them again), and not under a query budget
     shared = (_shared_copies(plan, model, data, inputs) if executor == "local" and inputs.cache_root and not budgeted
               else None)
-    costs = [sum(registry.defense_class(p.name)(**p.params).cost(PROFILES[inputs.profile]) for p in d.parts or [d])
-             if all(p.name in registry.defenses() for p in d.parts or [d]) else 1.0 for d in plan.defenses]
+    costs = [_cost(d, PROFILES[inputs.profile]) for d in plan.defenses]
     nodes = graph.build_graph(len(plan.defenses), len(plan.jobs), aims, controlled(plan), trains, shared, costs)
     scopes = [""] + [_scope(d, plan) for d in plan.defenses]
     n = len(plan.jobs)
@@ -307,6 +306,12 @@ def _run_graph(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, plan: 
     fidelity = next(done[i] for i, node in enumerate(nodes) if node.kind == "fidelity")
     positive = {plan.jobs[node.index].key: done[i] for i, node in enumerate(nodes) if node.kind == "control"}
     return results, fidelity, positive, store
+
+
+def _cost(defense: DefenseJob, profile: Profile) -> float:
+    """Roughly how many plain trainings of a copy applying `defense` at `profile` costs (`Defense.cost`; a
+    combination: the sum of its parts')."""
+    return sum(registry.defense_class(p.name)(**p.params).cost(profile) for p in defense.parts or [defense])
 
 
 def _learnt_weights(nodes: list, trains: list[bool]):
