@@ -65,3 +65,10 @@ def test_an_address_where_no_cluster_answers_is_refused_quickly(tabular, tmp_pat
                           timeout=300)
     assert done.returncode == 2 and "nothing answers at 127.0.0.1:1" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+    # with no --ray-address Ray connects to $RAY_ADDRESS: that cluster is checked the same way, and named
+    import os
+
+    done = subprocess.run([*AMULET, str(tabular), "--policy", str(ONE_DEFENSE), "--out", str(tmp_path / "e"),
+                           "--executor", "ray"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"})
+    assert done.returncode == 2 and "RAY_ADDRESS=127.0.0.1:1: nothing answers" in done.stderr, done.stderr

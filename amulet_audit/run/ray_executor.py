@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -73,21 +74,23 @@ def _run_on_worker(inputs_bundle: dict[str, Any], task: Any) -> Any:
     return run_task(replace(task, inputs=replace(task.inputs, **local)))
 
 
-def _reachable(address: str | None, timeout: float = 5.0) -> None:
-    """Raise InputError (one sentence) when a cluster address ("ray://host:port" or "host:port") does not accept a
-    TCP connection within `timeout` seconds: Ray itself would keep retrying for minutes. None and "auto" pass."""
+def _reachable(address: str | None, timeout: float = 5.0, env: bool = False) -> None:
+    """Raise InputError (one sentence naming where the address came from: --ray-address, or the environment's
+    RAY_ADDRESS when `env`) when a cluster address ("ray://host:port" or "host:port") does not accept a TCP
+    connection within `timeout` seconds: Ray itself would keep retrying for minutes. None and "auto" pass."""
     import socket
 
     if not address or address == "auto":
         return
+    where = f"RAY_ADDRESS={address}" if env else f"--ray-address {address}"
     hostport = address.split("://", 1)[-1].rstrip("/")
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise InputError(f"--ray-address {address}: expected ray://HOST:PORT, HOST:PORT or auto.")
+        raise InputError(f"{where}: expected ray://HOST:PORT, HOST:PORT or auto.")
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as exc:
-        raise InputError(f"--ray-address {address}: nothing answers at {host}:{port} ({exc}); check the cluster's "
+        raise InputError(f"{where}: nothing answers at {host}:{port} ({exc}); check the cluster's "
                          "head address and port (Ray Client: 10001, GCS: 6379).") from None
 
 
@@ -108,7 +111,11 @@ class RayExecutor:
         if not ray.is_initialized():
             import logging
 
+            # Ray connects to $RAY_ADDRESS when given no address (and for "auto"): that cluster must answer too
+            from_env = os.environ.get("RAY_ADDRESS", "") if address in (None, "", "auto") else ""
             _reachable(address)
+            _reachable(from_env, env=True)
+            address = address or from_env or None
 
             try:
                 ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
