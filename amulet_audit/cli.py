@@ -269,8 +269,10 @@ def _device(args: argparse.Namespace) -> str:
     cluster's to provide: each job then asks Ray for a GPU, and the submitting machine needs none."""
     from amulet_audit.core.device import resolve
 
+    from amulet_audit.core.device import gpu_name
+
     text = str(args.device).strip().lower()
-    if args.executor == "ray" and args.ray_address and (text == "cuda" or text.startswith("cuda:")):
+    if args.executor == "ray" and args.ray_address and gpu_name(text):
         return text
     return resolve(args.device)
 

@@ -34,7 +34,7 @@ def test_choices_resolve_and_a_missing_gpu_is_refused_with_the_fix(monkeypatch):
     for choice in ("cuda", "cuda:1"):
         with pytest.raises(InputError, match=rf"--device {choice}: .*use --device cpu, or auto"):
             device.resolve(choice)
-    for choice in ("cuda:x", "cuda:"):
+    for choice in ("cuda:x", "cuda:", "cuda:00", "cuda:１"):
         with pytest.raises(InputError, match=f"--device {choice}: write a GPU as cuda or cuda:N"):
             device.resolve(choice)
     with pytest.raises(InputError, match="--device meta: not a device; use one of auto, cpu, cuda"):

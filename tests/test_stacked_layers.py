@@ -224,6 +224,29 @@ def _accuracy_interval(correct: int, n: int) -> tuple[float, float, float]:
     return correct / n, float(low), float(high)
 
 
+def test_a_dropout_set_gives_the_same_models_whichever_set_was_cached_first(tmp_path):
+    """LiRA's 8 reference models and RMIA's 2 share seeds and masks; with Dropout, models trained together draw
+    from their set's generator, so each set is cached as a set: the 2 models are the same whether the 8 were
+    trained before them or not (the audit's numbers must not depend on which job ran first)."""
+    import torch
+    import torch.nn as nn
+
+    from amulet_audit.training.cache import ModelCache
+
+    torch.manual_seed(0)
+    handle = _handle(nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 3)))
+    data, labels = _data()
+
+    def two(cache):
+        return train_reference_models(handle, data, labels, half_masks(90, 2, 0), RECIPES["adam"], seed=3,
+                                      cache=cache).logits(data)
+
+    alone = two(ModelCache(tmp_path / "alone"))
+    after = ModelCache(tmp_path / "after")
+    train_reference_models(handle, data, labels, half_masks(90, 8, 0), RECIPES["adam"], seed=3, cache=after)
+    np.testing.assert_array_equal(two(after), alone)
+
+
 def test_dropout_models_trained_at_once_match_one_at_a_time_training_in_accuracy_and_lira_auc():
     """Dropout masks cannot be those of one-at-a-time training, so the two trainers are compared in distribution:
     over three seeds, the reference models' test accuracy and the LiRA AUC they give against an overfitted target

@@ -17,6 +17,7 @@ torch is imported inside the functions.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 from amulet_audit.core.errors import InputError
@@ -39,7 +40,7 @@ def resolve(choice: str) -> str:
         return "cpu"
     if text == "cuda" or text.startswith("cuda:"):
         index = text.partition(":")[2]
-        if ":" in text and not index.isdigit():
+        if not gpu_name(text):
             raise InputError(f"--device {choice}: write a GPU as cuda or cuda:N (N its index, from 0).")
         if not torch.cuda.is_available():
             why = ("this torch build has no CUDA support" if torch.version.cuda is None
@@ -51,6 +52,12 @@ def resolve(choice: str) -> str:
                              f"numbered from 0; pick one of them.")
         return text
     raise InputError(f"--device {choice}: not a device; use one of {', '.join(CHOICES)} (or cuda:N).")
+
+
+def gpu_name(text: str) -> bool:
+    """Whether `text` names a GPU as torch spells it: "cuda", or "cuda:N" with N an index written without leading
+    zeros."""
+    return re.fullmatch(r"cuda(:(0|[1-9][0-9]*))?", text) is not None
 
 
 def describe(device: str) -> str:

@@ -66,3 +66,19 @@ def _worker_init() -> None:
 
     torch.set_num_threads(1)  # N workers on N cores: one thread each
     set_cores(1)
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel end this worker when the audit's process dies, also by SIGKILL (an OOM kill),
+    which gives the pool no chance to stop its workers: they would otherwise wait on their pipe, holding memory."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except OSError:  # another C library: the workers end with the pool as before
+        pass

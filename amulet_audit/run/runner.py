@@ -105,8 +105,10 @@ def run_audit(model: ModelHandle, data: AuditData, loaded: LoadedPolicy, *, seed
 
     started = _now()
     t0 = time.perf_counter()
-    use(device)
-    model = attach(model, data).placed()  # attach: a no-op when the CLI has read the model's output convention
+    model = attach(model, data)  # a no-op when the CLI has read the model's output convention already
+    if executor == "local":  # jobs run in this machine's processes; on Ray, the workers place the model themselves
+        use(device)
+        model = model.placed()
     inputs = Inputs(
         model_path=str(model.path), model_format=model.format, architecture=model.architecture,
         data_path=str(data.spec_path), policy_path=str(loaded.path), seed=seed, profile=profile.name,

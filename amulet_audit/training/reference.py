@@ -37,6 +37,7 @@ from amulet_audit.inputs.model import layer_kind
 from amulet_audit.training.estimators import fits_copies, fitted_reference_models
 from amulet_audit.training.scripted import eager_sequential
 from amulet_audit.training.stacked import StackedChain, StackedLayers, linear_chain, sequential_layers
+from amulet_audit.core.device import rng_devices
 from amulet_audit.core.mode import set_mode
 from amulet_audit.core.threads import all_cores, model_threads
 
@@ -147,7 +148,11 @@ def train_reference_models(model, x: np.ndarray, y: np.ndarray, masks: np.ndarra
     k_models = masks.shape[0]
     arch = model.architecture_digest()
     data_digest = _digest(x, y)
-    keys = [_model_key(arch, seed + k, recipe, masks[k], data_digest) for k in range(k_models)]
+    # Dropout draws for the models trained together depend on the set (its first seed and size): such a model is
+    # cached as a member of its set, so that a set's numbers never depend on which other set was trained first
+    members = (seed, k_models) if any(layer_kind(m).startswith("Dropout") and getattr(m, "p", 1) > 0
+                                      for m in model.arch_module.modules()) else ()
+    keys = [_model_key(arch, seed + k, recipe, masks[k], data_digest, *members) for k in range(k_models)]
     cached = [cache.load(key) if cache is not None else None for key in keys]
     todo = [k for k in range(k_models) if cached[k] is None]
 
@@ -196,7 +201,9 @@ def _train(model, x, y, masks, recipe, *, seed, cache, progress, keys, cached, t
             else:
                 from amulet_audit.training.loop import train_model
 
-                train_model(module, x[masks[k]], y[masks[k]], recipe, seed=seed + k, output=model.output)
+                with torch.random.fork_rng(devices=rng_devices()):  # its Dropout draws: from its own seed
+                    torch.manual_seed(seed + k)
+                    train_model(module, x[masks[k]], y[masks[k]], recipe, seed=seed + k, output=model.output)
                 if cache is not None:
                     cache.save(keys[k], module.state_dict())
             modules.append(module)
@@ -261,10 +268,11 @@ def _digest(x: np.ndarray, y: np.ndarray) -> str:
     return content_key(np.ascontiguousarray(x), np.ascontiguousarray(y))
 
 
-def _model_key(arch: str, seed: int, recipe: TrainingRecipe, mask: np.ndarray, data_digest: str) -> str:
+def _model_key(arch: str, seed: int, recipe: TrainingRecipe, mask: np.ndarray, data_digest: str, *members) -> str:
     from amulet_audit.training.cache import content_key
 
-    return content_key(_KEY_VERSION, arch, seed, recipe.model_dump(), np.packbits(mask), len(mask), data_digest)
+    return content_key(_KEY_VERSION, arch, seed, recipe.model_dump(), np.packbits(mask), len(mask), data_digest,
+                       *members)
 
 
 def _vectorised_forward(base, *, per_model_inputs: bool = False, output: str = "logits"):
@@ -341,7 +349,6 @@ def _train_vectorised(base, param_names: list[str], state: dict, x: np.ndarray, 
     the batch, not with K times the data."""
     import torch
 
-    from amulet_audit.core.device import rng_devices
     from amulet_audit.training.loop import loss_for
 
     with torch.random.fork_rng(devices=rng_devices()):
