@@ -50,8 +50,12 @@ def bundle(model_path: str, data_path: str, policy: Any, data_file: str, cache: 
 
 def materialise(inputs_bundle: dict[str, Any]) -> dict[str, str]:
     """Write a bundle under this machine's temporary folder (once per digest): the local paths of the model, the
-    data spec and the policy, and a local cache folder for trained copies."""
-    root = Path(tempfile.gettempdir()) / "amulet-audit-inputs" / inputs_bundle["digest"]
+    data spec and the policy, and a local cache folder for trained copies. The folder is the worker's user's alone
+    (mode 0700): it holds the audit's training data."""
+    base = Path(tempfile.gettempdir()) / "amulet-audit-inputs"
+    base.mkdir(mode=0o700, exist_ok=True)
+    base.chmod(0o700)
+    root = base / inputs_bundle["digest"]
     done = root / ".complete"
     if not done.exists():
         from amulet_audit.core.atomic import write_bytes_atomic
