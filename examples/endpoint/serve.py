@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = yaml.safe_load(credit_spec.read_text(encoding="utf-8"))
     service = Service(args.credit / "model.pt", spec["features"], [str(c) for c in spec["classes"]], port=args.port,
                       output=args.output, fail_first=args.fail_first)
+    args.spec_out.mkdir(parents=True, exist_ok=True)
     path = endpoint_spec(credit_spec, args.spec_out, output=args.output, budget=args.budget)
     print(f"serving the credit MLP at {service.url} (data spec: {path}); Ctrl-C stops it", flush=True)
     try:
