@@ -267,9 +267,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def _device(args: argparse.Namespace) -> str:
     """The torch device of `--device` (`core.device.resolve`). On a Ray cluster given by address, `cuda` is the
     cluster's to provide: each job then asks Ray for a GPU, and the submitting machine needs none."""
-    from amulet_audit.core.device import resolve
-
-    from amulet_audit.core.device import gpu_name
+    from amulet_audit.core.device import gpu_name, resolve
 
     text = str(args.device).strip().lower()
     if args.executor == "ray" and args.ray_address and gpu_name(text):

@@ -205,10 +205,10 @@ class FairnessMitigation(Defense):
         return p, attribute, why
 
     def cost(self, profile) -> float:
-        return float((self.get_params()["max_iter"] or self.budget(profile, "max_iter")) + 1)  # a copy per iteration
+        return float(self._max_iter(profile) + 1)  # a copy per iteration
 
-    def _max_iter(self, ctx: DefenseContext) -> int:
-        return self.get_params()["max_iter"] or self.budget(ctx.profile, "max_iter")
+    def _max_iter(self, profile) -> int:
+        return self.get_params()["max_iter"] or self.budget(profile, "max_iter")
 
     def _apply(self, ctx: DefenseContext) -> DefenseOutcome:
         self._setup(ctx.data)  # refuse before any training
@@ -227,7 +227,7 @@ class FairnessMitigation(Defense):
         constraint = DemographicParity() if p["constraint"] == "demographic_parity" else EqualizedOdds()
         trainer = _Trainer(ctx, recipe, seed)
         mitigator = ExponentiatedGradient(_TorchClassifier(trainer), constraints=constraint, eps=p["eps"],
-                                          max_iter=self._max_iter(ctx))
+                                          max_iter=self._max_iter(ctx.profile))
         mitigator.fit(x.reshape(len(x), -1), y, sensitive_features=_labels(ctx.sensitive, attribute))
         weights = np.asarray(mitigator.weights_, dtype=float)
         keep = weights > 1e-6
@@ -243,5 +243,5 @@ class FairnessMitigation(Defense):
         labels, counts = np.unique(_labels(ctx.data.sensitive_train, attribute), return_counts=True)
         return {"algorithm": "ExponentiatedGradient", "constraint": p["constraint"], "attribute": attribute,
                 "attribute_basis": why, "groups": {str(g): int(c) for g, c in zip(labels, counts)},
-                "constraint_slack": p["eps"], "max_iter": self._max_iter(ctx), "models_trained": module.models_trained,
+                "constraint_slack": p["eps"], "max_iter": self._max_iter(ctx.profile), "models_trained": module.models_trained,
                 "mixture_size": len(module.members), "needs_sensitive_attribute_at_prediction": False}

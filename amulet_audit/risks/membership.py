@@ -453,7 +453,18 @@ def _reference_pool(ctx: AttackContext, samples: int | None, n_reference: int):
     return x, y, is_member, (i_in, i_out), masks, refs, info
 
 
-class LiRA(Attack):
+class _ReferenceModelAttack(Attack):
+    """An attack measured with reference models (`_reference_pool`), which attacks with the same `samples` and
+    number of models share: the audit's graph trains them once, as a job of their own (`Attack.copies`)."""
+
+    def copies(self, profile) -> tuple:
+        return _reference_copies(self, profile)
+
+    def prepare(self, ctx: AttackContext) -> None:
+        _reference_pool(ctx, *_reference_copies(self, ctx.profile)[1:])
+
+
+class LiRA(_ReferenceModelAttack):
     """The Likelihood Ratio Attack (Carlini et al., S&P 2022): per-record Gaussians of reference models'
     logit-scaled confidence with (IN) and without (OUT) the record, and a likelihood-ratio test of the audited
     model's confidence. `n_reference` None: 8 / 16 / 64 reference models for the quick / standard / thorough
@@ -473,12 +484,6 @@ class LiRA(Attack):
         "samples": OptionalOf(Interval(Integral, 10, None)),
     }
 
-    def copies(self, profile) -> tuple:
-        return _reference_copies(self, profile)
-
-    def prepare(self, ctx: AttackContext) -> None:
-        _reference_pool(ctx, *_reference_copies(self, ctx.profile)[1:])
-
     def _run(self, ctx: AttackContext) -> AttackResult:
         p = self.get_params()
         _, samples, k = _reference_copies(self, ctx.profile)
@@ -493,7 +498,7 @@ class LiRA(Attack):
         return AttackResult(metrics, details)
 
 
-class RMIA(Attack):
+class RMIA(_ReferenceModelAttack):
     """The Robust Membership Inference Attack (Zarifzadeh et al., ICML 2024): a record's score is the fraction
     of population records z it dominates, LR(x, z) >= `gamma`, with Pr(x) and Pr(z) estimated from 2-4 reference
     models (`n_reference` None: 2 / 4 / 4 for quick / standard / thorough). Offline (`online` false) uses only
@@ -518,12 +523,6 @@ class RMIA(Attack):
         "population": OptionalOf(Interval(Integral, 10, None)),
         "samples": OptionalOf(Interval(Integral, 10, None)),
     }
-
-    def copies(self, profile) -> tuple:
-        return _reference_copies(self, profile)
-
-    def prepare(self, ctx: AttackContext) -> None:
-        _reference_pool(ctx, *_reference_copies(self, ctx.profile)[1:])
 
     def _run(self, ctx: AttackContext) -> AttackResult:
         p = self.get_params()
